@@ -1,0 +1,302 @@
+"""The activities of an agent run: resolve the profile, think, run a tool, notify a reviewer.
+
+Each failure is classified here, once, into an error kind
+(:mod:`durable_agent.retry`), and becomes an ``ApplicationError`` that either
+names the exact wait before the next attempt or says not to retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import urllib.request
+from datetime import timedelta
+from typing import Any, AsyncIterator
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from durable_agent import contracts
+from durable_agent.errors import InvalidToolArguments, ToolAuthError, ToolError, ToolRateLimited, ToolTimeout
+from durable_agent.models import ModelError, ModelRequest, provider_for
+from durable_agent.pricing import find_price
+from durable_agent.profiles import OFFLINE_MODEL, AgentsConfig
+from durable_agent.retry import MODEL_RETRY, TOOL_RETRY_POLICIES, ErrorKind, next_delay
+from durable_agent.schemas import (
+    ResolveAgentInput,
+    ResolvedAgent,
+    ThinkInput,
+    ThinkOutput,
+    ToolCall,
+    ToolCallInput,
+    ToolCallOutput,
+)
+from durable_agent.store import ContentStore
+from durable_agent.tools import ToolContext, ToolRegistry, registry as default_registry
+
+log = logging.getLogger("durable_agent.activities")
+
+#: Longest tool result the model is shown, in characters (the store keeps all of it).
+MAX_RESULT_CHARS = 100_000
+PREVIEW_CHARS = 300
+HEARTBEAT_EVERY = 5.0
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating(every: float = HEARTBEAT_EVERY) -> AsyncIterator[None]:
+    """Heartbeat in the background, so a dead worker is noticed within the heartbeat timeout."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(every)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def _retry_error(message: str, kind: ErrorKind, delay: float | None, **details: Any) -> ApplicationError:
+    """An ``ApplicationError`` that retries after exactly ``delay`` seconds, or never (``None``)."""
+    if delay is None:
+        return ApplicationError(message, details or None, type=kind.value, non_retryable=True)
+    return ApplicationError(message, details or None, type=kind.value, next_retry_delay=timedelta(seconds=delay))
+
+
+def _tool_result_text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    if len(text) > MAX_RESULT_CHARS:
+        text = text[:MAX_RESULT_CHARS] + f"\n[... cut: {len(text) - MAX_RESULT_CHARS} more characters]"
+    return text
+
+
+class AgentActivities:
+    """Activities bound to one worker's configuration, content store and tool registry."""
+
+    def __init__(self, config: AgentsConfig, store: ContentStore, tools: ToolRegistry | None = None) -> None:
+        self.config = config
+        self.store = store
+        self.tools = tools or default_registry
+
+    # ---------------------------------------------------------------- resolve
+
+    @activity.defn(name=contracts.ACTIVITY_RESOLVE_AGENT)
+    async def resolve_agent(self, request: ResolveAgentInput) -> ResolvedAgent:
+        """Freeze a profile for one run (recorded once in history, so replays never re-read config)."""
+        name = request.agent or self.config.default_agent
+        profile = self.config.agents.get(name)
+        if profile is None:
+            raise ApplicationError(
+                f"unknown agent profile {name!r} (field 'agent'); known profiles: {', '.join(sorted(self.config.agents))}",
+                type="UnknownAgent",
+                non_retryable=True,
+            )
+        model = self.config.resolve_model(profile, request.model_override)
+        warnings: list[str] = []
+        if model != OFFLINE_MODEL and not _has_api_key():
+            raise ApplicationError(
+                f"model {model!r} needs ANTHROPIC_API_KEY on the worker; unset the model to use 'offline'",
+                type="MissingCredentials",
+                non_retryable=True,
+            )
+        prices = self.config.prices()
+        price = find_price(model, prices)
+        if price is None:
+            warnings.append(
+                f"UNKNOWN_MODEL_PRICE: no price for {model!r}; costs use the fallback price "
+                f"(${self.config.pricing.fallback.input}/M input, ${self.config.pricing.fallback.output}/M output)"
+            )
+        tools = []
+        for tool_name in profile.tools:
+            tool = self.tools.get(tool_name)
+            if tool is None:
+                raise ApplicationError(f"profile {name!r} names tool {tool_name!r}, which this worker does not have", type="UnknownTool", non_retryable=True)
+            info = tool.info.model_copy()
+            if tool_name in profile.rate_limits:
+                info.rate_limit = profile.rate_limits[tool_name]
+            tools.append(info)
+        prompt_ref = self.store.put(
+            {
+                "system": profile.system_prompt,
+                "tools": [{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in tools],
+            }
+        )
+        return ResolvedAgent(
+            name=name,
+            model=model,
+            autonomy=profile.autonomy,
+            max_tokens=profile.max_tokens,
+            prompt_ref=prompt_ref,
+            tools=[t.model_copy(update={"input_schema": {}, "description": ""}) for t in tools],
+            approval=profile.approval,
+            anomalies=profile.anomalies,
+            budget_usd=profile.budget_usd,
+            daily_budget_usd=profile.daily_budget_usd,
+            prices={model: price} if price is not None else {},
+            fallback_price=self.config.pricing.fallback,
+            warnings=warnings,
+        )
+
+    # ------------------------------------------------------------------ think
+
+    @activity.defn(name=contracts.ACTIVITY_THINK)
+    async def think(self, request: ThinkInput) -> ThinkOutput:
+        """One model call. Reads the conversation from the store and appends the reply to it."""
+        head = request.head
+        user_content: list[dict[str, Any]] = []
+        if request.user_text:
+            user_content.append({"type": "text", "text": request.user_text})
+        for part in request.tool_results:
+            if part.ref is not None:
+                text = _tool_result_text(self.store.get(part.ref)["output"])
+            else:
+                text = part.text or ""
+            block: dict[str, Any] = {"type": "tool_result", "tool_use_id": part.tool_use_id, "content": text}
+            if part.is_error:
+                block["is_error"] = True
+            user_content.append(block)
+        if user_content:
+            head = self.store.append(head, {"role": "user", "content": user_content})
+        prompt = self.store.get(request.prompt_ref)
+        model_request = ModelRequest(
+            model=request.model,
+            system=prompt["system"],
+            tools=prompt["tools"],
+            messages=self.store.messages(head),
+            max_tokens=request.max_tokens,
+            on_progress=activity.heartbeat,
+        )
+        attempt = activity.info().attempt
+        started = time.monotonic()
+        try:
+            async with _heartbeating():
+                response = await provider_for(request.model).complete(model_request)
+        except ModelError as exc:
+            delay = next_delay(MODEL_RETRY, exc.kind, attempt, exc.retry_after)
+            log.warning(
+                "think failed (step %s, attempt %s): %s: %s; %s",
+                request.step, attempt, exc.kind.value, exc.message,
+                "giving up" if delay is None else f"retrying in {delay:g}s",
+            )
+            raise _retry_error(exc.message, exc.kind, delay, status_code=exc.status_code) from None
+        duration_ms = int((time.monotonic() - started) * 1000)
+        assert head is not None
+        new_head = self.store.append(head, {"role": "assistant", "content": response.content})
+        text = "\n".join(b.get("text", "") for b in response.content if b.get("type") == "text")
+        calls = [
+            ToolCall(id=b["id"], name=b["name"], args=b.get("input") or {})
+            for b in response.content
+            if b.get("type") == "tool_use"
+        ]
+        return ThinkOutput(
+            head=new_head,
+            text=text,
+            tool_calls=calls,
+            usage=response.usage,
+            stop_reason=response.stop_reason,
+            model=response.model,
+            duration_ms=duration_ms,
+        )
+
+    # --------------------------------------------------------------- run tool
+
+    @activity.defn(name=contracts.ACTIVITY_RUN_TOOL)
+    async def run_tool(self, request: ToolCallInput) -> ToolCallOutput:
+        """Run one tool call. Final outcomes are returned; retryable failures are raised with their delay."""
+        call: ToolCall = request.call
+        tool = self.tools.get(call.name)
+        if tool is None:
+            return ToolCallOutput(status="unknown_tool", error=f"no tool named {call.name!r}", preview=f"no tool named {call.name!r}")
+        info = activity.info()
+        context = ToolContext(
+            idempotency_key=request.idempotency_key,
+            session_id=request.session_id,
+            agent=request.agent,
+            step=request.step,
+            attempt=info.attempt,
+            heartbeat=activity.heartbeat,
+        )
+        plan = TOOL_RETRY_POLICIES.get(tool.info.retry, TOOL_RETRY_POLICIES["tool_default"])
+        started = time.monotonic()
+        try:
+            async with _heartbeating():
+                result = await asyncio.wait_for(tool.invoke(call.args, context), timeout=tool.info.timeout_seconds)
+        except InvalidToolArguments as exc:
+            return ToolCallOutput(status="invalid_arguments", error=str(exc), preview=str(exc)[:PREVIEW_CHARS])
+        except ToolError as exc:
+            kind = _tool_error_kind(exc)
+            retry_after = exc.retry_after if isinstance(exc, ToolRateLimited) else None
+            if not exc.retryable:
+                return ToolCallOutput(status="error", error=str(exc), preview=str(exc)[:PREVIEW_CHARS], duration_ms=_ms(started))
+            delay = next_delay(plan, kind, info.attempt, retry_after)
+            raise _retry_error(f"{call.name}: {exc}", kind, delay) from None
+        except (asyncio.TimeoutError, TimeoutError):
+            delay = next_delay(plan, ErrorKind.TIMEOUT, info.attempt)
+            raise _retry_error(f"{call.name} timed out after {tool.info.timeout_seconds:g}s", ErrorKind.TIMEOUT, delay) from None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            delay = next_delay(plan, ErrorKind.TOOL_CRASH, info.attempt)
+            log.warning("tool %s crashed (attempt %s): %r", call.name, info.attempt, exc)
+            raise _retry_error(f"{call.name} crashed: {type(exc).__name__}: {exc}", ErrorKind.TOOL_CRASH, delay) from None
+        text = _tool_result_text(result)
+        ref = self.store.put({"tool": call.name, "output": result})
+        return ToolCallOutput(status="ok", ref=ref, preview=text[:PREVIEW_CHARS], duration_ms=_ms(started), chars=len(text))
+
+    # ----------------------------------------------------------------- notify
+
+    @activity.defn(name=contracts.ACTIVITY_NOTIFY_REVIEWER)
+    async def notify_reviewer(self, notice: dict[str, Any]) -> None:
+        """Tell a human that an approval waits: a log line always, a JSON POST to the webhook when set."""
+        approval = notice.get("approval", {})
+        wf_id = notice.get("workflow_id")
+        log.warning(
+            "approval %s waits in %s: %s %s (%s); approve with: temporal workflow signal --workflow-id %s --name approve "
+            "--input '{\"approval_id\": \"%s\", \"reviewer\": \"NAME\"}'",
+            approval.get("approval_id"), wf_id, approval.get("tool"), json.dumps(approval.get("args")),
+            approval.get("reason"), wf_id, approval.get("approval_id"),
+        )
+        url = notice.get("webhook_url")
+        if not url:
+            return
+        body = json.dumps({"event": "approval_requested", **notice}, default=str).encode()
+
+        def post() -> int:
+            req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+            with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - URL comes from operator config
+                return resp.status
+
+        status = await asyncio.to_thread(post)
+        if status >= 300:
+            raise ApplicationError(f"webhook answered {status}", type="WebhookFailed")
+
+    def all(self) -> list[Any]:
+        """Every activity of this object, for ``Worker(activities=...)``."""
+        return [self.resolve_agent, self.think, self.run_tool, self.notify_reviewer]
+
+
+def _ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+def _tool_error_kind(exc: ToolError) -> ErrorKind:
+    if isinstance(exc, ToolTimeout):
+        return ErrorKind.TIMEOUT
+    if isinstance(exc, ToolRateLimited):
+        return ErrorKind.RATE_LIMIT
+    if isinstance(exc, ToolAuthError):
+        return ErrorKind.AUTH
+    return ErrorKind.TOOL_CRASH
+
+
+def _has_api_key() -> bool:
+    from durable_agent.models import anthropic as anthropic_model
+
+    return bool(anthropic_model._credentials_provider())

@@ -1,0 +1,45 @@
+"""Connecting to Temporal the standard way (``temporalio.envconfig``).
+
+``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, the TLS
+variables and the profile file (``TEMPORAL_CONFIG_FILE``, ``TEMPORAL_PROFILE``)
+are read as every Temporal SDK and the ``temporal`` CLI read them; with none
+set, ``localhost:7233`` and namespace ``default``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
+
+DEFAULT_ADDRESS = "localhost:7233"
+
+
+def connect_config(address: str | None = None) -> dict[str, Any]:
+    """Keyword arguments for ``Client.connect`` from the environment (and ``address`` if given)."""
+    config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
+    if address:
+        config["target_host"] = address
+    config.setdefault("target_host", DEFAULT_ADDRESS)
+    if not config.get("target_host"):
+        config["target_host"] = DEFAULT_ADDRESS
+    return config
+
+
+def target_address(address: str | None = None) -> str:
+    return str(connect_config(address)["target_host"])
+
+
+async def connect(address: str | None = None, **overrides: Any) -> Client:
+    """A client with the pydantic data converter, configured from the environment."""
+    config = connect_config(address)
+    config.update(overrides)
+    config.setdefault("data_converter", pydantic_data_converter)
+    return await Client.connect(**config)
+
+
+def task_queue() -> str:
+    return os.environ.get("AGENT_TASK_QUEUE") or "agents"

@@ -1,0 +1,55 @@
+"""Exceptions of durable-agent, each saying what went wrong and what to do."""
+
+from __future__ import annotations
+
+
+class DurableAgentError(Exception):
+    """Base of every durable-agent exception."""
+
+
+class ConfigError(DurableAgentError):
+    """The agent configuration is invalid. Names the file and the key at fault."""
+
+    def __init__(self, file: str, key: str, message: str) -> None:
+        self.file = file
+        self.key = key
+        self.message = message
+        super().__init__(f"{file}: {key}: {message}")
+
+
+class ToolDefinitionError(DurableAgentError):
+    """A ``@tool`` declaration is invalid (bad metadata, unsupported signature, duplicate name)."""
+
+
+class InvalidToolArguments(DurableAgentError):
+    """The model called a tool with arguments that do not fit its schema."""
+
+
+class ToolError(DurableAgentError):
+    """Raise from a tool to report a failure.
+
+    Args:
+        message: What went wrong, shown to the model.
+        retryable: ``False`` for a failure that another attempt cannot fix
+            (e.g. "order not found"); the model sees it at once.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class ToolTimeout(ToolError):
+    """A tool's upstream timed out (retried with linear backoff)."""
+
+
+class ToolRateLimited(ToolError):
+    """A tool's upstream said to slow down; ``retry_after`` seconds when it says when."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class ToolAuthError(ToolError):
+    """A tool's upstream rejected its credentials (refreshed once, then fails)."""

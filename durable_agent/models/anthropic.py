@@ -1,0 +1,209 @@
+"""Claude through the ``anthropic`` SDK, with the SDK's own retries off.
+
+One Temporal activity attempt is exactly one HTTP request, so every attempt is
+visible in the event history and Temporal decides when to try again. Failures
+are classified here, once, into :class:`~durable_agent.retry.ErrorKind` with the
+server's requested wait (``retry-after-ms``, ``retry-after``, or the
+``anthropic-ratelimit-*-reset`` headers).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import time
+from datetime import datetime, timezone
+from typing import Any, Callable, Mapping
+
+import anthropic
+
+from durable_agent.models.base import ModelError, ModelRequest, ModelResponse
+from durable_agent.retry import ErrorKind
+from durable_agent.schemas import Usage
+
+#: Seconds one HTTP request may take before it counts as a timeout.
+REQUEST_TIMEOUT_SECONDS = float(os.environ.get("ANTHROPIC_REQUEST_TIMEOUT", "240"))
+
+CredentialsProvider = Callable[[], str | None]
+
+
+def _env_api_key() -> str | None:
+    return os.environ.get("ANTHROPIC_API_KEY") or None
+
+
+_credentials_provider: CredentialsProvider = _env_api_key
+
+
+def set_credentials_provider(provider: CredentialsProvider | None) -> None:
+    """Install a function that returns the current API key (a secrets manager, say).
+
+    It is called before every attempt, so after a 401 the next attempt uses
+    whatever the provider returns then. ``None`` restores the environment default.
+    """
+    global _credentials_provider
+    _credentials_provider = provider or _env_api_key
+
+
+def _parse_seconds(value: str | None, now: float) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        when = None
+    if when is None:
+        try:
+            when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, when.timestamp() - now)
+
+
+def retry_after_from_headers(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds the server asked us to wait, from the response headers, or ``None``.
+
+    ``retry-after-ms`` wins, then ``retry-after`` (seconds or an HTTP date), then
+    the ``anthropic-ratelimit-*-reset`` timestamps: of the limits that are used
+    up (``-remaining: 0``) the latest reset, else the earliest reset to come.
+    """
+    now = time.time() if now is None else now
+    lower = {k.lower(): v for k, v in headers.items()}
+    ms = lower.get("retry-after-ms")
+    if ms:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    seconds = _parse_seconds(lower.get("retry-after"), now)
+    if seconds is not None:
+        return seconds
+    exhausted: list[float] = []
+    upcoming: list[float] = []
+    for key, value in lower.items():
+        if key.startswith("anthropic-ratelimit-") and key.endswith("-reset"):
+            wait = _parse_seconds(value, now)
+            if wait is None:
+                continue
+            upcoming.append(wait)
+            remaining = lower.get(key[: -len("-reset")] + "-remaining")
+            if remaining is not None and remaining.strip() == "0":
+                exhausted.append(wait)
+    if exhausted:
+        return max(exhausted)
+    if upcoming:
+        return min(upcoming)
+    return None
+
+
+def classify(exc: BaseException) -> ModelError:
+    """Turn an ``anthropic`` exception into a :class:`ModelError` with its retry kind."""
+    if isinstance(exc, ModelError):
+        return exc
+    if isinstance(exc, anthropic.APITimeoutError):
+        return ModelError(ErrorKind.TIMEOUT, "the Anthropic API did not answer in time")
+    if isinstance(exc, anthropic.APIConnectionError):
+        return ModelError(ErrorKind.CONNECTION, f"cannot reach the Anthropic API: {exc}")
+    if isinstance(exc, anthropic.APIStatusError):
+        status = exc.status_code
+        api_message = getattr(exc, "api_message", None) or str(exc)
+        retry_after = retry_after_from_headers(exc.response.headers)
+        if status == 429:
+            return ModelError(ErrorKind.RATE_LIMIT, f"rate limited (429): {api_message}", retry_after=retry_after, status_code=status)
+        if status == 529:
+            return ModelError(ErrorKind.OVERLOADED, f"Anthropic is overloaded (529): {api_message}", retry_after=retry_after, status_code=status)
+        if status in (401, 403):
+            return ModelError(
+                ErrorKind.AUTH,
+                f"the Anthropic API rejected the API key ({status}): {api_message}; check ANTHROPIC_API_KEY",
+                status_code=status,
+            )
+        if status == 408:
+            return ModelError(ErrorKind.TIMEOUT, f"request timeout (408): {api_message}", status_code=status)
+        if status >= 500:
+            return ModelError(ErrorKind.SERVER, f"Anthropic server error ({status}): {api_message}", retry_after=retry_after, status_code=status)
+        return ModelError(ErrorKind.INVALID_REQUEST, f"the Anthropic API refused the request ({status}): {api_message}", status_code=status)
+    return ModelError(ErrorKind.SERVER, f"unexpected error calling the Anthropic API: {exc!r}")
+
+
+def with_cache_breakpoints(system: str, tools: list[dict[str, Any]], messages: list[dict[str, Any]]) -> dict[str, Any]:
+    """Request parts with ``cache_control`` on the stable prefix.
+
+    Breakpoints go on the last tool (tools and system are cached together), the
+    system prompt, and the last block of the conversation so far, so each call
+    reads from cache what the previous one wrote. Three of the API's four.
+    """
+    cached_tools = [dict(t) for t in tools]
+    if cached_tools:
+        cached_tools[-1]["cache_control"] = {"type": "ephemeral"}
+    system_blocks = [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}] if system else []
+    cached_messages = [dict(m) for m in messages]
+    if cached_messages:
+        last = cached_messages[-1]
+        content = last.get("content")
+        if isinstance(content, str):
+            content = [{"type": "text", "text": content}]
+        if content:
+            content = [dict(block) for block in content]
+            content[-1]["cache_control"] = {"type": "ephemeral"}
+            last["content"] = content
+    return {"system": system_blocks, "tools": cached_tools, "messages": cached_messages}
+
+
+class AnthropicModel:
+    """The Messages API with tool use. Honours ``ANTHROPIC_API_KEY`` and ``ANTHROPIC_BASE_URL``."""
+
+    def __init__(self, *, stream: bool | None = None) -> None:
+        self.stream = stream if stream is not None else os.environ.get("DURABLE_AGENT_STREAM", "1") != "0"
+
+    def _client(self) -> anthropic.AsyncAnthropic:
+        key = _credentials_provider()
+        if not key:
+            raise ModelError(ErrorKind.AUTH, "no Anthropic API key: set ANTHROPIC_API_KEY (or use model 'offline')")
+        return anthropic.AsyncAnthropic(
+            api_key=key,
+            base_url=os.environ.get("ANTHROPIC_BASE_URL") or None,
+            max_retries=0,  # Temporal owns retries: one attempt, one request.
+            timeout=REQUEST_TIMEOUT_SECONDS,
+        )
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        parts = with_cache_breakpoints(request.system, request.tools, request.messages)
+        kwargs: dict[str, Any] = {"model": request.model, "max_tokens": request.max_tokens, "messages": parts["messages"]}
+        if parts["system"]:
+            kwargs["system"] = parts["system"]
+        if parts["tools"]:
+            kwargs["tools"] = parts["tools"]
+            # One tool call per step keeps "one step, one action, one approval" true.
+            kwargs["tool_choice"] = {"type": "auto", "disable_parallel_tool_use": True}
+        client = self._client()
+        try:
+            if self.stream:
+                async with client.messages.stream(**kwargs) as stream:
+                    async for _event in stream:
+                        request.on_progress()
+                    message = await stream.get_final_message()
+            else:
+                message = await client.messages.create(**kwargs)
+        except Exception as exc:
+            raise classify(exc) from None
+        finally:
+            await client.close()
+        usage = message.usage
+        return ModelResponse(
+            content=[block.model_dump(exclude_none=True, exclude={"citations"}) for block in message.content],
+            usage=Usage(
+                input_tokens=usage.input_tokens or 0,
+                output_tokens=usage.output_tokens or 0,
+                cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
+                cache_read_input_tokens=usage.cache_read_input_tokens or 0,
+            ),
+            stop_reason=message.stop_reason,
+            model=message.model,
+        )

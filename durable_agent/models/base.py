@@ -1,0 +1,50 @@
+"""What every model provider takes and returns (Anthropic Messages API shapes)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from durable_agent.retry import ErrorKind
+from durable_agent.schemas import Usage
+
+
+@dataclass
+class ModelRequest:
+    model: str
+    system: str
+    tools: list[dict[str, Any]]
+    messages: list[dict[str, Any]]
+    max_tokens: int
+    #: Called while a long response streams in, so the activity can heartbeat.
+    on_progress: Callable[[], None] = field(default=lambda: None)
+
+
+@dataclass
+class ModelResponse:
+    content: list[dict[str, Any]]
+    usage: Usage
+    stop_reason: str | None
+    model: str
+
+
+class ModelError(Exception):
+    """A model call failed, classified for retrying.
+
+    Args:
+        kind: What kind of failure, which decides the retry (see :mod:`durable_agent.retry`).
+        message: For people; never contains a credential.
+        retry_after: Seconds the server asked us to wait, when it said.
+        status_code: The HTTP status, when there was one.
+    """
+
+    def __init__(self, kind: ErrorKind, message: str, *, retry_after: float | None = None, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.retry_after = retry_after
+        self.status_code = status_code
+
+
+class ModelProvider(Protocol):
+    async def complete(self, request: ModelRequest) -> ModelResponse: ...

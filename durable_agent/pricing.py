@@ -1,0 +1,78 @@
+"""Prices and cost arithmetic. Pure functions: the workflow calls them, tests table-drive them."""
+
+from __future__ import annotations
+
+from durable_agent.schemas import ModelPrice, Usage
+
+#: USD per million tokens, list prices of current Claude models. Override or extend
+#: them in ``agents.toml`` under ``[pricing.models."MODEL"]``.
+DEFAULT_PRICES: dict[str, ModelPrice] = {
+    "claude-opus-4-5": ModelPrice(input=5.0, output=25.0),
+    "claude-opus-4-1": ModelPrice(input=15.0, output=75.0),
+    "claude-opus-4": ModelPrice(input=15.0, output=75.0),
+    "claude-sonnet-4-5": ModelPrice(input=3.0, output=15.0),
+    "claude-sonnet-4": ModelPrice(input=3.0, output=15.0),
+    "claude-haiku-4-5": ModelPrice(input=1.0, output=5.0),
+    "claude-3-5-haiku": ModelPrice(input=0.8, output=4.0),
+    # The offline model costs nothing; it still reports tokens so the arithmetic shows.
+    "offline": ModelPrice(input=0.0, output=0.0),
+}
+
+#: Used for a model with no price: the dearest list price, so budgets err on the safe side.
+DEFAULT_FALLBACK_PRICE = ModelPrice(input=15.0, output=75.0)
+
+CACHE_WRITE_FACTOR = 1.25
+CACHE_READ_FACTOR = 0.10
+
+
+def find_price(model: str, prices: dict[str, ModelPrice]) -> ModelPrice | None:
+    """The price of ``model``: exact name first, then the longest configured prefix.
+
+    ``claude-sonnet-4-5-20250929`` finds ``claude-sonnet-4-5``.
+    """
+    if model in prices:
+        return prices[model]
+    best = None
+    for name in prices:
+        if model.startswith(name) and (best is None or len(name) > len(best)):
+            best = name
+    return prices[best] if best is not None else None
+
+
+def cost_usd(usage: Usage, price: ModelPrice) -> float:
+    """Cost in USD of one model call's ``usage`` at ``price``, cache writes and reads included."""
+    cache_write = price.cache_write if price.cache_write is not None else price.input * CACHE_WRITE_FACTOR
+    cache_read = price.cache_read if price.cache_read is not None else price.input * CACHE_READ_FACTOR
+    micro = (
+        usage.input_tokens * price.input
+        + usage.output_tokens * price.output
+        + usage.cache_creation_input_tokens * cache_write
+        + usage.cache_read_input_tokens * cache_read
+    )
+    return micro / 1_000_000
+
+
+def estimate_call_usd(
+    price: ModelPrice,
+    *,
+    previous: Usage | None,
+    new_input_chars: int,
+    max_tokens: int,
+) -> float:
+    """A cautious estimate of the next model call's cost, before it is made.
+
+    Input: everything the previous call read (the conversation is resent, at the
+    full input price in case the cache missed) plus what was appended since
+    (about four characters a token). Output: the whole ``max_tokens`` allowance.
+    It errs high so that a budget is never overrun by the call it admits.
+    """
+    resent = 0
+    if previous is not None:
+        resent = (
+            previous.input_tokens
+            + previous.cache_creation_input_tokens
+            + previous.cache_read_input_tokens
+            + previous.output_tokens
+        )
+    input_tokens = resent + max(0, new_input_chars) // 4 + 1
+    return (input_tokens * price.input + max_tokens * price.output) / 1_000_000

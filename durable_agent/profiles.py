@@ -1,0 +1,159 @@
+"""Agent profiles: ``agents.toml``, validated once at worker start.
+
+A bad file stops the worker with the file and the key named
+(:class:`~durable_agent.errors.ConfigError`); a run never discovers it halfway.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pydantic
+from pydantic import Field, field_validator, model_validator
+
+from durable_agent.errors import ConfigError, ToolDefinitionError
+from durable_agent.pricing import DEFAULT_FALLBACK_PRICE, DEFAULT_PRICES
+from durable_agent.schemas import AnomalyThresholds, ApprovalPolicy, Autonomy, ModelPrice, StrictModel
+from durable_agent.tools import parse_rate_limit, registry
+
+#: The Claude model used when a profile says ``model = "auto"`` and a key is present.
+DEFAULT_CLAUDE_MODEL = "claude-sonnet-4-5"
+OFFLINE_MODEL = "offline"
+
+
+class Profile(StrictModel):
+    """One agent: its model, prompt, tools and limits."""
+
+    description: str = ""
+    model: str = Field(default="auto", description="'auto' = Claude with ANTHROPIC_API_KEY, else 'offline'.")
+    system_prompt: str = "You are a careful assistant. Use the tools to act; answer briefly when done."
+    tools: list[str] = Field(default_factory=list)
+    autonomy: Autonomy = Autonomy.SUPERVISED
+    max_tokens: int = Field(default=1024, ge=1, le=64_000)
+    max_steps: int | None = Field(default=None, ge=1)
+    budget_usd: float | None = Field(default=None, ge=0, description="Per-run cap unless the run sets one.")
+    daily_budget_usd: float | None = Field(default=None, ge=0, description="Shared by all runs of the agent per UTC day.")
+    approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
+    anomalies: AnomalyThresholds = Field(default_factory=AnomalyThresholds)
+    rate_limits: dict[str, str] = Field(default_factory=dict, description="Tool name -> 'N/unit', overrides the tool's.")
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _rate_limits_parse(cls, value: dict[str, str]) -> dict[str, str]:
+        for spec in value.values():
+            parse_rate_limit(spec)
+        return value
+
+
+class Defaults(StrictModel):
+    agent: str | None = None
+    model: str = "auto"
+
+
+class Pricing(StrictModel):
+    models: dict[str, ModelPrice] = Field(default_factory=dict)
+    fallback: ModelPrice = Field(default_factory=lambda: DEFAULT_FALLBACK_PRICE.model_copy())
+
+
+class AgentsConfig(StrictModel):
+    """The whole ``agents.toml``."""
+
+    tool_modules: list[str] = Field(default_factory=list, description="Modules imported for their @tool functions.")
+    defaults: Defaults = Field(default_factory=Defaults)
+    pricing: Pricing = Field(default_factory=Pricing)
+    agents: dict[str, Profile]
+
+    @model_validator(mode="after")
+    def _default_agent_exists(self) -> "AgentsConfig":
+        if not self.agents:
+            raise ValueError("at least one [agents.NAME] table is required")
+        if self.defaults.agent is not None and self.defaults.agent not in self.agents:
+            raise ValueError(f"defaults.agent names {self.defaults.agent!r}, which is not under [agents]")
+        return self
+
+    @property
+    def default_agent(self) -> str:
+        return self.defaults.agent or next(iter(self.agents))
+
+    def prices(self) -> dict[str, ModelPrice]:
+        merged = dict(DEFAULT_PRICES)
+        merged.update(self.pricing.models)
+        return merged
+
+    def resolve_model(self, profile: Profile, override: str | None, environ: dict[str, str] | None = None) -> str:
+        """The model a run uses: the run's override, the profile's, the default; ``auto`` decided by the key."""
+        env = os.environ if environ is None else environ
+        model = override or (profile.model if profile.model != "auto" else self.defaults.model)
+        if model == "auto":
+            return DEFAULT_CLAUDE_MODEL if env.get("ANTHROPIC_API_KEY") else OFFLINE_MODEL
+        return model
+
+
+def _key(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def import_tool_modules(modules: list[str], *, file: str = "--tools", key: str = "tool_modules") -> None:
+    """Import each module so its ``@tool`` functions register.
+
+    Raises:
+        ConfigError: naming the module that failed to import and why.
+    """
+    for index, module in enumerate(modules):
+        try:
+            importlib.import_module(module)
+        except ToolDefinitionError as exc:
+            raise ConfigError(file, f"{key}[{index}]", f"module {module!r} declares a bad tool: {exc}") from exc
+        except Exception as exc:
+            raise ConfigError(file, f"{key}[{index}]", f"cannot import module {module!r}: {exc!r}") from exc
+
+
+def load_config(path: str | os.PathLike[str], *, extra_tool_modules: list[str] | None = None) -> AgentsConfig:
+    """Read, validate and check ``agents.toml`` against the registered tools.
+
+    Args:
+        path: The TOML file.
+        extra_tool_modules: Modules named on the command line (``--tools``), imported first.
+
+    Raises:
+        ConfigError: the file is missing or unreadable, or a key is invalid
+            (unknown key, wrong type, a tool no module declares, a bad rate limit).
+    """
+    file = str(path)
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(file, "(file)", "not found; pass --config FILE or create agents.toml") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(file, "(syntax)", str(exc)) from None
+    try:
+        config = AgentsConfig.model_validate(raw)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        raise ConfigError(file, _key(err["loc"]), err["msg"] + more) from None
+    import_tool_modules(extra_tool_modules or [], file="--tools", key="modules")
+    import_tool_modules(config.tool_modules, file=file)
+    for name, profile in config.agents.items():
+        for index, tool_name in enumerate(profile.tools):
+            if tool_name not in registry:
+                known = ", ".join(registry.names()) or "none"
+                raise ConfigError(
+                    file, f"agents.{name}.tools[{index}]", f"no tool named {tool_name!r} is registered (known: {known})"
+                )
+        for tool_name in profile.rate_limits:
+            if tool_name not in profile.tools:
+                raise ConfigError(file, f"agents.{name}.rate_limits.{tool_name}", "not one of this agent's tools")
+        for index, tool_name in enumerate(profile.approval.protected_tools):
+            if tool_name not in profile.tools:
+                raise ConfigError(
+                    file, f"agents.{name}.approval.protected_tools[{index}]", f"{tool_name!r} is not one of this agent's tools"
+                )
+    return config

@@ -1,0 +1,134 @@
+"""Retry policies by error kind.
+
+Temporal owns retries: the Anthropic SDK's own are off and tools are not retried
+in-process. Each activity classifies its failure once into an :class:`ErrorKind`
+and asks :func:`next_delay` what to do; the answer becomes
+``ApplicationError(next_retry_delay=...)`` (retry after exactly that long) or
+``ApplicationError(non_retryable=True)`` (give up now). The Temporal
+``RetryPolicy`` on the activity only caps the total number of attempts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from enum import Enum
+from typing import Literal
+
+from temporalio.common import RetryPolicy
+
+
+class ErrorKind(str, Enum):
+    """How a failure should be retried."""
+
+    RATE_LIMIT = "rate_limit"
+    OVERLOADED = "overloaded"
+    SERVER = "server_error"
+    CONNECTION = "connection"
+    TIMEOUT = "timeout"
+    AUTH = "authentication"
+    INVALID_REQUEST = "invalid_request"
+    TOOL_CRASH = "tool_crash"
+
+
+Backoff = Literal["constant", "linear", "exponential"]
+
+
+@dataclass(frozen=True)
+class KindPolicy:
+    """How to retry one error kind.
+
+    ``max_attempts`` counts the first attempt (1 = never retried). The delay
+    before attempt ``n+1`` after attempt ``n`` failed is ``initial`` (constant),
+    ``initial * n`` (linear) or ``initial * 2**(n-1)`` (exponential), capped at
+    ``maximum``. A server-provided wait (``retry-after``) replaces the computed one.
+    """
+
+    max_attempts: int
+    backoff: Backoff = "exponential"
+    initial: float = 1.0
+    maximum: float = 60.0
+
+
+RetryPlan = dict[ErrorKind, KindPolicy]
+
+MODEL_RETRY: RetryPlan = {
+    ErrorKind.RATE_LIMIT: KindPolicy(max_attempts=8, backoff="exponential", initial=2.0, maximum=120.0),
+    ErrorKind.OVERLOADED: KindPolicy(max_attempts=6, backoff="exponential", initial=2.0, maximum=60.0),
+    ErrorKind.SERVER: KindPolicy(max_attempts=5, backoff="exponential", initial=1.0, maximum=30.0),
+    ErrorKind.CONNECTION: KindPolicy(max_attempts=5, backoff="exponential", initial=1.0, maximum=30.0),
+    ErrorKind.TIMEOUT: KindPolicy(max_attempts=3, backoff="linear", initial=5.0, maximum=60.0),
+    ErrorKind.AUTH: KindPolicy(max_attempts=2, backoff="constant", initial=0.0),
+    ErrorKind.INVALID_REQUEST: KindPolicy(max_attempts=1),
+    ErrorKind.TOOL_CRASH: KindPolicy(max_attempts=3, backoff="constant", initial=1.0),
+}
+
+TOOL_RETRY_POLICIES: dict[str, RetryPlan] = {
+    # The seed's defaults: a crash is retried twice at a constant pace, a timeout
+    # three times with a growing pause, a rate limit honours the reset time.
+    "tool_default": {
+        ErrorKind.TOOL_CRASH: KindPolicy(max_attempts=3, backoff="constant", initial=1.0),
+        ErrorKind.TIMEOUT: KindPolicy(max_attempts=3, backoff="linear", initial=2.0, maximum=30.0),
+        ErrorKind.RATE_LIMIT: KindPolicy(max_attempts=6, backoff="exponential", initial=1.0, maximum=60.0),
+        ErrorKind.AUTH: KindPolicy(max_attempts=2, backoff="constant", initial=0.0),
+        ErrorKind.INVALID_REQUEST: KindPolicy(max_attempts=1),
+    },
+    # Nothing is retried: for tools whose side effects cannot be made idempotent.
+    "no_retry": {kind: KindPolicy(max_attempts=1) for kind in ErrorKind},
+    # Flaky upstreams worth waiting for.
+    "patient": {
+        ErrorKind.TOOL_CRASH: KindPolicy(max_attempts=8, backoff="exponential", initial=1.0, maximum=60.0),
+        ErrorKind.TIMEOUT: KindPolicy(max_attempts=5, backoff="linear", initial=5.0, maximum=60.0),
+        ErrorKind.RATE_LIMIT: KindPolicy(max_attempts=10, backoff="exponential", initial=2.0, maximum=300.0),
+        ErrorKind.AUTH: KindPolicy(max_attempts=2, backoff="constant", initial=0.0),
+        ErrorKind.INVALID_REQUEST: KindPolicy(max_attempts=1),
+    },
+}
+
+
+def policy_for(plan: RetryPlan, kind: ErrorKind) -> KindPolicy:
+    """The plan's policy for ``kind``; an unlisted kind is treated as a crash."""
+    return plan.get(kind) or plan.get(ErrorKind.TOOL_CRASH) or KindPolicy(max_attempts=1)
+
+
+def next_delay(plan: RetryPlan, kind: ErrorKind, attempt: int, retry_after: float | None = None) -> float | None:
+    """Seconds to wait before the next attempt, or ``None`` to give up.
+
+    Args:
+        plan: The retry plan of the model or the tool.
+        kind: What the failure was.
+        attempt: The attempt that just failed (1 for the first).
+        retry_after: What the server asked for, when it said (honoured exactly).
+    """
+    policy = policy_for(plan, kind)
+    if attempt >= policy.max_attempts:
+        return None
+    if retry_after is not None and retry_after >= 0:
+        return float(retry_after)
+    if policy.backoff == "constant":
+        delay = policy.initial
+    elif policy.backoff == "linear":
+        delay = policy.initial * attempt
+    else:
+        delay = policy.initial * (2 ** (attempt - 1))
+    return float(min(delay, policy.maximum))
+
+
+def max_attempts(plan: RetryPlan) -> int:
+    """The largest attempt count in ``plan``: the cap on the Temporal retry policy."""
+    return max(p.max_attempts for p in plan.values())
+
+
+def temporal_policy(plan: RetryPlan) -> RetryPolicy:
+    """The Temporal ``RetryPolicy`` to put on an activity that follows ``plan``.
+
+    The activity sets each delay itself through ``next_retry_delay``; this policy's
+    own backoff only applies to failures the activity did not classify (a worker
+    crash, a heartbeat or start-to-close timeout).
+    """
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=1),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=60),
+        maximum_attempts=max_attempts(plan),
+    )

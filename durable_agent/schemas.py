@@ -1,0 +1,343 @@
+"""Data shapes shared by workflows, activities, the worker, the starter and clients.
+
+Everything that crosses the Temporal boundary is a pydantic model, serialised by
+``temporalio.contrib.pydantic.pydantic_data_converter``. Models that users type
+by hand (the run input, approval decisions) forbid unknown fields so a typo is an
+error that names the field rather than a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Autonomy(str, Enum):
+    """How much an agent may do without a human. Ordered from tightest to loosest."""
+
+    READ_ONLY = "read_only"
+    SUPERVISED = "supervised"
+    AUTONOMOUS = "autonomous"
+
+    @property
+    def rank(self) -> int:
+        return _AUTONOMY_RANK[self]
+
+    def tighten(self, requested: "Autonomy | None") -> "Autonomy":
+        """Return the tighter of this level and ``requested`` (a run may only tighten)."""
+        if requested is None or requested.rank >= self.rank:
+            return self
+        return requested
+
+
+_AUTONOMY_RANK = {Autonomy.READ_ONLY: 0, Autonomy.SUPERVISED: 1, Autonomy.AUTONOMOUS: 2}
+
+RunStatus = Literal["success", "max_steps_exceeded", "budget_exceeded", "cancelled", "failed"]
+Phase = Literal[
+    "starting",
+    "thinking",
+    "acting",
+    "waiting_for_approval",
+    "waiting_for_rate_limit",
+    "continuing",
+    "done",
+]
+
+
+class StrictModel(BaseModel):
+    """Base for models that people write by hand: unknown fields are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class AgentInput(StrictModel):
+    """Input of one ``AgentWorkflow`` run (the JSON object given to ``temporal workflow start``)."""
+
+    task: str = Field(min_length=1, description="What the agent should do.")
+    agent: str | None = Field(default=None, description="Profile name; the default profile when absent.")
+    max_steps: int = Field(default=20, ge=1, le=100_000, description="Think-act iterations before giving up.")
+    budget_usd: float | None = Field(default=None, ge=0, description="Per-run spending cap in USD.")
+    autonomy: Autonomy | None = Field(default=None, description="May only tighten the profile's level.")
+    model: str | None = Field(default=None, description="Model override, e.g. 'offline' or a Claude model id.")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="Free JSON, kept with the run.")
+
+    @field_validator("task")
+    @classmethod
+    def _task_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("task must not be blank")
+        return value
+
+
+class Usage(BaseModel):
+    """Token usage as the Messages API reports it."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_creation_input_tokens=self.cache_creation_input_tokens + other.cache_creation_input_tokens,
+            cache_read_input_tokens=self.cache_read_input_tokens + other.cache_read_input_tokens,
+        )
+
+    @property
+    def total_tokens(self) -> int:
+        return (
+            self.input_tokens
+            + self.output_tokens
+            + self.cache_creation_input_tokens
+            + self.cache_read_input_tokens
+        )
+
+
+class ApprovalRecord(BaseModel):
+    """The outcome of one approval request."""
+
+    approval_id: str
+    tool: str
+    status: Literal["approved", "rejected", "timed_out"]
+    reviewer: str | None = None
+    comment: str | None = None
+    decided_at: datetime | None = None
+
+
+class PendingApproval(BaseModel):
+    """An action held for review, as the ``status`` query shows it."""
+
+    approval_id: str
+    tool: str
+    args: dict[str, Any]
+    risk: str
+    reason: str
+    deadline: datetime
+    requested_at: datetime
+    context: list[dict[str, Any]] = Field(default_factory=list, description="The last steps, for the reviewer.")
+
+
+class Decision(StrictModel):
+    """Payload of the ``approve`` and ``reject`` signals."""
+
+    approval_id: str | None = None
+    reviewer: str | None = None
+    comment: str | None = None
+
+
+class ReviewRequest(StrictModel):
+    """Payload of the ``review`` update."""
+
+    approval_id: str | None = None
+    approved: bool
+    reviewer: str | None = None
+    comment: str | None = None
+
+
+class ActionRecord(BaseModel):
+    type: Literal["tool_call", "final_answer"]
+    tool: str | None = None
+    args: dict[str, Any] | None = None
+    reasoning: str | None = None
+
+
+class CostRecord(BaseModel):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    estimated_cost: float = 0.0
+
+
+class DecisionRecord(BaseModel):
+    """One line of the decision trace: what the agent decided at a step and what came of it."""
+
+    timestamp: datetime
+    agent_id: str
+    session_id: str
+    step: int
+    action: ActionRecord
+    observation: dict[str, Any]
+    cost: CostRecord
+    warnings: list[str] = Field(default_factory=list)
+
+
+class AgentResult(BaseModel):
+    """What an ``AgentWorkflow`` run returns."""
+
+    status: RunStatus
+    answer: str | None = None
+    steps: int = 0
+    tools_used: list[str] = Field(default_factory=list)
+    total_cost: float = 0.0
+    usage: Usage = Field(default_factory=Usage)
+    warnings: list[str] = Field(default_factory=list)
+    approvals: list[ApprovalRecord] = Field(default_factory=list)
+    error: str | None = None
+    model: str | None = None
+    agent: str | None = None
+
+
+class StatusView(BaseModel):
+    """Result of the ``status`` query."""
+
+    step: int
+    phase: Phase
+    agent: str | None
+    model: str | None
+    total_cost: float
+    usage: Usage
+    tools_used: list[str]
+    pending_approvals: list[PendingApproval]
+    warnings: list[str]
+    budget_remaining: float | None
+    status: RunStatus | None = None
+    answer: str | None = None
+    waiting_for: str | None = None
+
+
+# --- Activity payloads -------------------------------------------------------------
+
+
+class ToolInfo(BaseModel):
+    """What the workflow knows of a tool: its policy metadata, never its code."""
+
+    name: str
+    description: str = ""
+    input_schema: dict[str, Any] = Field(default_factory=dict)
+    read_only: bool = False
+    destructive: bool = False
+    risk: Literal["low", "medium", "high"] = "low"
+    amount_arg: str | None = None
+    currency_arg: str | None = None
+    protected: bool = False
+    timeout_seconds: float = 60.0
+    retry: str = "tool_default"
+    rate_limit: str | None = None
+    heartbeat_seconds: float | None = None
+
+
+class ApprovalPolicy(StrictModel):
+    """Which actions wait for a person (supervised autonomy only)."""
+
+    high_risk_actions: list[Literal["low", "medium", "high"]] = Field(default_factory=lambda: ["high"])
+    protected_tools: list[str] = Field(default_factory=list)
+    max_amount: float | None = None
+    destructive_needs_approval: bool = True
+    reviewers: list[str] = Field(default_factory=list, description="Allowed reviewers; empty means anyone.")
+    timeout_seconds: float = Field(default=300.0, gt=0)
+    webhook_url: str | None = None
+
+
+class AnomalyThresholds(StrictModel):
+    """Per-profile thresholds for the anomaly rules."""
+
+    loop_repeats: int = Field(default=3, ge=2, description="Same tool with same args this many times in a row.")
+    step_cost_usd: float = Field(default=0.50, gt=0, description="One step costing more than this is HIGH_COST.")
+    step_tokens: int = Field(default=50_000, gt=0, description="One step using more tokens is HIGH_TOKEN_USAGE.")
+
+
+class ResolvedAgent(BaseModel):
+    """A profile frozen for one run: recorded once in history so replays never re-read config."""
+
+    name: str
+    model: str
+    autonomy: Autonomy
+    max_tokens: int
+    prompt_ref: str
+    tools: list[ToolInfo]
+    approval: ApprovalPolicy
+    anomalies: AnomalyThresholds
+    budget_usd: float | None = None
+    daily_budget_usd: float | None = None
+    prices: dict[str, "ModelPrice"] = Field(default_factory=dict)
+    fallback_price: "ModelPrice"
+    warnings: list[str] = Field(default_factory=list)
+
+    def tool(self, name: str) -> ToolInfo | None:
+        for info in self.tools:
+            if info.name == name:
+                return info
+        return None
+
+
+class ModelPrice(StrictModel):
+    """USD per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_write: float | None = Field(default=None, ge=0, description="Defaults to 1.25 x input.")
+    cache_read: float | None = Field(default=None, ge=0, description="Defaults to 0.1 x input.")
+
+
+ResolvedAgent.model_rebuild()
+
+
+class ResolveAgentInput(BaseModel):
+    agent: str | None
+    model_override: str | None = None
+
+
+class ToolResultPart(BaseModel):
+    """A tool result to append to the conversation before the next model call.
+
+    Either ``ref`` (full output kept in the content store) or ``text`` (a short
+    observation the workflow wrote itself, e.g. a rejection).
+    """
+
+    tool_use_id: str
+    ref: str | None = None
+    text: str | None = None
+    is_error: bool = False
+
+
+class ThinkInput(BaseModel):
+    """One model call. Sizes stay flat: the conversation is a reference, not a copy."""
+
+    session_id: str
+    agent: str
+    model: str
+    max_tokens: int
+    prompt_ref: str
+    head: str | None = Field(description="Reference of the conversation so far (None: empty).")
+    user_text: str | None = Field(default=None, description="A user message to append first (the task).")
+    tool_results: list[ToolResultPart] = Field(default_factory=list)
+    step: int
+
+
+class ToolCall(BaseModel):
+    id: str
+    name: str
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class ThinkOutput(BaseModel):
+    head: str
+    text: str = ""
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    usage: Usage = Field(default_factory=Usage)
+    stop_reason: str | None = None
+    model: str
+    duration_ms: int = 0
+
+
+class ToolCallInput(BaseModel):
+    session_id: str
+    agent: str
+    call: ToolCall
+    idempotency_key: str
+    step: int
+
+
+class ToolCallOutput(BaseModel):
+    status: Literal["ok", "error", "invalid_arguments", "unknown_tool"]
+    ref: str | None = None
+    preview: str = ""
+    error: str | None = None
+    duration_ms: int = 0
+    chars: int = Field(default=0, description="Size of the full result, for the next call's cost estimate.")

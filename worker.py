@@ -1,0 +1,112 @@
+"""Run a durable-agent worker: ``python worker.py [--tools MODULE]... [--config agents.toml]``.
+
+Polls task queue ``agents`` (``AGENT_TASK_QUEUE``) on the Temporal server named
+by the standard environment (``TEMPORAL_ADDRESS``..., default ``localhost:7233``).
+A bad configuration stops it at once, naming the file and the key.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities import AgentActivities
+from durable_agent import trace
+from durable_agent.connection import connect, target_address, task_queue as default_task_queue
+from durable_agent.errors import ConfigError
+from durable_agent.profiles import AgentsConfig, load_config
+from durable_agent.store import ContentStore
+from workflows import WORKFLOWS
+
+log = logging.getLogger("durable_agent.worker")
+
+
+def env_tool_modules() -> list[str]:
+    return [m.strip() for m in os.environ.get("AGENT_TOOL_MODULES", "").split(",") if m.strip()]
+
+
+def create_worker(
+    client: Client,
+    config: AgentsConfig,
+    *,
+    task_queue: str | None = None,
+    store: ContentStore | None = None,
+    max_cached_workflows: int = 1000,
+    activity_executor: ThreadPoolExecutor | None = None,
+) -> Worker:
+    """A worker that runs every durable-agent workflow and activity.
+
+    Args:
+        client: A client using the pydantic data converter (see :func:`durable_agent.connection.connect`).
+        config: The validated agent profiles.
+        task_queue: Defaults to ``AGENT_TASK_QUEUE`` or ``agents``.
+        store: The content store; the default is under ``AGENT_STATE_DIR``.
+        max_cached_workflows: 0 makes every task replay from history (tests use it to catch non-determinism).
+    """
+    activities = AgentActivities(config, store or ContentStore())
+    return Worker(
+        client,
+        task_queue=task_queue or default_task_queue(),
+        workflows=WORKFLOWS,
+        activities=activities.all(),
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules("durable_agent", "pydantic", "pydantic_core")
+        ),
+        max_cached_workflows=max_cached_workflows,
+        activity_executor=activity_executor,
+    )
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tools", action="append", default=[], metavar="MODULE", help="import extra @tool modules (repeatable; env AGENT_TOOL_MODULES)")
+    parser.add_argument("--config", default=os.environ.get("AGENT_CONFIG", "agents.toml"), metavar="FILE", help="agent profiles (default: agents.toml)")
+    parser.add_argument("--task-queue", default=None, help="default: AGENT_TASK_QUEUE or 'agents'")
+    parser.add_argument("--address", default=None, help="Temporal address (default: TEMPORAL_ADDRESS or localhost:7233)")
+    parser.add_argument("--log-level", default=os.environ.get("AGENT_LOG_LEVEL", "INFO"))
+    return parser.parse_args(argv)
+
+
+def load_or_exit(config_path: str, tool_modules: list[str]) -> AgentsConfig:
+    try:
+        return load_config(config_path, extra_tool_modules=tool_modules)
+    except ConfigError as exc:
+        print(f"worker: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+async def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    config = load_or_exit(args.config, env_tool_modules() + args.tools)
+    trace.configure(os.environ.get("AGENT_TRACE_FILE") or None)
+    address = target_address(args.address)
+    try:
+        client = await connect(args.address)
+    except Exception as exc:
+        print(f"worker: cannot connect to Temporal at {address}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    queue = args.task_queue or default_task_queue()
+    worker = create_worker(client, config, task_queue=queue)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("worker polling task queue %r on %s (agents: %s)", queue, address, ", ".join(config.agents))
+    async with worker:
+        await stop.wait()
+    log.info("worker stopped")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

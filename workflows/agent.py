@@ -1,0 +1,623 @@
+"""``AgentWorkflow``: the think -> act -> observe loop as a durable workflow.
+
+The workflow decides; activities do. Each model call is the ``think`` activity
+and each tool call the ``run_tool`` activity, so a crash anywhere resumes from
+the last recorded step and repeats no side effect. The conversation itself never
+enters the event history: the workflow carries a reference to it (see
+:mod:`durable_agent.store`) and small state (step, usage, cost, approvals), so
+the bytes recorded per step stay flat and a run continues as new before its
+history gets large.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+
+with workflow.unsafe.imports_passed_through():
+    from durable_agent import anomalies, contracts, policy, pricing, trace
+    from durable_agent.retry import MODEL_RETRY, TOOL_RETRY_POLICIES, temporal_policy
+    from durable_agent.schemas import (
+        ActionRecord,
+        AgentInput,
+        AgentResult,
+        ApprovalRecord,
+        Autonomy,
+        CostRecord,
+        Decision,
+        DecisionRecord,
+        PendingApproval,
+        Phase,
+        ResolveAgentInput,
+        ResolvedAgent,
+        ReviewRequest,
+        RunStatus,
+        StatusView,
+        ThinkInput,
+        ThinkOutput,
+        ToolCall,
+        ToolCallInput,
+        ToolCallOutput,
+        ToolResultPart,
+        Usage,
+    )
+
+#: Steps per run before continuing as new (history stays well under Temporal's limits).
+CONTINUE_AS_NEW_EVERY = 250
+#: Decision records kept in workflow state for the ``trace`` query (the sink has all).
+TRACE_KEPT = 500
+#: Observation previews longer than this are cut in the trace.
+PREVIEW_CHARS = 300
+
+
+class CarriedState(BaseModel):
+    """What a run hands to its continuation (continue-as-new)."""
+
+    agent: ResolvedAgent
+    step: int
+    usage: Usage
+    total_cost: float
+    tools_used: list[str]
+    warnings: list[str]
+    approvals: list[ApprovalRecord]
+    head: str | None
+    pending_results: list[ToolResultPart]
+    recent_actions: list[str]
+    trace: list[DecisionRecord]
+    last_usage: Usage | None = None
+    pending_chars: int = 0
+    continuations: int = 0
+    sent_task: bool = True
+
+
+class _ReviewError(ValueError):
+    """A decision that cannot be applied (unknown id, unlisted reviewer, bad payload)."""
+
+
+def _invalid_input(exc: ValidationError) -> ApplicationError:
+    problems = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(input)"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"{field}: unknown field")
+        else:
+            problems.append(f"{field}: {err['msg']}")
+    return ApplicationError("invalid AgentWorkflow input: " + "; ".join(problems), type="InvalidInput", non_retryable=True)
+
+
+@workflow.defn(name=contracts.AGENT_WORKFLOW)
+class AgentWorkflow:
+    """One agent run. Input: an :class:`AgentInput` JSON object; result: :class:`AgentResult`."""
+
+    def __init__(self) -> None:
+        self.input: AgentInput | None = None
+        self.agent: ResolvedAgent | None = None
+        self.autonomy: Autonomy = Autonomy.SUPERVISED
+        self.budget_usd: float | None = None
+        self.phase: Phase = "starting"
+        self.step = 0
+        self.usage = Usage()
+        self.total_cost = 0.0
+        self.tools_used: list[str] = []
+        self.warnings: list[str] = []
+        self.approvals: list[ApprovalRecord] = []
+        self.pending: dict[str, PendingApproval] = {}
+        self.decided: dict[str, ApprovalRecord] = {}
+        self.trace: list[DecisionRecord] = []
+        self.head: str | None = None
+        self.pending_results: list[ToolResultPart] = []
+        self.pending_chars = 0
+        self.recent_actions: list[str] = []
+        self.last_usage: Usage | None = None
+        self.status: RunStatus | None = None
+        self.answer: str | None = None
+        self.waiting_for: str | None = None
+        self.continuations = 0
+        self.sent_task = False
+
+    # ------------------------------------------------------------------ queries
+
+    @workflow.query(name=contracts.QUERY_STATUS, description="Where the run is: step, phase, cost, usage, pending approvals, warnings, budget left.")
+    def get_status(self) -> StatusView:
+        return StatusView(
+            step=self.step,
+            phase=self.phase,
+            agent=self.agent.name if self.agent else None,
+            model=self.agent.model if self.agent else None,
+            total_cost=round(self.total_cost, 6),
+            usage=self.usage,
+            tools_used=list(self.tools_used),
+            pending_approvals=list(self.pending.values()),
+            warnings=list(self.warnings),
+            budget_remaining=self._budget_remaining(),
+            status=self.status,
+            answer=self.answer,
+            waiting_for=self.waiting_for,
+        )
+
+    @workflow.query(name=contracts.QUERY_TRACE, description="The decision records of this run, one per step, in order.")
+    def get_trace(self) -> list[DecisionRecord]:
+        return list(self.trace)
+
+    # ------------------------------------------------------------ approvals in
+
+    @workflow.signal(name=contracts.SIGNAL_APPROVE, description='Approve a pending action: {"approval_id": "...", "reviewer": "...", "comment": "..."} (approval_id optional when one is pending).')
+    def approve(self, payload: Any = None) -> None:
+        self._apply_signal(payload, approved=True)
+
+    @workflow.signal(name=contracts.SIGNAL_REJECT, description='Reject a pending action: {"approval_id": "...", "reviewer": "...", "comment": "..."} (approval_id optional when one is pending).')
+    def reject(self, payload: Any = None) -> None:
+        self._apply_signal(payload, approved=False)
+
+    @workflow.update(name=contracts.UPDATE_REVIEW, description='Decide a pending action and get the decided record: {"approval_id": "...", "approved": true, "reviewer": "...", "comment": "..."}.')
+    def review(self, payload: Any) -> ApprovalRecord:
+        request = self._parse_review(payload)
+        approval_id = self._check_decision(request.approval_id, request.reviewer)
+        return self._decide(approval_id, request.approved, request.reviewer, request.comment)
+
+    @review.validator
+    def _validate_review(self, payload: Any) -> None:
+        request = self._parse_review(payload)
+        self._check_decision(request.approval_id, request.reviewer)
+
+    def _parse_review(self, payload: Any) -> ReviewRequest:
+        try:
+            return ReviewRequest.model_validate(payload)
+        except ValidationError as exc:
+            raise _ReviewError(f"invalid review payload: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+
+    def _apply_signal(self, payload: Any, *, approved: bool) -> None:
+        verb = "approve" if approved else "reject"
+        try:
+            decision = Decision.model_validate({} if payload is None else payload)
+            approval_id = self._check_decision(decision.approval_id, decision.reviewer)
+        except (ValidationError, _ReviewError) as exc:
+            reason = str(exc) if isinstance(exc, _ReviewError) else f"invalid payload: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+            message = f"ignored {verb} signal: {reason}"
+            workflow.logger.warning(message)
+            self.warnings.append(message)
+            return
+        self._decide(approval_id, approved, decision.reviewer, decision.comment)
+
+    def _check_decision(self, approval_id: str | None, reviewer: str | None) -> str:
+        if approval_id is None:
+            if len(self.pending) != 1:
+                raise _ReviewError(
+                    f"approval_id is required: {len(self.pending)} approvals are pending"
+                    + (f" ({', '.join(self.pending)})" if self.pending else "")
+                )
+            approval_id = next(iter(self.pending))
+        if approval_id not in self.pending:
+            state = "was already decided" if approval_id in self.decided or any(a.approval_id == approval_id for a in self.approvals) else "is not pending"
+            raise _ReviewError(f"approval {approval_id!r} {state}")
+        assert self.agent is not None
+        if not policy.reviewer_allowed(self.agent.approval, reviewer):
+            raise _ReviewError(f"reviewer {reviewer!r} is not allowed to decide for agent {self.agent.name!r}")
+        return approval_id
+
+    def _decide(self, approval_id: str, approved: bool, reviewer: str | None, comment: str | None) -> ApprovalRecord:
+        pending = self.pending.pop(approval_id)
+        record = ApprovalRecord(
+            approval_id=approval_id,
+            tool=pending.tool,
+            status="approved" if approved else "rejected",
+            reviewer=reviewer,
+            comment=comment,
+            decided_at=workflow.now(),
+        )
+        self.decided[approval_id] = record
+        return record
+
+    # --------------------------------------------------------------------- run
+
+    @workflow.run
+    async def run(self, request: Any, carried: CarriedState | None = None) -> AgentResult:
+        if not isinstance(request, dict):
+            raise ApplicationError(
+                f"invalid AgentWorkflow input: expected a JSON object, got {type(request).__name__}",
+                type="InvalidInput",
+                non_retryable=True,
+            )
+        try:
+            self.input = AgentInput.model_validate(request)
+        except ValidationError as exc:
+            raise _invalid_input(exc) from None
+        if carried is not None:
+            self._restore(carried)
+        else:
+            self.agent = await workflow.execute_activity(
+                contracts.ACTIVITY_RESOLVE_AGENT,
+                ResolveAgentInput(agent=self.input.agent, model_override=self.input.model),
+                result_type=ResolvedAgent,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=5),
+                summary=f"resolve agent {self.input.agent or '(default)'}",
+            )
+            self.warnings.extend(self.agent.warnings)
+        assert self.agent is not None
+        self.autonomy = self.agent.autonomy.tighten(self.input.autonomy)
+        self.budget_usd = self.input.budget_usd if self.input.budget_usd is not None else self.agent.budget_usd
+
+        try:
+            result = await self._loop()
+        except (asyncio.CancelledError, CancelledError):
+            self.status = "cancelled"
+            self.answer = self.answer or "The run was cancelled."
+            result = self._result()
+        except ActivityError as exc:
+            # A model call that failed for good (bad key, invalid request, retries spent).
+            cause = exc.cause
+            message = getattr(cause, "message", None) or str(cause or exc)
+            self.status = "failed"
+            self.answer = None
+            result = self._result(error=message)
+        self.phase = "done"
+        workflow.set_current_details(f"**{result.status}** after {result.steps} steps, ${result.total_cost:.4f}")
+        if result.status == "failed":
+            raise ApplicationError(result.error or "the run failed", result.model_dump(mode="json"), type="AgentRunFailed", non_retryable=True)
+        return result
+
+    async def _loop(self) -> AgentResult:
+        assert self.input is not None and self.agent is not None
+        max_steps = self.input.max_steps
+        while self.step < max_steps:
+            if self._should_continue_as_new():
+                await self._continue_as_new()
+
+            # Budget: refuse a model call that could take the run over its cap.
+            price = self._price()
+            estimate = pricing.estimate_call_usd(
+                price,
+                previous=self.last_usage,
+                new_input_chars=self.pending_chars + (0 if self.sent_task else len(self.input.task)),
+                max_tokens=self.agent.max_tokens,
+            )
+            if self.budget_usd is not None and self.total_cost + estimate > self.budget_usd:
+                return self._stop_for_budget(
+                    f"the run's budget of ${self.budget_usd:.4f} would be exceeded by the next model call "
+                    f"(spent ${self.total_cost:.4f}, next call estimated at up to ${estimate:.4f})"
+                )
+            granted, why = await self._reserve_daily(estimate)
+            if not granted:
+                return self._stop_for_budget(why)
+
+            self.phase = "thinking"
+            self._details(f"thinking (step {self.step + 1} of at most {max_steps})")
+            think_started = workflow.now()
+            out = await self._think()
+            self.step += 1
+            step_cost = pricing.cost_usd(out.usage, price)
+            self.usage = self.usage + out.usage
+            self.total_cost += step_cost
+            self.last_usage = out.usage
+            await self._settle_daily(estimate, step_cost)
+            cost = CostRecord(**out.usage.model_dump(), estimated_cost=round(step_cost, 8))
+
+            if not out.tool_calls:
+                self.answer = out.text.strip()
+                warnings = self._anomalies(None, step_cost, out.usage)
+                if out.stop_reason == "max_tokens":
+                    warnings.append("TRUNCATED: the answer hit max_tokens")
+                self._record(
+                    ActionRecord(type="final_answer", reasoning=out.text),
+                    {"status": "answered", "duration_ms": out.duration_ms},
+                    cost,
+                    warnings,
+                    started=think_started,
+                )
+                self.status = "success"
+                return self._result()
+
+            for index, call in enumerate(out.tool_calls):
+                warnings = self._anomalies(call, step_cost if index == 0 else 0.0, out.usage if index == 0 else Usage())
+                observation = await self._act(call, index)
+                self._record(
+                    ActionRecord(type="tool_call", tool=call.name, args=call.args, reasoning=out.text or None),
+                    observation,
+                    cost if index == 0 else CostRecord(),
+                    warnings,
+                    started=think_started,
+                )
+                if observation.get("status") == "budget_exceeded":
+                    return self._result()
+        self.status = "max_steps_exceeded"
+        self.answer = self.answer or f"Stopped after {self.step} steps without a final answer (max_steps={max_steps})."
+        return self._result()
+
+    # ------------------------------------------------------------------ think
+
+    async def _think(self) -> ThinkOutput:
+        assert self.input is not None and self.agent is not None
+        request = ThinkInput(
+            session_id=workflow.info().workflow_id,
+            agent=self.agent.name,
+            model=self.agent.model,
+            max_tokens=self.agent.max_tokens,
+            prompt_ref=self.agent.prompt_ref,
+            head=self.head,
+            user_text=None if self.sent_task else self.input.task,
+            tool_results=self.pending_results,
+            step=self.step + 1,
+        )
+        out: ThinkOutput = await workflow.execute_activity(
+            contracts.ACTIVITY_THINK,
+            request,
+            result_type=ThinkOutput,
+            start_to_close_timeout=timedelta(minutes=5),
+            heartbeat_timeout=timedelta(seconds=30),
+            retry_policy=temporal_policy(MODEL_RETRY),
+            summary=f"step {self.step + 1}: think ({self.agent.model})",
+        )
+        self.head = out.head
+        self.sent_task = True
+        self.pending_results = []
+        self.pending_chars = 0
+        return out
+
+    # -------------------------------------------------------------------- act
+
+    async def _act(self, call: ToolCall, index: int) -> dict[str, Any]:
+        """Run one tool call through policy, approval, rate limit and retries; return the observation."""
+        assert self.agent is not None
+        info = self.agent.tool(call.name)
+        if info is None:
+            known = ", ".join(t.name for t in self.agent.tools)
+            return self._observe(call, "unknown_tool", f"There is no tool named {call.name!r}. Available tools: {known}.", error=True)
+
+        decision = policy.evaluate(info, call.args, self.autonomy, self.agent.approval)
+        if decision.verdict == "refuse":
+            return self._observe(call, "refused", f"REFUSED: {decision.reason}.", error=True)
+        approval: ApprovalRecord | None = None
+        if decision.verdict == "needs_approval":
+            approval = await self._wait_for_approval(call, index, decision)
+            if approval.status == "rejected":
+                who = approval.reviewer or "a reviewer"
+                why = f": {approval.comment}" if approval.comment else ""
+                return self._observe(
+                    call, "rejected", f"REJECTED by {who}{why}. The action was not executed.", error=True, approval_id=approval.approval_id
+                )
+            if approval.status == "timed_out":
+                return self._observe(
+                    call,
+                    "timed_out",
+                    f"No reviewer decided within {self.agent.approval.timeout_seconds:g} s, so the action was not executed.",
+                    error=True,
+                    approval_id=approval.approval_id,
+                )
+        if self.budget_usd is not None and self.total_cost > self.budget_usd:
+            self._stop_for_budget(f"the run's budget of ${self.budget_usd:.4f} is spent (${self.total_cost:.4f}); {call.name} was not run")
+            return self._observe(call, "budget_exceeded", "The budget is spent; the tool was not run.", error=True)
+
+        self.phase = "acting"
+        self._details(f"step {self.step}: calling {call.name}")
+        self.tools_used.append(call.name)
+        key = f"{workflow.info().workflow_id}/{workflow.info().first_execution_run_id}/{self.step}/{index}/{call.id}"
+        plan = TOOL_RETRY_POLICIES.get(info.retry, TOOL_RETRY_POLICIES["tool_default"])
+        try:
+            out: ToolCallOutput = await workflow.execute_activity(
+                contracts.ACTIVITY_RUN_TOOL,
+                ToolCallInput(session_id=workflow.info().workflow_id, agent=self.agent.name, call=call, idempotency_key=key, step=self.step),
+                result_type=ToolCallOutput,
+                start_to_close_timeout=timedelta(seconds=info.timeout_seconds + 30),
+                heartbeat_timeout=timedelta(seconds=15),
+                retry_policy=temporal_policy(plan),
+                summary=f"call tool: {call.name}",
+            )
+        except ActivityError as exc:
+            cause = exc.cause
+            detail = getattr(cause, "message", None) or str(cause or exc)
+            return self._observe(
+                call,
+                "unavailable",
+                f"The tool {call.name} is unavailable right now ({detail}). Do not call it again in this run; "
+                "try another approach or answer with what you have.",
+                error=True,
+                approval_id=approval.approval_id if approval else None,
+            )
+        extra: dict[str, Any] = {"duration_ms": out.duration_ms}
+        if approval is not None:
+            extra["approval_id"] = approval.approval_id
+        self.pending_results.append(ToolResultPart(tool_use_id=call.id, ref=out.ref, text=None if out.ref else (out.error or out.preview), is_error=out.status != "ok"))
+        self.pending_chars += out.chars
+        observation: dict[str, Any] = {"status": out.status, "result_preview": out.preview[:PREVIEW_CHARS], **extra}
+        if out.error:
+            observation["error"] = out.error
+        if out.ref:
+            observation["result_ref"] = out.ref
+        return observation
+
+    def _observe(self, call: ToolCall, status: str, text: str, *, error: bool, approval_id: str | None = None) -> dict[str, Any]:
+        """An observation the workflow writes itself (nothing ran); the model reads ``text``."""
+        self.pending_results.append(ToolResultPart(tool_use_id=call.id, text=text, is_error=error))
+        self.pending_chars += len(text)
+        observation: dict[str, Any] = {"status": status, "message": text, "duration_ms": 0}
+        if approval_id:
+            observation["approval_id"] = approval_id
+        return observation
+
+    async def _wait_for_approval(self, call: ToolCall, index: int, decision: policy.PolicyDecision) -> ApprovalRecord:
+        assert self.agent is not None
+        approval_id = f"apr-{self.step}" + (f"-{index + 1}" if index else "")
+        timeout = self.agent.approval.timeout_seconds
+        now = workflow.now()
+        pending = PendingApproval(
+            approval_id=approval_id,
+            tool=call.name,
+            args=call.args,
+            risk=decision.risk,
+            reason=decision.reason,
+            requested_at=now,
+            deadline=now + timedelta(seconds=timeout),
+            context=[r.model_dump(mode="json", include={"step", "action", "observation"}) for r in self.trace[-3:]],
+        )
+        self.pending[approval_id] = pending
+        self.phase = "waiting_for_approval"
+        self.waiting_for = f"approval {approval_id}"
+        wf_id = workflow.info().workflow_id
+        self._details(
+            f"**Waiting for approval** `{approval_id}`: {call.name} {call.args}\n\n"
+            f"Why: {decision.reason} (risk {decision.risk}). Deadline: {pending.deadline.isoformat()}.\n\n"
+            f"Approve: `temporal workflow signal --workflow-id {wf_id} --name approve --input "
+            f"'{{\"approval_id\": \"{approval_id}\", \"reviewer\": \"YOUR NAME\"}}'`\n\n"
+            f"Reject: same with `--name reject`."
+        )
+        # Tell a human; a failing notification never blocks the approval itself.
+        notify = workflow.start_activity(
+            contracts.ACTIVITY_NOTIFY_REVIEWER,
+            {"workflow_id": wf_id, "agent": self.agent.name, "webhook_url": self.agent.approval.webhook_url, "approval": pending.model_dump(mode="json")},
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=2)),
+            summary=f"notify reviewer: {approval_id}",
+        )
+        try:
+            await workflow.wait_condition(lambda: approval_id in self.decided, timeout=timeout, timeout_summary=f"approval {approval_id} deadline")
+            record = self.decided[approval_id]
+        except asyncio.TimeoutError:
+            self.pending.pop(approval_id, None)
+            record = ApprovalRecord(approval_id=approval_id, tool=call.name, status="timed_out", decided_at=workflow.now())
+        finally:
+            self.waiting_for = None
+        if not notify.done():
+            notify.cancel()
+        self.approvals.append(record)
+        return record
+
+    # ------------------------------------------------------------------ budget
+
+    async def _reserve_daily(self, estimate: float) -> tuple[bool, str]:
+        """Reserve ``estimate`` from the agent's shared daily budget (when it has one)."""
+        return True, ""
+
+    async def _settle_daily(self, estimate: float, actual: float) -> None:
+        """Replace the reservation of ``estimate`` with the ``actual`` cost."""
+        return None
+
+    # ------------------------------------------------------------- bookkeeping
+
+    def _price(self) -> Any:
+        assert self.agent is not None
+        return pricing.find_price(self.agent.model, self.agent.prices) or self.agent.fallback_price
+
+    def _budget_remaining(self) -> float | None:
+        if self.budget_usd is None:
+            return None
+        return round(max(0.0, self.budget_usd - self.total_cost), 6)
+
+    def _stop_for_budget(self, message: str) -> AgentResult:
+        self.status = "budget_exceeded"
+        self.answer = f"Stopped: {message}."
+        self.warnings.append(f"BUDGET_EXCEEDED: {message}")
+        return self._result()
+
+    def _anomalies(self, call: ToolCall | None, step_cost: float, usage: Usage) -> list[str]:
+        assert self.agent is not None
+        if call is not None:
+            self.recent_actions.append(anomalies.action_signature(call.name, call.args))
+            self.recent_actions = self.recent_actions[-20:]
+        found = anomalies.detect(
+            self.recent_actions if call is not None else [],
+            step_cost=step_cost,
+            step_tokens=usage.total_tokens,
+            thresholds=self.agent.anomalies,
+        )
+        for warning in found:
+            tagged = f"step {self.step}: {warning}"
+            if tagged not in self.warnings:
+                self.warnings.append(tagged)
+        return found
+
+    def _record(self, action: ActionRecord, observation: dict[str, Any], cost: CostRecord, warnings: list[str], *, started: datetime) -> None:
+        assert self.agent is not None
+        now = workflow.now()
+        observation.setdefault("duration_ms", int((now - started).total_seconds() * 1000))
+        record = DecisionRecord(
+            timestamp=now,
+            agent_id=self.agent.name,
+            session_id=workflow.info().workflow_id,
+            step=self.step,
+            action=action,
+            observation=observation,
+            cost=cost,
+            warnings=warnings,
+        )
+        self.trace.append(record)
+        if len(self.trace) > TRACE_KEPT:
+            del self.trace[: len(self.trace) - TRACE_KEPT]
+        if not workflow.unsafe.is_replaying():
+            key = f"{workflow.info().workflow_id}/{workflow.info().first_execution_run_id}/{self.step}/{len(self.trace)}/{action.tool}"
+            with workflow.unsafe.sandbox_unrestricted():
+                trace.emit(key, record)
+
+    def _details(self, text: str) -> None:
+        if self.phase != "waiting_for_approval":
+            self.waiting_for = None
+        workflow.set_current_details(f"{text}\n\nSpent ${self.total_cost:.4f} over {self.step} steps.")
+
+    def _result(self, error: str | None = None) -> AgentResult:
+        return AgentResult(
+            status=self.status or "failed",
+            answer=self.answer,
+            steps=self.step,
+            tools_used=list(self.tools_used),
+            total_cost=round(self.total_cost, 6),
+            usage=self.usage,
+            warnings=list(self.warnings),
+            approvals=list(self.approvals),
+            error=error,
+            model=self.agent.model if self.agent else None,
+            agent=self.agent.name if self.agent else None,
+        )
+
+    # --------------------------------------------------------- continue-as-new
+
+    def _should_continue_as_new(self) -> bool:
+        if self.step == 0 or self.pending:
+            return False
+        steps_here = self.step - self.continuations * CONTINUE_AS_NEW_EVERY
+        return steps_here >= CONTINUE_AS_NEW_EVERY or workflow.info().is_continue_as_new_suggested()
+
+    async def _continue_as_new(self) -> None:
+        assert self.input is not None and self.agent is not None
+        self.phase = "continuing"
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        carried = CarriedState(
+            agent=self.agent,
+            step=self.step,
+            usage=self.usage,
+            total_cost=self.total_cost,
+            tools_used=self.tools_used,
+            warnings=self.warnings,
+            approvals=self.approvals,
+            head=self.head,
+            pending_results=self.pending_results,
+            recent_actions=self.recent_actions,
+            trace=self.trace[-50:],
+            last_usage=self.last_usage,
+            pending_chars=self.pending_chars,
+            continuations=self.step // CONTINUE_AS_NEW_EVERY,
+            sent_task=self.sent_task,
+        )
+        workflow.continue_as_new(args=[self.input.model_dump(mode="json", exclude_none=True), carried])
+
+    def _restore(self, carried: CarriedState) -> None:
+        self.agent = carried.agent
+        self.step = carried.step
+        self.usage = carried.usage
+        self.total_cost = carried.total_cost
+        self.tools_used = carried.tools_used
+        self.warnings = carried.warnings
+        self.approvals = carried.approvals
+        self.head = carried.head
+        self.pending_results = carried.pending_results
+        self.recent_actions = carried.recent_actions
+        self.trace = carried.trace
+        self.last_usage = carried.last_usage
+        self.pending_chars = carried.pending_chars
+        self.continuations = carried.continuations
+        self.sent_task = carried.sent_task
