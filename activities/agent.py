@@ -21,9 +21,9 @@ from temporalio.exceptions import ApplicationError
 
 from durable_agent import contracts
 from durable_agent.errors import InvalidToolArguments, ToolAuthError, ToolError, ToolRateLimited, ToolTimeout
-from durable_agent.models import ModelError, ModelRequest, provider_for
+from durable_agent.models import ModelError, ModelRequest, is_anthropic, provider_for
 from durable_agent.pricing import find_price
-from durable_agent.profiles import OFFLINE_MODEL, AgentsConfig
+from durable_agent.profiles import AgentsConfig
 from durable_agent.retry import MODEL_RETRY, TOOL_RETRY_POLICIES, ErrorKind, next_delay
 from durable_agent.schemas import (
     ResolveAgentInput,
@@ -100,7 +100,7 @@ class AgentActivities:
             )
         model = self.config.resolve_model(profile, request.model_override)
         warnings: list[str] = []
-        if model != OFFLINE_MODEL and not _has_api_key():
+        if is_anthropic(model) and not _has_api_key():
             raise ApplicationError(
                 f"model {model!r} needs ANTHROPIC_API_KEY on the worker; unset the model to use 'offline'",
                 type="MissingCredentials",

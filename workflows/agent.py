@@ -231,14 +231,21 @@ class AgentWorkflow:
         if carried is not None:
             self._restore(carried)
         else:
-            self.agent = await workflow.execute_activity(
-                contracts.ACTIVITY_RESOLVE_AGENT,
-                ResolveAgentInput(agent=self.input.agent, model_override=self.input.model),
-                result_type=ResolvedAgent,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(maximum_attempts=5),
-                summary=f"resolve agent {self.input.agent or '(default)'}",
-            )
+            try:
+                self.agent = await workflow.execute_activity(
+                    contracts.ACTIVITY_RESOLVE_AGENT,
+                    ResolveAgentInput(agent=self.input.agent, model_override=self.input.model),
+                    result_type=ResolvedAgent,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=RetryPolicy(maximum_attempts=5),
+                    summary=f"resolve agent {self.input.agent or '(default)'}",
+                )
+            except ActivityError as exc:
+                # An unknown profile or a missing key: say so plainly, as the run's failure.
+                cause = exc.cause
+                if isinstance(cause, ApplicationError):
+                    raise ApplicationError(cause.message, type=cause.type, non_retryable=True) from None
+                raise
             self.warnings.extend(self.agent.warnings)
         assert self.agent is not None
         self.autonomy = self.agent.autonomy.tighten(self.input.autonomy)

