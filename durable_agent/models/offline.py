@@ -151,6 +151,10 @@ class OfflineModel:
         lines = [OFFLINE_NOTICE]
         if problem:
             lines.append(problem)
+        summary = [_summarise(call) for call in t.calls if call["name"] in ("issue_refund", "cancel_order")]
+        lines.extend(s for s in summary if s)
+        if t.calls:
+            lines.append("Steps taken:")
         for call in t.calls:
             outcome = (call["result"] or "").strip().replace("\n", " ")
             if len(outcome) > 160:
@@ -160,3 +164,23 @@ class OfflineModel:
         if not t.calls and not problem:
             lines.append(f"I cannot reason about this task without a model: {t.task[:200]}")
         return "\n".join(lines), None
+
+
+def _summarise(call: dict[str, Any]) -> str | None:
+    """One sentence for the customer about an action that changes something."""
+    args = call["args"]
+    order = args.get("order_id", "the order")
+    result = call["result"] or ""
+    if call["name"] == "issue_refund":
+        what = f"the refund of {args.get('amount', 0):g} {args.get('currency', '')} on order {order}".replace("  ", " ")
+        if not call["is_error"]:
+            refund_id = _json(result).get("refund_id")
+            return f"Done: refunded {args.get('amount', 0):g} {args.get('currency', '')} on order {order}" + (
+                f" (refund #{refund_id})." if refund_id else "."
+            )
+        return f"Not done: {what} did not go through: {result}"
+    if call["name"] == "cancel_order":
+        if not call["is_error"]:
+            return f"Done: order {order} is cancelled."
+        return f"Not done: order {order} was not cancelled: {result}"
+    return None
