@@ -139,6 +139,7 @@ class AgentActivities:
             anomalies=profile.anomalies,
             budget_usd=profile.budget_usd,
             daily_budget_usd=profile.daily_budget_usd,
+            continue_as_new_every=profile.continue_as_new_every,
             prices={model: price} if price is not None else {},
             fallback_price=self.config.pricing.fallback,
             warnings=warnings,

@@ -34,7 +34,7 @@ class Profile(StrictModel):
     tools: list[str] = Field(default_factory=list)
     autonomy: Autonomy = Autonomy.SUPERVISED
     max_tokens: int = Field(default=1024, ge=1, le=64_000)
-    max_steps: int | None = Field(default=None, ge=1)
+    continue_as_new_every: int = Field(default=250, ge=2, description="Steps per workflow run before continuing as new.")
     budget_usd: float | None = Field(default=None, ge=0, description="Per-run cap unless the run sets one.")
     daily_budget_usd: float | None = Field(default=None, ge=0, description="Shared by all runs of the agent per UTC day.")
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)

@@ -255,6 +255,7 @@ class ResolvedAgent(BaseModel):
     anomalies: AnomalyThresholds
     budget_usd: float | None = None
     daily_budget_usd: float | None = None
+    continue_as_new_every: int = 250
     prices: dict[str, "ModelPrice"] = Field(default_factory=dict)
     fallback_price: "ModelPrice"
     warnings: list[str] = Field(default_factory=list)

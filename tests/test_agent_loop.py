@@ -191,3 +191,30 @@ class TestQueriesAndHistory:
         assert max(think_inputs) < 2 * think_inputs[1], think_inputs
         total = sum(e.ByteSize() for e in history.events)
         assert total < steps * 5_000, f"history is {total} bytes for {steps} steps"
+
+
+class TestContinueAsNew:
+    """Long runs continue as new, carrying their state, and finish as one run."""
+
+    async def test_state_survives_continue_as_new(self, harness: Harness) -> None:
+        steps = 12
+        model, scripted = harness.scripted([tool_use("echo", {"text": f"n{i}"}) for i in range(steps - 1)] + [answer("all done")])
+        config = make_config(
+            {"helper": {"tools": ["echo"], "model": model, "continue_as_new_every": 5}},
+            pricing={"models": {model: {"input": 1.0, "output": 1.0}}},
+        )
+        async with harness.worker(config):
+            handle = await harness.start({"task": "count", "max_steps": 50})
+            result = await handle.result()  # follows the continuations
+            records = await handle.query("trace", result_type=list[DecisionRecord])
+            runs = [w async for w in harness.client.list_workflows(f"WorkflowId = '{handle.id}'")]
+        assert result.status == "success" and result.answer == "all done"
+        assert result.steps == steps
+        assert result.tools_used == ["echo"] * (steps - 1)
+        assert result.usage.input_tokens == steps * 1000
+        assert result.total_cost == pytest.approx(steps * 1100 / 1e6)
+        assert len(runs) == 3  # steps 1-5, 6-10, 11-12
+        # The conversation carried over: the last call saw every earlier tool result.
+        results = [b["content"] for b in scripted.tool_results()]
+        assert results == [f"n{i}" for i in range(steps - 1)]
+        assert records[-1].step == steps and records[-1].action.type == "final_answer"

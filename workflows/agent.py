@@ -48,8 +48,6 @@ with workflow.unsafe.imports_passed_through():
         Usage,
     )
 
-#: Steps per run before continuing as new (history stays well under Temporal's limits).
-CONTINUE_AS_NEW_EVERY = 250
 #: Decision records kept in workflow state for the ``trace`` query (the sink has all).
 TRACE_KEPT = 500
 #: Observation previews longer than this are cut in the trace.
@@ -119,6 +117,7 @@ class AgentWorkflow:
         self.answer: str | None = None
         self.waiting_for: str | None = None
         self.continuations = 0
+        self.started_at_step = 0
         self.sent_task = False
 
     # ------------------------------------------------------------------ queries
@@ -584,10 +583,11 @@ class AgentWorkflow:
     # --------------------------------------------------------- continue-as-new
 
     def _should_continue_as_new(self) -> bool:
-        if self.step == 0 or self.pending:
+        assert self.agent is not None
+        if self.step == 0 or self.pending or self.step == self.started_at_step:
             return False
-        steps_here = self.step - self.continuations * CONTINUE_AS_NEW_EVERY
-        return steps_here >= CONTINUE_AS_NEW_EVERY or workflow.info().is_continue_as_new_suggested()
+        steps_here = self.step - self.started_at_step
+        return steps_here >= self.agent.continue_as_new_every or workflow.info().is_continue_as_new_suggested()
 
     async def _continue_as_new(self) -> None:
         assert self.input is not None and self.agent is not None
@@ -607,7 +607,7 @@ class AgentWorkflow:
             trace=self.trace[-50:],
             last_usage=self.last_usage,
             pending_chars=self.pending_chars,
-            continuations=self.step // CONTINUE_AS_NEW_EVERY,
+            continuations=self.continuations + 1,
             sent_task=self.sent_task,
         )
         workflow.continue_as_new(args=[self.input.model_dump(mode="json", exclude_none=True), carried])
@@ -627,4 +627,5 @@ class AgentWorkflow:
         self.last_usage = carried.last_usage
         self.pending_chars = carried.pending_chars
         self.continuations = carried.continuations
+        self.started_at_step = carried.step
         self.sent_task = carried.sent_task
