@@ -31,7 +31,7 @@ from typing import Any, AsyncIterator, Sequence
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
-from durable_agent import contracts, trace
+from durable_agent import contracts, telemetry, trace
 from durable_agent.connection import connect, target_address, task_queue as default_task_queue
 from durable_agent.schemas import AgentResult, DecisionRecord, StatusView
 from durable_agent.store import state_dir
@@ -141,6 +141,7 @@ async def in_process_worker(client: Client, args: argparse.Namespace, task_queue
     config = load_or_exit(args.config or default_config_path(), env_tool_modules() + args.tools)
     trace_file = os.environ.get("AGENT_TRACE_FILE") or str(state_dir() / "trace.jsonl")
     trace.configure(trace_file)
+    telemetry.setup()
     worker = create_worker(client, config, task_queue=task_queue)
     async with worker:
         yield

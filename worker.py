@@ -21,7 +21,7 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities import AgentActivities
-from durable_agent import trace
+from durable_agent import telemetry, trace
 from durable_agent.connection import connect, target_address, task_queue as default_task_queue
 from durable_agent.errors import ConfigError
 from durable_agent.profiles import AgentsConfig, load_config
@@ -99,6 +99,7 @@ async def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_or_exit(args.config, env_tool_modules() + args.tools)
     trace.configure(os.environ.get("AGENT_TRACE_FILE") or None)
+    telemetry.setup()
     address = target_address(args.address)
     try:
         client = await connect(args.address)

@@ -15,6 +15,8 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 
+from durable_agent import telemetry
+
 DEFAULT_ADDRESS = "localhost:7233"
 
 
@@ -38,6 +40,8 @@ async def connect(address: str | None = None, **overrides: Any) -> Client:
     config = connect_config(address)
     config.update(overrides)
     config.setdefault("data_converter", pydantic_data_converter)
+    # Traces workflows and activities and parents the agent_step spans (no-op until telemetry.setup()).
+    config.setdefault("plugins", [telemetry.plugin()])
     return await Client.connect(**config)
 
 

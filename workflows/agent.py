@@ -21,7 +21,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from durable_agent import anomalies, contracts, policy, pricing, trace
+    from durable_agent import anomalies, contracts, policy, pricing, telemetry, trace
     from durable_agent.retry import MODEL_RETRY, TOOL_RETRY_POLICIES, temporal_policy
     from durable_agent.schemas import (
         ActionRecord,
@@ -117,6 +117,7 @@ class AgentWorkflow:
         self.answer: str | None = None
         self.waiting_for: str | None = None
         self.continuations = 0
+        self.step_span: Any = None
         self.started_at_step = 0
         self.sent_task = False
 
@@ -272,10 +273,25 @@ class AgentWorkflow:
     async def _loop(self) -> AgentResult:
         assert self.input is not None and self.agent is not None
         max_steps = self.input.max_steps
+        fingerprint = telemetry.task_hash(self.input.task)
         while self.step < max_steps:
             if self._should_continue_as_new():
                 await self._continue_as_new()
+            # The step's span encloses its think and tool activities' own spans.
+            with telemetry.step_span(self.step + 1, fingerprint, self.agent.name) as span:
+                self.step_span = span
+                outcome = await self._run_step(max_steps)
+            self.step_span = None
+            if outcome is not None:
+                return outcome
+        self.status = "max_steps_exceeded"
+        self.answer = self.answer or f"Stopped after {self.step} steps without a final answer (max_steps={max_steps})."
+        return self._result()
 
+    async def _run_step(self, max_steps: int) -> AgentResult | None:
+        """One think -> act -> observe iteration; the run's result when it ends the run."""
+        assert self.input is not None and self.agent is not None
+        if True:  # keeps the step body's indentation stable for reviewers of history-affecting code
             # Budget: refuse a model call that could take the run over its cap.
             price = self._price()
             estimate = pricing.estimate_call_usd(
@@ -332,9 +348,7 @@ class AgentWorkflow:
                 )
                 if observation.get("status") == "budget_exceeded":
                     return self._result()
-        self.status = "max_steps_exceeded"
-        self.answer = self.answer or f"Stopped after {self.step} steps without a final answer (max_steps={max_steps})."
-        return self._result()
+        return None
 
     # ------------------------------------------------------------------ think
 
@@ -555,10 +569,13 @@ class AgentWorkflow:
         self.trace.append(record)
         if len(self.trace) > TRACE_KEPT:
             del self.trace[: len(self.trace) - TRACE_KEPT]
+        if self.step_span is not None:
+            telemetry.describe_step(self.step_span, record)
         if not workflow.unsafe.is_replaying():
             key = f"{workflow.info().workflow_id}/{workflow.info().first_execution_run_id}/{self.step}/{len(self.trace)}/{action.tool}"
             with workflow.unsafe.sandbox_unrestricted():
                 trace.emit(key, record)
+                telemetry.record_step_metrics(record, (now - started).total_seconds() * 1000, self.agent.model)
 
     def _details(self, text: str) -> None:
         if self.phase != "waiting_for_approval":

@@ -1,0 +1,163 @@
+"""OpenTelemetry: an ``agent_step`` span per step, step metrics, linked to Temporal's spans.
+
+The worker and the starter call :func:`setup` once. It installs Temporal's
+replay-safe tracer and meter providers (``temporalio.contrib.opentelemetry``), so
+the spans and metrics the workflow records are emitted once, never again on
+replay, with span ids drawn from the workflow's deterministic randomness.
+:func:`plugin` links them with Temporal's own workflow and activity spans: a
+step's span is the parent of its ``think`` and ``run_tool`` activity spans.
+
+Export is over OTLP/HTTP when the standard variables say so
+(``OTEL_EXPORTER_OTLP_ENDPOINT``, or the ``..._TRACES_ENDPOINT`` /
+``..._METRICS_ENDPOINT`` ones, plus headers and the rest as the exporter reads
+them). Without them nothing leaves the process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+from typing import Any, Iterator, Sequence
+
+from opentelemetry import metrics, trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import SpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+from durable_agent.schemas import DecisionRecord, Usage
+
+INSTRUMENTATION = "durable_agent"
+SPAN_AGENT_STEP = "agent_step"
+
+_lock = threading.Lock()
+_configured = False
+
+
+def _otlp_wanted(signal: str) -> bool:
+    return bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"))
+
+
+def setup(
+    service_name: str = "durable-agent",
+    *,
+    span_processors: Sequence[SpanProcessor] = (),
+    metric_readers: Sequence[MetricReader] = (),
+) -> bool:
+    """Install the process's tracer and meter providers (once; later calls do nothing).
+
+    Args:
+        service_name: ``service.name`` of the resource, unless ``OTEL_SERVICE_NAME`` says otherwise.
+        span_processors: Extra span processors (tests pass an in-memory exporter).
+        metric_readers: Extra metric readers (tests pass an in-memory reader).
+
+    Returns:
+        Whether this call installed them.
+    """
+    global _configured
+    with _lock:
+        if _configured:
+            return False
+        from temporalio.contrib.opentelemetry import ReplaySafeMeterProvider, create_tracer_provider
+
+        resource = Resource.create({"service.name": os.environ.get("OTEL_SERVICE_NAME", service_name)})
+        tracer_provider = create_tracer_provider(resource=resource)
+        if _otlp_wanted("TRACES"):
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        for processor in span_processors:
+            tracer_provider.add_span_processor(processor)
+        readers = list(metric_readers)
+        if _otlp_wanted("METRICS"):
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+
+            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        trace.set_tracer_provider(tracer_provider)
+        metrics.set_meter_provider(ReplaySafeMeterProvider(MeterProvider(resource=resource, metric_readers=readers)))
+        _configured = True
+        return True
+
+
+def plugin() -> Any:
+    """The Temporal plugin that traces workflows and activities and parents our spans.
+
+    Put it on the client (``Client.connect(plugins=[...])``); workers built from
+    that client use it too.
+    """
+    from temporalio.contrib.opentelemetry import OpenTelemetryPlugin
+
+    return OpenTelemetryPlugin(add_temporal_spans=True)
+
+
+def task_hash(task: str) -> str:
+    """A short, stable fingerprint of a task, for grouping runs without logging their text."""
+    return hashlib.sha256(task.encode("utf-8")).hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def step_span(step: int, task_fingerprint: str, agent: str) -> Iterator[trace.Span]:
+    """The ``agent_step`` span around one think -> act -> observe iteration (workflow code)."""
+    tracer = trace.get_tracer(INSTRUMENTATION)
+    with tracer.start_as_current_span(
+        SPAN_AGENT_STEP,
+        attributes={"agent.step": step, "agent.task_hash": task_fingerprint, "agent.id": agent},
+    ) as span:
+        yield span
+
+
+def describe_step(span: trace.Span, record: DecisionRecord) -> None:
+    """Put a decision record's action and observation on the step's span."""
+    span.set_attribute("action.type", record.action.type)
+    if record.action.tool:
+        span.set_attribute("action.tool", record.action.tool)
+    duration = record.observation.get("duration_ms")
+    if isinstance(duration, (int, float)):
+        span.set_attribute("action.duration_ms", int(duration))
+    span.set_attribute("observation.status", str(record.observation.get("status", "")))
+    for warning in record.warnings:
+        span.add_event("anomaly", {"warning": warning})
+
+
+class _Instruments:
+    def __init__(self) -> None:
+        meter = metrics.get_meter(INSTRUMENTATION)
+        self.step_duration = meter.create_histogram(
+            "agent.step.duration", unit="ms", description="Duration of an agent step, by tool and observation status"
+        )
+        self.tokens = meter.create_counter("agent.tokens", unit="{token}", description="Model tokens, by kind")
+        self.cost = meter.create_counter("agent.cost", unit="USD", description="Estimated model cost")
+
+
+_instruments: _Instruments | None = None
+
+
+def _get_instruments() -> _Instruments:
+    global _instruments
+    if _instruments is None:
+        _instruments = _Instruments()
+    return _instruments
+
+
+def record_step_metrics(record: DecisionRecord, duration_ms: float, model: str) -> None:
+    """Count a step: its duration by tool and status, its tokens by kind, its cost."""
+    inst = _get_instruments()
+    base = {"agent": record.agent_id}
+    inst.step_duration.record(
+        duration_ms,
+        {**base, "tool": record.action.tool or "(answer)", "status": str(record.observation.get("status", ""))},
+    )
+    usage = Usage(**record.cost.model_dump(exclude={"estimated_cost"}))
+    for kind, amount in (
+        ("input", usage.input_tokens),
+        ("output", usage.output_tokens),
+        ("cache_write", usage.cache_creation_input_tokens),
+        ("cache_read", usage.cache_read_input_tokens),
+    ):
+        if amount:
+            inst.tokens.add(amount, {**base, "model": model, "kind": kind})
+    if record.cost.estimated_cost:
+        inst.cost.add(record.cost.estimated_cost, {**base, "model": model})
