@@ -35,6 +35,13 @@ def env_tool_modules() -> list[str]:
     return [m.strip() for m in os.environ.get("AGENT_TOOL_MODULES", "").split(",") if m.strip()]
 
 
+def workflow_runner() -> SandboxedWorkflowRunner:
+    """The sandbox the workflows run in; the core package and pydantic pass through (no re-import per run)."""
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("durable_agent", "pydantic", "pydantic_core")
+    )
+
+
 def create_worker(
     client: Client,
     config: AgentsConfig,
@@ -59,9 +66,7 @@ def create_worker(
         task_queue=task_queue or default_task_queue(),
         workflows=WORKFLOWS,
         activities=activities.all(),
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules("durable_agent", "pydantic", "pydantic_core")
-        ),
+        workflow_runner=workflow_runner(),
         max_cached_workflows=max_cached_workflows,
         activity_executor=activity_executor,
     )

@@ -122,6 +122,8 @@ class OfflineModel:
             else:
                 amount = float(order_info.get("total", 0) or 0) - float(order_info.get("refunded", 0) or 0)
             currency = str(order_info.get("currency") or "USD")
+            if amount <= 0:
+                return self._answer(t, f"Order {order_id} is already fully refunded; there is nothing left to refund.")
             return (
                 f"{OFFLINE_NOTICE} The policy allows it, so I refund {amount:g} {currency} on {order_id}.",
                 ("issue_refund", {"order_id": order_id, "amount": amount, "currency": currency}),

@@ -1,0 +1,126 @@
+"""Record workflow histories for the replay test: ``python -m tests.record_histories``.
+
+Runs representative scenarios on a throwaway dev server and writes each run's
+event history to ``tests/histories/<scenario>.json``. Re-record only when a
+change is *meant* to be incompatible (and then use ``workflow.patched`` for runs
+already in flight); otherwise new worker code must replay these as they are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from durable_agent import trace  # noqa: E402
+from durable_agent.models import register_provider  # noqa: E402
+from durable_agent.schemas import StatusView  # noqa: E402
+from durable_agent.testing import ScriptedModel, answer, tool_use  # noqa: E402
+from tests.conftest import SUPPORT_PROFILE, make_config  # noqa: E402
+from worker import create_worker  # noqa: E402
+
+OUT = HERE / "histories"
+
+
+async def _wait_pending(handle: WorkflowHandle[Any, Any]) -> StatusView:
+    for _ in range(200):
+        status = await handle.query("status", result_type=StatusView)
+        if status.pending_approvals:
+            return status
+        await asyncio.sleep(0.05)
+    raise RuntimeError("no approval became pending")
+
+
+async def _approve_by_signal(handle: WorkflowHandle[Any, Any]) -> None:
+    await _wait_pending(handle)
+    await handle.signal("approve", {"reviewer": "alice", "comment": "ok"})
+
+
+async def _reject_by_update(handle: WorkflowHandle[Any, Any]) -> None:
+    status = await _wait_pending(handle)
+    await handle.signal("approve", {"approval_id": "apr-999", "reviewer": "mallory"})  # ignored: unknown id
+    await handle.execute_update("review", {"approval_id": status.pending_approvals[0].approval_id, "approved": False, "reviewer": "bob", "comment": "no"})
+
+
+async def _cancel_while_waiting(handle: WorkflowHandle[Any, Any]) -> None:
+    await _wait_pending(handle)
+    await handle.cancel()
+
+
+Scenario = tuple[str, dict[str, Any], dict[str, Any] | None, list[dict[str, Any]] | None, Callable[[WorkflowHandle[Any, Any]], Awaitable[None]] | None]
+
+SCENARIOS: list[Scenario] = [
+    ("offline_small_refund", {"task": "Refund 20 USD on order ord-789"}, None, None, None),
+    ("offline_refund_approved", {"task": "Refund order ord-789"}, None, None, _approve_by_signal),
+    ("offline_refund_rejected", {"task": "Refund order ord-789"}, None, None, _reject_by_update),
+    ("offline_approval_timed_out", {"task": "Cancel order ord-1001"}, {"approval": {"timeout_seconds": 1}}, None, None),
+    ("offline_cancelled", {"task": "Cancel order ord-1001"}, None, None, _cancel_while_waiting),
+    ("read_only_refusal", {"task": "Refund 20 USD on order ord-789", "autonomy": "read_only"}, None, None, None),
+    ("budget_exceeded", {"task": "Refund 20 USD on order ord-789", "budget_usd": 0.0001, "model": "SCRIPTED"}, None,
+     [tool_use("lookup_order", {"order_id": "ord-789"})], None),
+    ("scripted_bad_calls_then_max_steps", {"task": "x", "max_steps": 3, "model": "SCRIPTED"}, None,
+     [tool_use("issue_refund", {"order_id": 5}), tool_use("teleport", {}), tool_use("search_kb", {"query": "refund"})], None),
+    ("scripted_continue_as_new", {"task": "x", "model": "SCRIPTED"}, {"continue_as_new_every": 2},
+     [tool_use("search_kb", {"query": "a"}), tool_use("search_kb", {"query": "b"}), tool_use("search_kb", {"query": "c"}), answer("done")], None),
+]
+
+
+async def record(client: Client, state: Path) -> None:
+    OUT.mkdir(exist_ok=True)
+    for name, request, profile_extra, script, action in SCENARIOS:
+        queue = f"record-{uuid.uuid4().hex[:8]}"
+        profile = {**SUPPORT_PROFILE, **(profile_extra or {})}
+        pricing: dict[str, Any] = {}
+        if script is not None:
+            model = f"scripted-{name}"
+            register_provider(model, ScriptedModel(script=list(script)))
+            request = {**request, "model": model}
+            pricing = {"models": {model: {"input": 3.0, "output": 15.0}}}
+        config = make_config({"support": profile}, **({"pricing": pricing} if pricing else {}))
+        workflow_id = f"history-{name}"
+        os.environ["SHOP_DB"] = str(state / f"shop-{name}.sqlite")  # every scenario starts from the seed shop
+        async with create_worker(client, config, task_queue=queue, max_cached_workflows=0):
+            handle = await client.start_workflow("AgentWorkflow", request, id=workflow_id, task_queue=queue)
+            if action is not None:
+                await action(handle)
+            try:
+                await handle.result()
+            except Exception as exc:  # failed runs are scenarios too
+                print(f"{name}: ended with {type(exc).__name__}")
+            runs = [w async for w in client.list_workflows(f"WorkflowId = '{workflow_id}'")]
+            for index, run in enumerate(sorted(runs, key=lambda r: r.start_time)):
+                history = await client.get_workflow_handle(workflow_id, run_id=run.run_id).fetch_history()
+                suffix = f"_run{index + 1}" if len(runs) > 1 else ""
+                (OUT / f"{name}{suffix}.json").write_text(history.to_json())
+                print(f"recorded {name}{suffix}: {len(history.events)} events")
+
+
+async def main() -> None:
+    state = Path(tempfile.mkdtemp(prefix="record-"))
+    os.environ.update({"AGENT_STATE_DIR": str(state), "SHOP_DB": str(state / "shop.sqlite"), "AGENT_TRACE_FILE": str(state / "trace.jsonl")})
+    os.environ.pop("ANTHROPIC_API_KEY", None)
+    trace.configure(str(state / "trace.jsonl"))
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=shutil.which("temporal"), data_converter=pydantic_data_converter, dev_server_log_level="error"
+    )
+    try:
+        await record(env.client, state)
+    finally:
+        await env.shutdown()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
