@@ -14,18 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import shutil
 import sys
-import tempfile
 import uuid
 from pathlib import Path
 
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _setup import bench_environment  # noqa: E402  (also puts the project on sys.path)
 
 from durable_agent.models import register_provider  # noqa: E402
 from durable_agent.store import ContentStore  # noqa: E402
@@ -59,15 +56,7 @@ async def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", default=[25, 50, 100, 200])
     parser.add_argument("--tool-kb", type=float, default=8.0)
     args = parser.parse_args()
-    state = Path(tempfile.mkdtemp(prefix="bench-history-"))
-    os.environ["AGENT_STATE_DIR"] = str(state)
-    from durable_agent import trace
-
-    trace.configure(str(state / "trace.jsonl"))
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=shutil.which("temporal"), data_converter=pydantic_data_converter, dev_server_log_level="error"
-    )
-    try:
+    async with bench_environment("history") as (env, state):
         store = ContentStore(state / "content")
         print(f"tool output per step: {args.tool_kb:g} KB")
         print(f"{'steps':>6} {'history':>12} {'per step':>10} {'naive':>14} {'naive/actual':>13}")
@@ -85,9 +74,6 @@ async def main() -> None:
         # Naive growth is quadratic: bytes(n) ~ c * n^2, so n_limit = sqrt(limit / c).
         c = last["naive"] / last["steps"] ** 2
         print(f"passing the conversation instead: ~{(HISTORY_LIMIT / c) ** 0.5:,.0f} steps")
-    finally:
-        await env.shutdown()
-        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -12,19 +12,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _setup import bench_environment  # noqa: E402  (also puts the project on sys.path)
 
 from durable_agent.models import register_provider  # noqa: E402
 from durable_agent.schemas import AgentResult  # noqa: E402
@@ -40,15 +35,7 @@ async def main() -> None:
     parser.add_argument("--tool-kb", type=float, default=8.0)
     parser.add_argument("--every", type=int, default=250)
     args = parser.parse_args()
-    state = Path(tempfile.mkdtemp(prefix="bench-long-"))
-    os.environ["AGENT_STATE_DIR"] = str(state)
-    from durable_agent import trace
-
-    trace.configure(str(state / "trace.jsonl"))
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=shutil.which("temporal"), data_converter=pydantic_data_converter, dev_server_log_level="error"
-    )
-    try:
+    async with bench_environment("long") as (env, state):
         model = "bench-long"
         size = int(args.tool_kb * 1024)
         register_provider(model, ScriptedModel(script=[tool_use("big_output", {"size": size}) for _ in range(args.steps)] + [answer("done")]))
@@ -71,9 +58,6 @@ async def main() -> None:
         print(f"status {result.status}, {result.steps} steps, {len(result.tools_used)} tool calls, {len(runs)} workflow runs")
         print(f"wall time {elapsed:.1f} s = {elapsed / result.steps * 1000:.1f} ms per step (think + tool activities, dev server, 2 cores)")
         print(f"largest history of one run: {largest / 1024:.0f} KB (Temporal's limit: 51,200 KB)")
-    finally:
-        await env.shutdown()
-        shutil.rmtree(state, ignore_errors=True)
 
 
 if __name__ == "__main__":
