@@ -20,7 +20,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities import AgentActivities
+from activities import AgentActivities, BudgetActivities
 from durable_agent import telemetry, trace
 from durable_agent.connection import connect, target_address, task_queue as default_task_queue
 from durable_agent.errors import ConfigError
@@ -65,7 +65,7 @@ def create_worker(
         client,
         task_queue=task_queue or default_task_queue(),
         workflows=WORKFLOWS,
-        activities=activities.all(),
+        activities=activities.all() + BudgetActivities(client).all(),
         workflow_runner=workflow_runner(),
         max_cached_workflows=max_cached_workflows,
         activity_executor=activity_executor,

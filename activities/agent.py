@@ -12,6 +12,8 @@ import contextlib
 import json
 import logging
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from datetime import timedelta
 from typing import Any, AsyncIterator
@@ -22,12 +24,14 @@ from temporalio.exceptions import ApplicationError
 from durable_agent import contracts
 from durable_agent.errors import InvalidToolArguments, ToolAuthError, ToolError, ToolRateLimited, ToolTimeout
 from durable_agent.models import ModelError, ModelRequest, is_anthropic, provider_for
+from durable_agent.policy import approve_command
 from durable_agent.pricing import find_price
 from durable_agent.profiles import AgentsConfig
 from durable_agent.retry import MODEL_RETRY, TOOL_RETRY_POLICIES, ErrorKind, next_delay
 from durable_agent.schemas import (
     ResolveAgentInput,
     ResolvedAgent,
+    ReviewerNotice,
     ThinkInput,
     ThinkOutput,
     ToolCall,
@@ -121,6 +125,8 @@ class AgentActivities:
             info = tool.info.model_copy()
             if tool_name in profile.rate_limits:
                 info.rate_limit = profile.rate_limits[tool_name]
+            if tool_name in profile.rate_limit_wait:
+                info.rate_limit_wait = profile.rate_limit_wait[tool_name]
             tools.append(info)
         prompt_ref = self.store.put(
             {
@@ -227,7 +233,8 @@ class AgentActivities:
         plan = TOOL_RETRY_POLICIES.get(tool.info.retry, TOOL_RETRY_POLICIES["tool_default"])
         started = time.monotonic()
         try:
-            async with _heartbeating():
+            # At the pace the tool asked for: the workflow's heartbeat timeout follows it.
+            async with _heartbeating(min(HEARTBEAT_EVERY, tool.info.heartbeat_seconds or HEARTBEAT_EVERY)):
                 result = await asyncio.wait_for(tool.invoke(call.args, context), timeout=tool.info.timeout_seconds)
         except InvalidToolArguments as exc:
             return ToolCallOutput(status="invalid_arguments", error=str(exc), preview=str(exc)[:PREVIEW_CHARS])
@@ -254,29 +261,41 @@ class AgentActivities:
     # ----------------------------------------------------------------- notify
 
     @activity.defn(name=contracts.ACTIVITY_NOTIFY_REVIEWER)
-    async def notify_reviewer(self, notice: dict[str, Any]) -> None:
-        """Tell a human that an approval waits: a log line always, a JSON POST to the webhook when set."""
-        approval = notice.get("approval", {})
-        wf_id = notice.get("workflow_id")
-        log.warning(
-            "approval %s waits in %s: %s %s (%s); approve with: temporal workflow signal --workflow-id %s --name approve "
-            "--input '{\"approval_id\": \"%s\", \"reviewer\": \"NAME\"}'",
-            approval.get("approval_id"), wf_id, approval.get("tool"), json.dumps(approval.get("args")),
-            approval.get("reason"), wf_id, approval.get("approval_id"),
-        )
-        url = notice.get("webhook_url")
+    async def notify_reviewer(self, notice: ReviewerNotice) -> None:
+        """Tell a human that an approval waits: a log line always, a JSON POST to the webhook when set.
+
+        The POST body is the notice (without the URL) plus ``"event": "approval_requested"``.
+        A failure raises a retryable ``WebhookFailed``; the workflow never waits for this activity,
+        so a webhook that stays down delays no decision.
+        """
+        approval = notice.approval
+        command = notice.approve_command or approve_command(notice.workflow_id, approval.approval_id, namespace=notice.namespace)
+        if activity.info().attempt == 1:  # one line per approval, not one per webhook retry
+            log.warning(
+                "approval %s waits in %s: %s %s (%s; deadline %s); approve with: %s",
+                approval.approval_id, notice.workflow_id, approval.tool, json.dumps(approval.args, sort_keys=True),
+                approval.reason, approval.deadline.isoformat(), command,
+            )
+        url = notice.webhook_url
         if not url:
             return
-        body = json.dumps({"event": "approval_requested", **notice}, default=str).encode()
+        body = json.dumps(
+            {"event": "approval_requested", **notice.model_dump(mode="json", exclude={"webhook_url"}), "approve_command": command}
+        ).encode()
+        # Webhook URLs often carry a token in the path: errors name the host only.
+        host = urllib.parse.urlsplit(url).netloc or "(no host)"
 
         def post() -> int:
             req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
             with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - URL comes from operator config
                 return resp.status
 
-        status = await asyncio.to_thread(post)
-        if status >= 300:
-            raise ApplicationError(f"webhook answered {status}", type="WebhookFailed")
+        try:
+            await asyncio.to_thread(post)
+        except urllib.error.HTTPError as exc:
+            raise ApplicationError(f"reviewer webhook at {host} answered {exc.code}", type="WebhookFailed") from None
+        except OSError as exc:  # refused, unreachable, timed out
+            raise ApplicationError(f"reviewer webhook at {host} failed: {exc}", type="WebhookFailed") from None
 
     def all(self) -> list[Any]:
         """Every activity of this object, for ``Worker(activities=...)``."""

@@ -19,3 +19,20 @@ ACTIVITY_RESOLVE_AGENT = "resolve_agent"
 ACTIVITY_THINK = "think"
 ACTIVITY_RUN_TOOL = "run_tool"
 ACTIVITY_NOTIFY_REVIEWER = "notify_reviewer"
+
+# Budgets and rate limits: entity workflows shared by every run on every worker.
+RATE_LIMITER_WORKFLOW = "RateLimiter"
+#: Ledger ids are ``budget-<agent>-<YYYY-MM-DD>`` (one per agent and UTC day).
+BUDGET_LEDGER_ID_PREFIX = "budget-"
+#: Rate limiter ids are ``ratelimit-<tool>`` (one per tool).
+RATE_LIMITER_ID_PREFIX = "ratelimit-"
+UPDATE_RESERVE = "reserve"
+UPDATE_SETTLE = "settle"
+UPDATE_RELEASE = "release"
+UPDATE_ACQUIRE = "acquire"
+QUERY_STATE = "state"
+
+ACTIVITY_BUDGET_RESERVE = "budget_reserve"
+ACTIVITY_BUDGET_SETTLE = "budget_settle"
+ACTIVITY_BUDGET_RELEASE = "budget_release"
+ACTIVITY_RATE_LIMIT_ACQUIRE = "rate_limit_acquire"

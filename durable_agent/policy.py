@@ -1,11 +1,18 @@
-"""Should this action run, wait for a person, or be refused? Pure functions.
+"""Should this action run, wait for a person, or be refused? Who may decide? Pure functions.
 
-The workflow asks :func:`evaluate` before every tool call and acts on the verdict;
-these rules are unit-tested without Temporal.
+The workflow asks :func:`evaluate` before every tool call and acts on the verdict,
+asks :func:`decision_target` before it applies a reviewer's decision, and
+:func:`run_autonomy` once per run. These rules are unit-tested without Temporal
+(``tests/test_policy.py``); nothing here reads the clock, the environment or the
+network, so the workflow may call it freely.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import shlex
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -16,18 +23,37 @@ Verdict = Literal["allow", "needs_approval", "refuse"]
 
 @dataclass(frozen=True)
 class PolicyDecision:
+    """The verdict on one tool call.
+
+    Attributes:
+        verdict: ``allow`` (run it), ``needs_approval`` (wait for a person) or
+            ``refuse`` (do not run it; the model is told ``reason``).
+        reason: One sentence for the reviewer or the model.
+        risk: The risk the reviewer sees: the tool's own, raised to ``high`` for
+            protected, destructive and over-limit actions.
+    """
+
     verdict: Verdict
     reason: str
     risk: str = "low"
 
 
+class DecisionRefused(ValueError):
+    """A reviewer's decision that cannot be applied: unknown or decided id, unlisted reviewer, bad payload."""
+
+
 def _amount(args: dict[str, Any], name: str | None) -> float | None:
+    """The money in ``args[name]``; ``nan`` when present but not a finite number."""
     if name is None or name not in args:
         return None
+    value = args[name]
+    if isinstance(value, bool):
+        return math.nan
     try:
-        return float(args[name])
+        amount = float(value)
     except (TypeError, ValueError):
-        return None
+        return math.nan
+    return amount if math.isfinite(amount) else math.nan
 
 
 def evaluate(tool: ToolInfo, args: dict[str, Any], autonomy: Autonomy, policy: ApprovalPolicy) -> PolicyDecision:
@@ -35,8 +61,20 @@ def evaluate(tool: ToolInfo, args: dict[str, Any], autonomy: Autonomy, policy: A
 
     - ``read_only``: only tools marked read-only run; the rest are refused.
     - ``autonomous``: everything runs (budgets and rate limits still apply elsewhere).
-    - ``supervised``: a protected tool, a destructive one, one whose risk is in
-      ``high_risk_actions``, or an amount above ``max_amount`` waits for approval.
+    - ``supervised``: a protected tool (``tool.protected`` or listed in
+      ``protected_tools``), a destructive one (unless ``destructive_needs_approval``
+      is off), an amount above ``max_amount`` (read from the tool's ``amount_arg``;
+      an amount that is not a number also waits, since money fails closed), or a
+      risk listed in ``high_risk_actions`` waits for approval; the rest run.
+
+    Args:
+        tool: The tool's policy metadata.
+        args: The arguments the model gave.
+        autonomy: The run's effective autonomy (see :func:`run_autonomy`).
+        policy: The profile's approval policy.
+
+    Returns:
+        The verdict, with a reason a person can read and the risk to show.
     """
     if autonomy is Autonomy.READ_ONLY:
         if tool.read_only:
@@ -54,21 +92,106 @@ def evaluate(tool: ToolInfo, args: dict[str, Any], autonomy: Autonomy, policy: A
     if tool.destructive and policy.destructive_needs_approval:
         return PolicyDecision("needs_approval", f"{tool.name} is destructive", "high")
     amount = _amount(args, tool.amount_arg)
-    if amount is not None and policy.max_amount is not None and amount > policy.max_amount:
-        currency = args.get(tool.currency_arg) if tool.currency_arg else None
-        unit = f" {currency}" if currency else ""
-        return PolicyDecision(
-            "needs_approval",
-            f"amount {amount:g}{unit} is above the limit of {policy.max_amount:g}",
-            "high" if tool.risk == "low" else tool.risk,
-        )
+    if amount is not None and policy.max_amount is not None:
+        raised_risk = "high" if tool.risk == "low" else tool.risk
+        if math.isnan(amount):
+            return PolicyDecision(
+                "needs_approval", f"the amount {args.get(tool.amount_arg or '')!r} is not a number a limit can be checked against", raised_risk
+            )
+        if amount > policy.max_amount:
+            currency = args.get(tool.currency_arg) if tool.currency_arg else None
+            unit = f" {currency}" if currency else ""
+            return PolicyDecision(
+                "needs_approval", f"amount {amount:g}{unit} is above the limit of {policy.max_amount:g}", raised_risk
+            )
     if tool.risk in policy.high_risk_actions:
         return PolicyDecision("needs_approval", f"{tool.name} is a {tool.risk}-risk action", tool.risk)
     return PolicyDecision("allow", "within policy", tool.risk)
 
 
 def reviewer_allowed(policy: ApprovalPolicy, reviewer: str | None) -> bool:
-    """An empty allow-list lets anyone decide; otherwise the reviewer must be listed."""
+    """An empty allow-list lets anyone decide; otherwise the reviewer must be listed by name."""
     if not policy.reviewers:
         return True
     return reviewer is not None and reviewer in policy.reviewers
+
+
+def decision_target(
+    pending: Sequence[str],
+    decided: Collection[str],
+    approval_id: str | None,
+    reviewer: str | None,
+    policy: ApprovalPolicy,
+) -> str:
+    """The pending approval a reviewer's decision applies to.
+
+    A decision is bound to one exact action: it names the approval id, which may
+    be left out only when exactly one approval is pending.
+
+    Args:
+        pending: Ids of the approvals waiting now, oldest first.
+        decided: Ids already approved, rejected or timed out in this run.
+        approval_id: The id the decision names, if any.
+        reviewer: Who decides.
+        policy: The profile's approval policy (its ``reviewers`` allow-list).
+
+    Returns:
+        The approval id to decide.
+
+    Raises:
+        DecisionRefused: the id is missing while zero or several approvals wait,
+            is unknown or already decided, or the reviewer is not on the allow-list.
+    """
+    if approval_id is None:
+        if not pending:
+            raise DecisionRefused("no approval is pending")
+        if len(pending) > 1:
+            raise DecisionRefused(f"approval_id is required: {len(pending)} approvals are pending ({', '.join(pending)})")
+        approval_id = pending[0]
+    if approval_id not in pending:
+        state = "was already decided" if approval_id in decided else "is not pending"
+        waiting = f"; pending: {', '.join(pending)}" if pending else ""
+        raise DecisionRefused(f"approval {approval_id!r} {state}{waiting}")
+    if not reviewer_allowed(policy, reviewer):
+        who = repr(reviewer) if reviewer else "a reviewer with no name"
+        raise DecisionRefused(f"{who} may not decide: allowed reviewers are {', '.join(policy.reviewers)}")
+    return approval_id
+
+
+def run_autonomy(profile: Autonomy, requested: Autonomy | None) -> tuple[Autonomy, str | None]:
+    """The autonomy a run gets: the profile's, tightened (never loosened) by the run's request.
+
+    Returns:
+        The effective level, and a warning for the run when the request tried to loosen it.
+    """
+    effective = profile.tighten(requested)
+    if requested is not None and requested is not effective:
+        return effective, (
+            f"AUTONOMY_NOT_LOOSENED: the run asked for {requested.value}, but a run may only tighten "
+            f"the profile's {profile.value}; it runs {effective.value}"
+        )
+    return effective, None
+
+
+def approve_command(
+    workflow_id: str,
+    approval_id: str,
+    *,
+    namespace: str | None = None,
+    name: str = "approve",
+    reviewer: str = "YOUR_NAME",
+    address: str | None = None,
+) -> str:
+    """The exact ``temporal`` CLI command that sends ``name`` (approve or reject) for one approval.
+
+    ``--address`` is added only when given: by default the CLI reads ``TEMPORAL_ADDRESS``
+    or its profile, as the worker does.
+    """
+    payload = json.dumps({"approval_id": approval_id, "reviewer": reviewer})
+    parts = ["temporal", "workflow", "signal"]
+    if address:
+        parts += ["--address", address]
+    if namespace and namespace != "default":
+        parts += ["--namespace", namespace]
+    parts += ["--workflow-id", workflow_id, "--name", name, "--input", payload]
+    return shlex.join(parts)

@@ -40,6 +40,9 @@ class Profile(StrictModel):
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     anomalies: AnomalyThresholds = Field(default_factory=AnomalyThresholds)
     rate_limits: dict[str, str] = Field(default_factory=dict, description="Tool name -> 'N/unit', overrides the tool's.")
+    rate_limit_wait: dict[str, bool] = Field(
+        default_factory=dict, description="Tool name -> wait for a free slot (true) or tell the model at once (false)."
+    )
 
     @field_validator("rate_limits")
     @classmethod
@@ -148,9 +151,10 @@ def load_config(path: str | os.PathLike[str], *, extra_tool_modules: list[str] |
                 raise ConfigError(
                     file, f"agents.{name}.tools[{index}]", f"no tool named {tool_name!r} is registered (known: {known})"
                 )
-        for tool_name in profile.rate_limits:
-            if tool_name not in profile.tools:
-                raise ConfigError(file, f"agents.{name}.rate_limits.{tool_name}", "not one of this agent's tools")
+        for key, tool_names in (("rate_limits", profile.rate_limits), ("rate_limit_wait", profile.rate_limit_wait)):
+            for tool_name in tool_names:
+                if tool_name not in profile.tools:
+                    raise ConfigError(file, f"agents.{name}.{key}.{tool_name}", "not one of this agent's tools")
         for index, tool_name in enumerate(profile.approval.protected_tools):
             if tool_name not in profile.tools:
                 raise ConfigError(

@@ -139,6 +139,17 @@ class ReviewRequest(StrictModel):
     comment: str | None = None
 
 
+class ReviewerNotice(BaseModel):
+    """Input of the ``notify_reviewer`` activity; also the body of the webhook POST (plus ``event``)."""
+
+    workflow_id: str
+    namespace: str = "default"
+    agent: str
+    approval: PendingApproval
+    approve_command: str = Field(default="", description="The exact `temporal` CLI command that approves it.")
+    webhook_url: str | None = Field(default=None, description="Where to POST; never part of the body.")
+
+
 class ActionRecord(BaseModel):
     type: Literal["tool_call", "final_answer"]
     tool: str | None = None
@@ -152,6 +163,8 @@ class CostRecord(BaseModel):
     cache_creation_input_tokens: int = 0
     cache_read_input_tokens: int = 0
     estimated_cost: float = 0.0
+    budget_remaining: float | None = Field(default=None, description="The run's budget left after this step.")
+    daily_budget_remaining: float | None = Field(default=None, description="The agent's daily budget left, as last seen.")
 
 
 class DecisionRecord(BaseModel):
@@ -181,6 +194,10 @@ class AgentResult(BaseModel):
     error: str | None = None
     model: str | None = None
     agent: str | None = None
+    budget_remaining: float | None = Field(default=None, description="The run's budget left (None: no per-run budget).")
+    daily_budget_remaining: float | None = Field(
+        default=None, description="The agent's daily budget left, as last seen (None: no daily budget)."
+    )
 
 
 class StatusView(BaseModel):
@@ -199,6 +216,9 @@ class StatusView(BaseModel):
     status: RunStatus | None = None
     answer: str | None = None
     waiting_for: str | None = None
+    daily_budget_remaining: float | None = Field(
+        default=None, description="The agent's daily budget left, as last seen (None: no daily budget)."
+    )
 
 
 # --- Activity payloads -------------------------------------------------------------
@@ -219,6 +239,7 @@ class ToolInfo(BaseModel):
     timeout_seconds: float = 60.0
     retry: str = "tool_default"
     rate_limit: str | None = None
+    rate_limit_wait: bool = Field(default=True, description="Over the limit: wait for a slot, or tell the model at once.")
     heartbeat_seconds: float | None = None
 
 

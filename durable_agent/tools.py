@@ -23,7 +23,7 @@ from durable_agent.schemas import ToolInfo
 
 Risk = Literal["low", "medium", "high"]
 
-_RATE_LIMIT = re.compile(r"^\s*(\d+)\s*/\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*$")
+_RATE_LIMIT = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*(s|sec|second|m|min|minute|h|hour|d|day)\s*$")
 _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 
 
@@ -140,15 +140,19 @@ registry = ToolRegistry()
 def parse_rate_limit(spec: str) -> tuple[int, float]:
     """Parse ``"10/min"`` into ``(10, 60.0)``: calls per period in seconds.
 
+    The unit may carry a count: ``"2/10s"`` is two calls per ten seconds.
+
     Raises:
-        ValueError: when the text is not ``N/unit`` with unit s, min, hour or day.
+        ValueError: when the text is not ``N/unit`` or ``N/Kunit`` with unit s, min, hour or day.
     """
     match = _RATE_LIMIT.match(spec)
-    if not match or int(match.group(1)) < 1:
-        raise ValueError(f"rate limit {spec!r} is not of the form 'N/s', 'N/min', 'N/hour' or 'N/day' (N >= 1)")
-    unit = match.group(2)
+    if not match or int(match.group(1)) < 1 or (match.group(2) is not None and float(match.group(2)) <= 0):
+        raise ValueError(
+            f"rate limit {spec!r} is not of the form 'N/s', 'N/min', 'N/hour', 'N/day' or e.g. 'N/10s' (N >= 1)"
+        )
+    unit = match.group(3)
     period = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}.get(unit, 86400)
-    return int(match.group(1)), float(period)
+    return int(match.group(1)), float(match.group(2) or 1) * period
 
 
 def _args_model(fn: Callable[..., Any], name: str) -> type[BaseModel]:
@@ -190,6 +194,7 @@ def tool(
     timeout: float = 60.0,
     retry: str = "tool_default",
     rate_limit: str | None = None,
+    rate_limit_wait: bool = True,
     heartbeat: float | None = None,
 ) -> Any:
     """Declare a function as a tool the agent may call.
@@ -208,6 +213,8 @@ def tool(
         timeout: Seconds one attempt may take.
         retry: Name of an error-kind retry policy (see :mod:`durable_agent.retry`).
         rate_limit: e.g. ``"10/min"``, shared by every run on every worker.
+        rate_limit_wait: Over the limit, wait durably for a free slot (the default), or
+            ``False``: tell the model at once that the tool is rate limited.
         heartbeat: Seconds between heartbeats the tool promises (long tools).
 
     Raises:
@@ -256,6 +263,7 @@ def tool(
             timeout_seconds=float(timeout),
             retry=retry,
             rate_limit=rate_limit,
+            rate_limit_wait=rate_limit_wait,
             heartbeat_seconds=heartbeat,
         )
         registry.register(Tool(fn=func, info=info, args_model=args_model))

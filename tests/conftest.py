@@ -11,7 +11,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Iterator
 
 import pytest
 from temporalio.client import Client, WorkflowHandle
@@ -23,6 +23,7 @@ from durable_agent.profiles import AgentsConfig, import_tool_modules
 from durable_agent.schemas import AgentResult
 from durable_agent.store import ContentStore
 from durable_agent.testing import ScriptedModel
+from tests.fake_anthropic import FakeAnthropic
 from worker import create_worker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -174,6 +175,13 @@ async def harness(client: Client, state_dir: Path) -> AsyncIterator[Harness]:
         yield h
     finally:
         h.close()
+
+
+@pytest.fixture
+def fake_anthropic() -> Iterator[FakeAnthropic]:
+    """A local fake of the Anthropic Messages API; ``fake.environ()`` points a client at it."""
+    with FakeAnthropic() as fake:
+        yield fake
 
 
 def subprocess_env(state: Path, address: str, **extra: str) -> dict[str, str]:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
 from pathlib import Path
 
-from durable_agent import ToolError, ToolTimeout, tool, tool_context
+from durable_agent import ToolError, ToolRateLimited, ToolTimeout, tool, tool_context
+from durable_agent.demo import shop
 
 
 def _counter_file() -> Path:
@@ -17,7 +19,8 @@ def _counter_file() -> Path:
 def _count(name: str, **extra: object) -> None:
     ctx = tool_context()
     with _counter_file().open("a") as fh:
-        fh.write(json.dumps({"tool": name, "key": ctx.idempotency_key, "attempt": ctx.attempt, **extra}) + "\n")
+        row = {"tool": name, "key": ctx.idempotency_key, "attempt": ctx.attempt, "at": time.time(), **extra}
+        fh.write(json.dumps(row) + "\n")
 
 
 def calls(name: str | None = None) -> list[dict]:
@@ -61,6 +64,15 @@ async def flaky_once(query: str) -> str:
 
 
 @tool(read_only=True)
+async def rate_limited_once(query: str) -> str:
+    """Told to slow down for 1.5 s on the first attempt (longer than the plan's own first pause), works on the second."""
+    _count("rate_limited_once")
+    if tool_context().attempt == 1:
+        raise ToolRateLimited("upstream says: slow down", retry_after=1.5)
+    return f"ok: {query}"
+
+
+@tool(read_only=True)
 async def not_found(query: str) -> str:
     """Always answers 'not found' (a final, non-retryable error)."""
     _count("not_found")
@@ -71,3 +83,44 @@ async def not_found(query: str) -> str:
 async def big_output(size: int) -> str:
     """Returns `size` characters."""
     return "x" * size
+
+
+@tool(read_only=True, heartbeat=1.0, timeout=120.0)
+async def wait_for_cancel(seconds: float = 60.0) -> str:
+    """Waits, heartbeating every second; records when it starts and when it is cancelled."""
+    _count("wait_for_cancel", event="started")
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        _count("wait_for_cancel", event="cancelled")
+        raise
+    return "waited"
+
+
+@tool(amount_arg="amount", currency_arg="currency", heartbeat=1.0, timeout=120.0)
+async def refund_then_wait(order_id: str, amount: float, currency: str = "USD") -> dict:
+    """Refund through the demo shop (once per idempotency key), then wait when the refund is new.
+
+    The wait is the window in which a crash test kills the worker: the money has
+    moved, the result is not yet recorded, so the call will be retried.
+    """
+    # to_thread copies the context, so the shop's tool_context() sees this call.
+    result = await asyncio.to_thread(shop.issue_refund, order_id, amount, currency)
+    _count("refund_then_wait", replayed=bool(result.get("replayed")))
+    if not result.get("replayed"):
+        await asyncio.sleep(60)
+    return result
+
+
+@tool(read_only=True, rate_limit="2/10s")
+async def limited_echo(text: str) -> str:
+    """Echo, at most 2 calls in any 10 s across all runs (each call's start time is recorded)."""
+    _count("limited_echo")
+    return text
+
+
+@tool(read_only=True, rate_limit="1/hour", rate_limit_wait=False)
+async def limited_fail_fast(text: str) -> str:
+    """Echo, once an hour; a call over the limit is refused at once instead of waiting."""
+    _count("limited_fail_fast")
+    return text

@@ -12,8 +12,9 @@ history gets large.
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, ValidationError
 from temporalio import workflow
@@ -21,7 +22,9 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from durable_agent import anomalies, contracts, policy, pricing, telemetry, trace
+    from durable_agent import anomalies, budget, contracts, policy, pricing, telemetry, trace
+    from durable_agent.budget import Balance, ReserveRequest, ReserveResult, SettleRequest
+    from durable_agent.ratelimit import AcquireRequest, AcquireResult
     from durable_agent.retry import MODEL_RETRY, TOOL_RETRY_POLICIES, temporal_policy
     from durable_agent.schemas import (
         ActionRecord,
@@ -36,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         Phase,
         ResolveAgentInput,
         ResolvedAgent,
+        ReviewerNotice,
         ReviewRequest,
         RunStatus,
         StatusView,
@@ -44,14 +48,30 @@ with workflow.unsafe.imports_passed_through():
         ToolCall,
         ToolCallInput,
         ToolCallOutput,
+        ToolInfo,
         ToolResultPart,
         Usage,
     )
+    from durable_agent.tools import parse_rate_limit
 
 #: Decision records kept in workflow state for the ``trace`` query (the sink has all).
 TRACE_KEPT = 500
 #: Observation previews longer than this are cut in the trace.
 PREVIEW_CHARS = 300
+#: Calls to the shared ledgers and rate limiters: quick, retried for a few minutes while the server is busy.
+LIMITS_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=10)
+LIMITS_TIMEOUT = timedelta(seconds=30)
+#: What a ledger or rate limiter activity returns.
+_LimitsResult = TypeVar("_LimitsResult", ReserveResult, Balance, AcquireResult)
+
+
+def _failure_detail(exc: ActivityError) -> str:
+    """The message of what made an activity fail for good."""
+    return getattr(exc.cause, "message", None) or str(exc.cause or exc)
+#: Heartbeat timeout of model calls and of tools that do not set ``heartbeat``: how soon a
+#: killed worker's activity is retried elsewhere (activities heartbeat every 5 s).
+DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=15)
+MIN_HEARTBEAT_TIMEOUT_SECONDS = 5.0
 
 
 class CarriedState(BaseModel):
@@ -74,11 +94,12 @@ class CarriedState(BaseModel):
     sent_task: bool = True
 
 
-class _ReviewError(ValueError):
-    """A decision that cannot be applied (unknown id, unlisted reviewer, bad payload)."""
+#: A decision payload model: the signals' :class:`Decision` or the update's :class:`ReviewRequest`.
+_DecisionT = TypeVar("_DecisionT", Decision, ReviewRequest)
 
 
-def _invalid_input(exc: ValidationError) -> ApplicationError:
+def _problems(exc: ValidationError) -> str:
+    """Pydantic's complaints, one per field, in words a person typing JSON can act on."""
     problems = []
     for err in exc.errors():
         field = ".".join(str(p) for p in err["loc"]) or "(input)"
@@ -86,7 +107,33 @@ def _invalid_input(exc: ValidationError) -> ApplicationError:
             problems.append(f"{field}: unknown field")
         else:
             problems.append(f"{field}: {err['msg']}")
-    return ApplicationError("invalid AgentWorkflow input: " + "; ".join(problems), type="InvalidInput", non_retryable=True)
+    return "; ".join(problems)
+
+
+def _invalid_input(exc: ValidationError) -> ApplicationError:
+    return ApplicationError("invalid AgentWorkflow input: " + _problems(exc), type="InvalidInput", non_retryable=True)
+
+
+def is_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is the run's own cancellation reaching it through an activity.
+
+    Cancelling a run cancels the activity in flight, and the workflow sees that as an
+    ``ActivityError`` caused by ``CancelledError``: it must stop the run, never be
+    taken for a failing tool or model (which the run would carry on without).
+    """
+    return isinstance(exc, CancelledError) or (isinstance(exc, ActivityError) and isinstance(exc.cause, CancelledError))
+
+
+def tool_heartbeat_timeout(info: ToolInfo) -> timedelta:
+    """How long a tool call may go without a heartbeat before its worker counts as dead.
+
+    The activity heartbeats every ``info.heartbeat_seconds`` (5 s by default) while
+    the tool runs, so three missed beats mean the worker is gone; never under 5 s,
+    so a busy worker is not taken for a dead one.
+    """
+    if info.heartbeat_seconds is None:
+        return DEFAULT_HEARTBEAT_TIMEOUT
+    return timedelta(seconds=max(MIN_HEARTBEAT_TIMEOUT_SECONDS, 3 * info.heartbeat_seconds))
 
 
 @workflow.defn(name=contracts.AGENT_WORKFLOW)
@@ -107,6 +154,9 @@ class AgentWorkflow:
         self.approvals: list[ApprovalRecord] = []
         self.pending: dict[str, PendingApproval] = {}
         self.decided: dict[str, ApprovalRecord] = {}
+        #: The tool calls of the current turn, so a turn's held actions are opened together.
+        self.turn_calls: list[ToolCall] = []
+        self._notifications: dict[str, workflow.ActivityHandle[Any]] = {}
         self.trace: list[DecisionRecord] = []
         self.head: str | None = None
         self.pending_results: list[ToolResultPart] = []
@@ -120,6 +170,8 @@ class AgentWorkflow:
         self.step_span: Any = None
         self.started_at_step = 0
         self.sent_task = False
+        self.daily_remaining: float | None = None
+        self.daily_reservation: SettleRequest | None = None
 
     # ------------------------------------------------------------------ queries
 
@@ -139,6 +191,7 @@ class AgentWorkflow:
             status=self.status,
             answer=self.answer,
             waiting_for=self.waiting_for,
+            daily_budget_remaining=self.daily_remaining,
         )
 
     @workflow.query(name=contracts.QUERY_TRACE, description="The decision records of this run, one per step, in order.")
@@ -157,49 +210,52 @@ class AgentWorkflow:
 
     @workflow.update(name=contracts.UPDATE_REVIEW, description='Decide a pending action and get the decided record: {"approval_id": "...", "approved": true, "reviewer": "...", "comment": "..."}.')
     def review(self, payload: Any) -> ApprovalRecord:
-        request = self._parse_review(payload)
-        approval_id = self._check_decision(request.approval_id, request.reviewer)
+        try:
+            request = self._parse_decision(ReviewRequest, payload)
+            approval_id = self._check_decision(request.approval_id, request.reviewer)
+        except policy.DecisionRefused as exc:
+            # The validator refuses these before acceptance; an ApplicationError fails only
+            # the update (any other exception here would fail the workflow task).
+            raise ApplicationError(str(exc), type="DecisionRefused", non_retryable=True) from None
         return self._decide(approval_id, request.approved, request.reviewer, request.comment)
 
     @review.validator
     def _validate_review(self, payload: Any) -> None:
-        request = self._parse_review(payload)
-        self._check_decision(request.approval_id, request.reviewer)
-
-    def _parse_review(self, payload: Any) -> ReviewRequest:
+        """Refuse a bad decision before it is accepted: the caller gets the reason, history stays clean."""
         try:
-            return ReviewRequest.model_validate(payload)
+            request = self._parse_decision(ReviewRequest, payload)
+            self._check_decision(request.approval_id, request.reviewer)
+        except policy.DecisionRefused as exc:
+            # Validators run only for new updates, never on replay, so this logs once.
+            workflow.logger.warning("refused %s update: %s", contracts.UPDATE_REVIEW, exc)
+            raise
+
+    @staticmethod
+    def _parse_decision(model: type[_DecisionT], payload: Any) -> _DecisionT:
+        try:
+            return model.model_validate({} if payload is None else payload)
         except ValidationError as exc:
-            raise _ReviewError(f"invalid review payload: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from None
+            raise policy.DecisionRefused(f"invalid payload: {_problems(exc)}") from None
 
     def _apply_signal(self, payload: Any, *, approved: bool) -> None:
-        verb = "approve" if approved else "reject"
+        name = contracts.SIGNAL_APPROVE if approved else contracts.SIGNAL_REJECT
         try:
-            decision = Decision.model_validate({} if payload is None else payload)
+            decision = self._parse_decision(Decision, payload)
             approval_id = self._check_decision(decision.approval_id, decision.reviewer)
-        except (ValidationError, _ReviewError) as exc:
-            reason = str(exc) if isinstance(exc, _ReviewError) else f"invalid payload: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
-            message = f"ignored {verb} signal: {reason}"
+        except policy.DecisionRefused as exc:
+            # A signal cannot answer its sender: the refusal goes to the log and the run's warnings.
+            message = f"DECISION_REFUSED: {name} signal ignored: {exc}"
             workflow.logger.warning(message)
             self.warnings.append(message)
             return
         self._decide(approval_id, approved, decision.reviewer, decision.comment)
 
     def _check_decision(self, approval_id: str | None, reviewer: str | None) -> str:
-        if approval_id is None:
-            if len(self.pending) != 1:
-                raise _ReviewError(
-                    f"approval_id is required: {len(self.pending)} approvals are pending"
-                    + (f" ({', '.join(self.pending)})" if self.pending else "")
-                )
-            approval_id = next(iter(self.pending))
-        if approval_id not in self.pending:
-            state = "was already decided" if approval_id in self.decided or any(a.approval_id == approval_id for a in self.approvals) else "is not pending"
-            raise _ReviewError(f"approval {approval_id!r} {state}")
-        assert self.agent is not None
-        if not policy.reviewer_allowed(self.agent.approval, reviewer):
-            raise _ReviewError(f"reviewer {reviewer!r} is not allowed to decide for agent {self.agent.name!r}")
-        return approval_id
+        """The pending approval a decision applies to (see :func:`durable_agent.policy.decision_target`)."""
+        if self.agent is None:
+            raise policy.DecisionRefused("no approval is pending")
+        done = set(self.decided) | {record.approval_id for record in self.approvals}
+        return policy.decision_target(list(self.pending), done, approval_id, reviewer, self.agent.approval)
 
     def _decide(self, approval_id: str, approved: bool, reviewer: str | None, comment: str | None) -> ApprovalRecord:
         pending = self.pending.pop(approval_id)
@@ -248,23 +304,28 @@ class AgentWorkflow:
                 raise
             self.warnings.extend(self.agent.warnings)
         assert self.agent is not None
-        self.autonomy = self.agent.autonomy.tighten(self.input.autonomy)
+        self.autonomy, loosening = policy.run_autonomy(self.agent.autonomy, self.input.autonomy)
+        if loosening and carried is None:  # a continuation carries the warning already
+            self.warnings.append(loosening)
         self.budget_usd = self.input.budget_usd if self.input.budget_usd is not None else self.agent.budget_usd
 
         try:
             result = await self._loop()
-        except (asyncio.CancelledError, CancelledError):
-            self.status = "cancelled"
-            self.answer = self.answer or "The run was cancelled."
-            result = self._result()
-        except ActivityError as exc:
-            # A model call that failed for good (bad key, invalid request, retries spent).
-            cause = exc.cause
-            message = getattr(cause, "message", None) or str(cause or exc)
-            self.status = "failed"
-            self.answer = None
-            result = self._result(error=message)
+        except (asyncio.CancelledError, CancelledError, ActivityError) as exc:
+            if isinstance(exc, ActivityError) and not is_cancellation(exc):
+                # A model call that failed for good (bad key, invalid request, retries spent).
+                cause = exc.cause
+                message = getattr(cause, "message", None) or str(cause or exc)
+                self.status = "failed"
+                self.answer = None
+                result = self._result(error=message)
+            else:
+                # Cancelled while waiting, or while an activity ran (which was cancelled with the run).
+                self.status = "cancelled"
+                self.answer = self.answer or "The run was cancelled."
+                result = self._result()
         self.phase = "done"
+        self.pending.clear()  # a closed run takes no more decisions; do not advertise any
         workflow.set_current_details(f"**{result.status}** after {result.steps} steps, ${result.total_cost:.4f}")
         if result.status == "failed":
             raise ApplicationError(result.error or "the run failed", result.model_dump(mode="json"), type="AgentRunFailed", non_retryable=True)
@@ -312,14 +373,23 @@ class AgentWorkflow:
             self.phase = "thinking"
             self._details(f"thinking (step {self.step + 1} of at most {max_steps})")
             think_started = workflow.now()
-            out = await self._think()
+            try:
+                out = await self._think()
+            except ActivityError:
+                await self._release_daily()  # the call failed for good: its estimate is not spent
+                raise
             self.step += 1
             step_cost = pricing.cost_usd(out.usage, price)
             self.usage = self.usage + out.usage
             self.total_cost += step_cost
             self.last_usage = out.usage
             await self._settle_daily(estimate, step_cost)
-            cost = CostRecord(**out.usage.model_dump(), estimated_cost=round(step_cost, 8))
+            cost = CostRecord(
+                **out.usage.model_dump(),
+                estimated_cost=round(step_cost, 8),
+                budget_remaining=self._budget_remaining(),
+                daily_budget_remaining=self.daily_remaining,
+            )
 
             if not out.tool_calls:
                 self.answer = out.text.strip()
@@ -336,6 +406,7 @@ class AgentWorkflow:
                 self.status = "success"
                 return self._result()
 
+            self.turn_calls = out.tool_calls
             for index, call in enumerate(out.tool_calls):
                 warnings = self._anomalies(call, step_cost if index == 0 else 0.0, out.usage if index == 0 else Usage())
                 observation = await self._act(call, index)
@@ -370,7 +441,7 @@ class AgentWorkflow:
             request,
             result_type=ThinkOutput,
             start_to_close_timeout=timedelta(minutes=5),
-            heartbeat_timeout=timedelta(seconds=30),
+            heartbeat_timeout=DEFAULT_HEARTBEAT_TIMEOUT,
             retry_policy=temporal_policy(MODEL_RETRY),
             summary=f"step {self.step + 1}: think ({self.agent.model})",
         )
@@ -414,10 +485,14 @@ class AgentWorkflow:
             self._stop_for_budget(f"the run's budget of ${self.budget_usd:.4f} is spent (${self.total_cost:.4f}); {call.name} was not run")
             return self._observe(call, "budget_exceeded", "The budget is spent; the tool was not run.", error=True)
 
+        key = f"{workflow.info().workflow_id}/{workflow.info().first_execution_run_id}/{self.step}/{index}/{call.id}"
+        refused, rate_limit_note = await self._wait_for_rate_limit(call, info, key, approval.approval_id if approval else None)
+        if refused is not None:
+            return refused
+
         self.phase = "acting"
         self._details(f"step {self.step}: calling {call.name}")
         self.tools_used.append(call.name)
-        key = f"{workflow.info().workflow_id}/{workflow.info().first_execution_run_id}/{self.step}/{index}/{call.id}"
         plan = TOOL_RETRY_POLICIES.get(info.retry, TOOL_RETRY_POLICIES["tool_default"])
         try:
             out: ToolCallOutput = await workflow.execute_activity(
@@ -425,11 +500,13 @@ class AgentWorkflow:
                 ToolCallInput(session_id=workflow.info().workflow_id, agent=self.agent.name, call=call, idempotency_key=key, step=self.step),
                 result_type=ToolCallOutput,
                 start_to_close_timeout=timedelta(seconds=info.timeout_seconds + 30),
-                heartbeat_timeout=timedelta(seconds=15),
+                heartbeat_timeout=tool_heartbeat_timeout(info),
                 retry_policy=temporal_policy(plan),
                 summary=f"call tool: {call.name}",
             )
         except ActivityError as exc:
+            if is_cancellation(exc):
+                raise
             cause = exc.cause
             detail = getattr(cause, "message", None) or str(cause or exc)
             return self._observe(
@@ -443,6 +520,7 @@ class AgentWorkflow:
         extra: dict[str, Any] = {"duration_ms": out.duration_ms}
         if approval is not None:
             extra["approval_id"] = approval.approval_id
+        extra.update(rate_limit_note)
         self.pending_results.append(ToolResultPart(tool_use_id=call.id, ref=out.ref, text=None if out.ref else (out.error or out.preview), is_error=out.status != "ok"))
         self.pending_chars += out.chars
         observation: dict[str, Any] = {"status": out.status, "result_preview": out.preview[:PREVIEW_CHARS], **extra}
@@ -462,9 +540,54 @@ class AgentWorkflow:
         return observation
 
     async def _wait_for_approval(self, call: ToolCall, index: int, decision: policy.PolicyDecision) -> ApprovalRecord:
+        """Hold ``call`` until a reviewer decides or its deadline passes; return the outcome.
+
+        The first approval of a turn also opens those of the turn's later calls that
+        need one, so a reviewer sees every held action of the turn at once (each with
+        its own id) and their deadlines run together rather than one after another.
+        """
         assert self.agent is not None
-        approval_id = f"apr-{self.step}" + (f"-{index + 1}" if index else "")
-        timeout = self.agent.approval.timeout_seconds
+        approval_id = self._approval_id(index)
+        if approval_id not in self.pending and approval_id not in self.decided:
+            self._open_approval(call, index, decision)
+            if index < len(self.turn_calls) and self.turn_calls[index].id == call.id:
+                for later, other in enumerate(self.turn_calls[index + 1 :], start=index + 1):
+                    info = self.agent.tool(other.name)
+                    verdict = policy.evaluate(info, other.args, self.autonomy, self.agent.approval) if info else None
+                    if verdict is not None and verdict.verdict == "needs_approval":
+                        self._open_approval(other, later, verdict)
+        pending = self.pending.get(approval_id)
+        try:
+            if pending is not None:  # else it was decided while an earlier action of the turn waited
+                self.phase = "waiting_for_approval"
+                self.waiting_for = f"approval {approval_id}"
+                self._show_pending()
+                remaining = (pending.deadline - workflow.now()).total_seconds()
+                if remaining <= 0:
+                    raise asyncio.TimeoutError
+                await workflow.wait_condition(
+                    lambda: approval_id in self.decided, timeout=remaining, timeout_summary=f"approval {approval_id} deadline"
+                )
+            record = self.decided[approval_id]
+        except asyncio.TimeoutError:
+            self.pending.pop(approval_id, None)
+            record = ApprovalRecord(approval_id=approval_id, tool=call.name, status="timed_out", decided_at=workflow.now())
+        finally:
+            self.waiting_for = None
+        notify = self._notifications.pop(approval_id, None)
+        if notify is not None and not notify.done():
+            notify.cancel()
+        self.approvals.append(record)
+        return record
+
+    def _approval_id(self, index: int) -> str:
+        """``apr-<step>`` for a turn's first call, ``apr-<step>-<n>`` for its n-th: unique within a run."""
+        return f"apr-{self.step}" + (f"-{index + 1}" if index else "")
+
+    def _open_approval(self, call: ToolCall, index: int, decision: policy.PolicyDecision) -> None:
+        """Record ``call`` as pending (with the last steps for context and its deadline) and notify a reviewer."""
+        assert self.agent is not None
+        approval_id = self._approval_id(index)
         now = workflow.now()
         pending = PendingApproval(
             approval_id=approval_id,
@@ -473,50 +596,143 @@ class AgentWorkflow:
             risk=decision.risk,
             reason=decision.reason,
             requested_at=now,
-            deadline=now + timedelta(seconds=timeout),
+            deadline=now + timedelta(seconds=self.agent.approval.timeout_seconds),
             context=[r.model_dump(mode="json", include={"step", "action", "observation"}) for r in self.trace[-3:]],
         )
         self.pending[approval_id] = pending
-        self.phase = "waiting_for_approval"
-        self.waiting_for = f"approval {approval_id}"
-        wf_id = workflow.info().workflow_id
-        self._details(
-            f"**Waiting for approval** `{approval_id}`: {call.name} {call.args}\n\n"
-            f"Why: {decision.reason} (risk {decision.risk}). Deadline: {pending.deadline.isoformat()}.\n\n"
-            f"Approve: `temporal workflow signal --workflow-id {wf_id} --name approve --input "
-            f"'{{\"approval_id\": \"{approval_id}\", \"reviewer\": \"YOUR NAME\"}}'`\n\n"
-            f"Reject: same with `--name reject`."
-        )
-        # Tell a human; a failing notification never blocks the approval itself.
-        notify = workflow.start_activity(
+        info = workflow.info()
+        # Tell a human; the activity retries a failing webhook, and nothing waits for it.
+        self._notifications[approval_id] = workflow.start_activity(
             contracts.ACTIVITY_NOTIFY_REVIEWER,
-            {"workflow_id": wf_id, "agent": self.agent.name, "webhook_url": self.agent.approval.webhook_url, "approval": pending.model_dump(mode="json")},
+            ReviewerNotice(
+                workflow_id=info.workflow_id,
+                namespace=info.namespace,
+                agent=self.agent.name,
+                approval=pending,
+                approve_command=policy.approve_command(info.workflow_id, approval_id, namespace=info.namespace),
+                webhook_url=self.agent.approval.webhook_url,
+            ),
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=2)),
             summary=f"notify reviewer: {approval_id}",
         )
-        try:
-            await workflow.wait_condition(lambda: approval_id in self.decided, timeout=timeout, timeout_summary=f"approval {approval_id} deadline")
-            record = self.decided[approval_id]
-        except asyncio.TimeoutError:
-            self.pending.pop(approval_id, None)
-            record = ApprovalRecord(approval_id=approval_id, tool=call.name, status="timed_out", decided_at=workflow.now())
-        finally:
-            self.waiting_for = None
-        if not notify.done():
-            notify.cancel()
-        self.approvals.append(record)
-        return record
+
+    def _show_pending(self) -> None:
+        """The run's current details in the Temporal UI: what waits, why, until when, and how to approve it."""
+        info = workflow.info()
+        blocks = [
+            f"**Waiting for approval** `{p.approval_id}`: {p.tool} `{json.dumps(p.args, sort_keys=True)}`\n\n"
+            f"Why: {p.reason} (risk {p.risk}). Deadline: {p.deadline.isoformat()}.\n\n"
+            f"Approve: `{policy.approve_command(info.workflow_id, p.approval_id, namespace=info.namespace)}`\n\n"
+            f"Reject: the same with `--name reject`. Or use More Actions > Send a Signal here."
+            for p in self.pending.values()
+        ]
+        self._details("\n\n".join(blocks))
 
     # ------------------------------------------------------------------ budget
 
     async def _reserve_daily(self, estimate: float) -> tuple[bool, str]:
-        """Reserve ``estimate`` from the agent's shared daily budget (when it has one)."""
+        """Reserve ``estimate`` from the agent's shared daily budget (when it has one).
+
+        Returns whether it was granted and, if not, the ledger's message naming the budget.
+        The day is the workflow's own clock's, so a replay charges the same ledger.
+        """
+        assert self.agent is not None
+        if self.agent.daily_budget_usd is None:
+            return True, ""
+        info = workflow.info()
+        request = ReserveRequest(
+            agent=self.agent.name,
+            day=budget.day_of(workflow.now()),
+            limit_usd=self.agent.daily_budget_usd,
+            reservation_id=f"{info.workflow_id}/{info.first_execution_run_id}/{self.step + 1}",
+            amount_usd=estimate,
+            holder=info.workflow_id,
+        )
+        result = await self._limits_activity(
+            contracts.ACTIVITY_BUDGET_RESERVE, request, ReserveResult, f"reserve ${estimate:.4f} of {self.agent.name}'s daily budget"
+        )
+        self.daily_remaining = result.remaining_usd
+        if not result.granted:
+            return False, result.message
+        self.daily_reservation = SettleRequest(agent=request.agent, day=request.day, reservation_id=request.reservation_id)
         return True, ""
 
     async def _settle_daily(self, estimate: float, actual: float) -> None:
         """Replace the reservation of ``estimate`` with the ``actual`` cost."""
-        return None
+        await self._close_reservation(actual)
+
+    async def _release_daily(self) -> None:
+        """Give the open reservation back uncharged (its model call never completed)."""
+        await self._close_reservation(None)
+
+    async def _close_reservation(self, actual: float | None) -> None:
+        """Settle (``actual`` cost) or release (``None``) the open daily reservation, if any.
+
+        A ledger that stays unreachable does not stop the run: the reservation then
+        expires on its own, and the run says so in its warnings.
+        """
+        reservation, self.daily_reservation = self.daily_reservation, None
+        if reservation is None:
+            return
+        name = contracts.ACTIVITY_BUDGET_RELEASE if actual is None else contracts.ACTIVITY_BUDGET_SETTLE
+        payload = reservation.model_copy(update={"actual_usd": actual or 0.0})
+        try:
+            balance = await self._limits_activity(name, payload, Balance, f"{name.removeprefix('budget_')} daily reservation of step {self.step}")
+        except ActivityError as exc:
+            self.warnings.append(f"DAILY_BUDGET_UNSETTLED: reservation {reservation.reservation_id} left to expire ({_failure_detail(exc)})")
+            return
+        self.daily_remaining = balance.remaining_usd
+
+    async def _limits_activity(self, name: str, payload: BaseModel, result_type: type[_LimitsResult], summary: str) -> _LimitsResult:
+        """One call to a shared ledger or rate limiter: short, and retried while the server is busy."""
+        return await workflow.execute_activity(
+            name, payload, result_type=result_type, start_to_close_timeout=LIMITS_TIMEOUT, retry_policy=LIMITS_RETRY, summary=summary
+        )
+
+    # -------------------------------------------------------------- rate limit
+
+    async def _wait_for_rate_limit(
+        self, call: ToolCall, info: ToolInfo, key: str, approval_id: str | None
+    ) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+        """Take a slot of the tool's shared rate limit and wait for it with a durable timer.
+
+        Returns an observation when the call must not run (the tool fails fast, or
+        its limiter is unreachable), else ``None``; and, for the call's record, the
+        slot it was given and the milliseconds it waited.
+        """
+        if info.rate_limit is None:
+            return None, {}
+        limit, period = parse_rate_limit(info.rate_limit)
+        request = AcquireRequest(
+            tool=call.name, request_id=key, limit=limit, period_seconds=period, wait=info.rate_limit_wait, holder=workflow.info().workflow_id
+        )
+        try:
+            slot = await self._limits_activity(
+                contracts.ACTIVITY_RATE_LIMIT_ACQUIRE, request, AcquireResult, f"rate limit: {call.name} ({info.rate_limit})"
+            )
+        except ActivityError as exc:
+            text = f"The tool {call.name} is unavailable right now: its rate limiter could not be reached ({_failure_detail(exc)})."
+            return self._observe(call, "unavailable", text, error=True, approval_id=approval_id), {}
+        if not slot.granted:
+            return self._observe(call, "rate_limited", slot.message, error=True, approval_id=approval_id), {}
+        started = workflow.now()
+        wait = slot.go_at - started
+        note: dict[str, Any] = {"rate_limit_slot": slot.go_at.isoformat(), "rate_limit_wait_ms": 0}
+        if wait <= timedelta(0):
+            return None, note
+        self.phase = "waiting_for_rate_limit"
+        self.waiting_for = f"rate limit of {call.name} ({info.rate_limit}) until {slot.go_at.isoformat()}"
+        self._details(
+            f"**Waiting for the rate limit** of {call.name} ({info.rate_limit}, shared by all runs): "
+            f"its turn comes at {slot.go_at.isoformat()}, in {wait.total_seconds():.1f} s."
+        )
+        try:
+            await workflow.sleep(wait, summary=f"rate limit of {call.name}")
+        finally:
+            self.waiting_for = None
+        note["rate_limit_wait_ms"] = int((workflow.now() - started).total_seconds() * 1000)
+        return None, note
 
     # ------------------------------------------------------------- bookkeeping
 
@@ -578,9 +794,15 @@ class AgentWorkflow:
                 telemetry.record_step_metrics(record, (now - started).total_seconds() * 1000, self.agent.model)
 
     def _details(self, text: str) -> None:
-        if self.phase != "waiting_for_approval":
+        if self.phase not in ("waiting_for_approval", "waiting_for_rate_limit"):
             self.waiting_for = None
-        workflow.set_current_details(f"{text}\n\nSpent ${self.total_cost:.4f} over {self.step} steps.")
+        left = []
+        if self.budget_usd is not None:
+            left.append(f"${self._budget_remaining():.4f} of the run's budget left")
+        if self.daily_remaining is not None:
+            left.append(f"${self.daily_remaining:.4f} of the daily budget left")
+        budgets = f" {'; '.join(left)}." if left else ""
+        workflow.set_current_details(f"{text}\n\nSpent ${self.total_cost:.4f} over {self.step} steps.{budgets}")
 
     def _result(self, error: str | None = None) -> AgentResult:
         return AgentResult(
@@ -595,6 +817,8 @@ class AgentWorkflow:
             error=error,
             model=self.agent.model if self.agent else None,
             agent=self.agent.name if self.agent else None,
+            budget_remaining=self._budget_remaining(),
+            daily_budget_remaining=self.daily_remaining,
         )
 
     # --------------------------------------------------------- continue-as-new

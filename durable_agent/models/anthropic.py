@@ -102,6 +102,21 @@ def retry_after_from_headers(headers: Mapping[str, str], now: float | None = Non
     return None
 
 
+#: The HTTP status the API uses for each ``error.type``, for errors sent inside a stream.
+_STATUS_OF_ERROR_TYPE = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "billing_error": 402,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "api_error": 500,
+    "timeout_error": 504,
+    "overloaded_error": 529,
+}
+
+
 def classify(exc: BaseException) -> ModelError:
     """Turn an ``anthropic`` exception into a :class:`ModelError` with its retry kind."""
     if isinstance(exc, ModelError):
@@ -114,6 +129,10 @@ def classify(exc: BaseException) -> ModelError:
         status = exc.status_code
         api_message = getattr(exc, "api_message", None) or str(exc)
         retry_after = retry_after_from_headers(exc.response.headers)
+        if status < 400:
+            # An ``error`` event in the middle of a stream: the response said 200, the
+            # body's error type says what really happened (overloaded, most often).
+            status = _STATUS_OF_ERROR_TYPE.get(getattr(exc, "type", None) or "", 500)
         if status == 429:
             return ModelError(ErrorKind.RATE_LIMIT, f"rate limited (429): {api_message}", retry_after=retry_after, status_code=status)
         if status == 529:
@@ -159,8 +178,15 @@ def with_cache_breakpoints(system: str, tools: list[dict[str, Any]], messages: l
 class AnthropicModel:
     """The Messages API with tool use. Honours ``ANTHROPIC_API_KEY`` and ``ANTHROPIC_BASE_URL``."""
 
-    def __init__(self, *, stream: bool | None = None) -> None:
+    def __init__(self, *, stream: bool | None = None, timeout: float | None = None) -> None:
+        """Choose streaming and the request timeout.
+
+        Args:
+            stream: Stream the answer (heartbeating as it arrives); default ``DURABLE_AGENT_STREAM`` or on.
+            timeout: Seconds one HTTP request may take; default ``ANTHROPIC_REQUEST_TIMEOUT`` or 240.
+        """
         self.stream = stream if stream is not None else os.environ.get("DURABLE_AGENT_STREAM", "1") != "0"
+        self.timeout = timeout if timeout is not None else REQUEST_TIMEOUT_SECONDS
 
     def _client(self) -> anthropic.AsyncAnthropic:
         key = _credentials_provider()
@@ -170,7 +196,7 @@ class AnthropicModel:
             api_key=key,
             base_url=os.environ.get("ANTHROPIC_BASE_URL") or None,
             max_retries=0,  # Temporal owns retries: one attempt, one request.
-            timeout=REQUEST_TIMEOUT_SECONDS,
+            timeout=self.timeout,
         )
 
     async def complete(self, request: ModelRequest) -> ModelResponse:

@@ -1,0 +1,347 @@
+"""A local stand-in for the Anthropic Messages API, for tests of the real ``anthropic`` client.
+
+:class:`FakeAnthropic` is an HTTP server on the loopback interface (a free port,
+a thread of its own) that answers ``POST /v1/messages`` the way the API does:
+plain JSON, or server-sent events when the body says ``"stream": true``
+(``message_start``, ``content_block_start``/``_delta``/``_stop`` with
+``text_delta`` and ``input_json_delta``, ``message_delta`` with the usage and
+stop reason, ``message_stop``). Errors have the API's shape
+``{"type": "error", "error": {"type": "rate_limit_error", "message": "..."}}``
+and any headers a test likes (``retry-after``, ``anthropic-ratelimit-*-reset``).
+
+Replies are scripted, one per request, in order (:meth:`FakeAnthropic.script`);
+when the script runs out the fake answers 400 with a message saying so, which
+the agent does not retry, so a test that expected fewer calls fails at once.
+Every request is recorded (time, headers, body) so tests can count attempts,
+measure their spacing, and check keys and ``cache_control`` breakpoints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import itertools
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+#: The error ``type`` the API uses for each status (``error.type`` in the body).
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "api_error",
+    529: "overloaded_error",
+}
+
+DEFAULT_USAGE = {"input_tokens": 100, "output_tokens": 20, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+
+
+@dataclass
+class Reply:
+    """One scripted answer.
+
+    Attributes:
+        status: The HTTP status; 200 answers with ``content``, anything else with an error body.
+        content: Content blocks of a successful message (``text`` / ``tool_use``).
+        stop_reason: ``end_turn`` or ``tool_use`` (derived from ``content`` when ``None``).
+        usage: Token counts reported for the message.
+        error_type: ``error.type`` of an error body (from the status when ``None``).
+        message: ``error.message`` of an error body.
+        headers: Extra response headers (``retry-after``, rate-limit headers...).
+        delay: Seconds to wait before answering (a slow model; a window to kill a worker).
+        mid_stream: For a streamed request, send the error as an SSE ``error`` event
+            after ``message_start`` (status 200), as the API does when it fails mid-answer.
+    """
+
+    status: int = 200
+    content: list[dict[str, Any]] = field(default_factory=list)
+    stop_reason: str | None = None
+    usage: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_USAGE))
+    error_type: str | None = None
+    message: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    mid_stream: bool = False
+
+    def error_body(self) -> dict[str, Any]:
+        kind = self.error_type or ERROR_TYPES.get(self.status, "api_error")
+        return {"type": "error", "error": {"type": kind, "message": self.message or kind}}
+
+
+def text(answer: str, *, usage: dict[str, int] | None = None, delay: float = 0.0) -> Reply:
+    """A final answer in one text block."""
+    return Reply(content=[{"type": "text", "text": answer}], usage={**DEFAULT_USAGE, **(usage or {})}, delay=delay)
+
+
+_tool_ids = itertools.count(1)
+
+
+def tool_use(
+    name: str,
+    args: dict[str, Any] | None = None,
+    *,
+    say: str = "",
+    id: str | None = None,
+    usage: dict[str, int] | None = None,
+    delay: float = 0.0,
+) -> Reply:
+    """A reply that calls tool ``name`` with ``args`` (after a text block when ``say`` is given)."""
+    blocks: list[dict[str, Any]] = [{"type": "text", "text": say}] if say else []
+    blocks.append({"type": "tool_use", "id": id or f"toolu_fake_{next(_tool_ids):04d}", "name": name, "input": args or {}})
+    return Reply(content=blocks, usage={**DEFAULT_USAGE, **(usage or {})}, delay=delay)
+
+
+def error(
+    status: int,
+    message: str = "",
+    *,
+    type: str | None = None,
+    headers: dict[str, str] | None = None,
+    delay: float = 0.0,
+    mid_stream: bool = False,
+) -> Reply:
+    """An error answer with the API's body shape and the given headers."""
+    return Reply(status=status, error_type=type, message=message, headers=dict(headers or {}), delay=delay, mid_stream=mid_stream)
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the fake received. ``at`` is ``time.monotonic()`` on arrival."""
+
+    at: float
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+    @property
+    def api_key(self) -> str | None:
+        """The credential sent: ``x-api-key``, or the bearer token (how anthropic 2.x sends a key)."""
+        if "x-api-key" in self.headers:
+            return self.headers["x-api-key"]
+        scheme, _, token = self.headers.get("authorization", "").partition(" ")
+        return token if scheme.lower() == "bearer" and token else None
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.body.get("stream"))
+
+
+#: A scripted item: a fixed reply, or a function of the request that picks one.
+Scripted = Reply | Callable[[RecordedRequest], Reply]
+
+
+class FakeAnthropic:
+    """A scriptable, recording fake of ``POST /v1/messages`` on ``127.0.0.1``.
+
+    Use as a context manager, or call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._script: list[Scripted] = []
+        self._fallback: Scripted | None = None
+        self._requests: list[RecordedRequest] = []
+        self._stopping = threading.Event()
+        self._server = _Server(("127.0.0.1", 0), _Handler)
+        self._server.fake = self
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-anthropic", daemon=True
+        )
+        self._messages = itertools.count(1)
+
+    # ------------------------------------------------------------ lifecycle
+
+    @property
+    def url(self) -> str:
+        """Base URL to give the client (``ANTHROPIC_BASE_URL``)."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def environ(self, api_key: str = "sk-ant-fake-test-key") -> dict[str, str]:
+        """Environment that points the ``anthropic`` client at this fake with a dummy key."""
+        return {"ANTHROPIC_BASE_URL": self.url, "ANTHROPIC_API_KEY": api_key}
+
+    def start(self) -> "FakeAnthropic":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving; delayed replies still pending wake up and give up."""
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> "FakeAnthropic":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------ scripting
+
+    def script(self, *replies: Scripted) -> None:
+        """Queue replies, one per coming request, in order."""
+        with self._lock:
+            self._script.extend(replies)
+
+    def always(self, reply: Scripted | None) -> None:
+        """Answer with ``reply`` whenever the script is empty (``None``: the loud 400 again)."""
+        with self._lock:
+            self._fallback = reply
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """Every request received so far, oldest first."""
+        with self._lock:
+            return list(self._requests)
+
+    def gaps(self) -> list[float]:
+        """Seconds between consecutive requests."""
+        times = [r.at for r in self.requests]
+        return [b - a for a, b in zip(times, times[1:])]
+
+    async def wait_for_requests(self, count: int, timeout: float = 30.0) -> list[RecordedRequest]:
+        """Wait until at least ``count`` requests arrived; fail after ``timeout`` seconds.
+
+        Async, so that a worker running in the same event loop keeps working meanwhile.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            seen = self.requests
+            if len(seen) >= count:
+                return seen
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"fake Anthropic got {len(self.requests)} requests, expected {count} within {timeout:g}s")
+
+    # ------------------------------------------------------------ serving
+
+    def _next(self, request: RecordedRequest) -> Reply:
+        with self._lock:
+            self._requests.append(request)
+            number = len(self._requests)
+            item = self._script.pop(0) if self._script else self._fallback
+        if item is None:
+            return error(400, f"fake Anthropic: no scripted reply left for request {number}")
+        return item(request) if callable(item) else item
+
+    def _message(self, reply: Reply, model: str) -> dict[str, Any]:
+        stop = reply.stop_reason or ("tool_use" if any(b["type"] == "tool_use" for b in reply.content) else "end_turn")
+        return {
+            "id": f"msg_fake_{next(self._messages):04d}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": reply.content,
+            "stop_reason": stop,
+            "stop_sequence": None,
+            "usage": reply.usage,
+        }
+
+
+def _sse_events(message: dict[str, Any], reply: Reply) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The event stream of ``message`` as the API sends it (the error event instead when scripted)."""
+    usage = message["usage"]
+    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    yield "message_start", {"type": "message_start", "message": start}
+    yield "ping", {"type": "ping"}
+    if reply.status != 200:
+        yield "error", reply.error_body()
+        return
+    for index, block in enumerate(message["content"]):
+        if block["type"] == "tool_use":
+            yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": {**block, "input": {}}}
+            raw = json.dumps(block["input"])
+            middle = len(raw) // 2
+            # Two partial JSON chunks, so the client really has to accumulate them.
+            for chunk in (raw[:middle], raw[middle:]):
+                delta = {"type": "input_json_delta", "partial_json": chunk}
+                yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+        else:
+            empty = {"type": "text", "text": ""}
+            yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": empty}
+            words = block["text"].split(" ")
+            for n, word in enumerate(words):
+                piece = word if n == len(words) - 1 else word + " "
+                delta = {"type": "text_delta", "text": piece}
+                yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+        yield "content_block_stop", {"type": "content_block_stop", "index": index}
+    delta = {"stop_reason": message["stop_reason"], "stop_sequence": None}
+    yield "message_delta", {"type": "message_delta", "delta": delta, "usage": usage}
+    yield "message_stop", {"type": "message_stop"}
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    """One thread per connection, so a delayed reply does not hold up the others."""
+
+    daemon_threads = True
+    fake: FakeAnthropic
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away mid-reply (a killed worker, a timed-out attempt) is expected here.
+        return None
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Answers one request from the fake's script. HTTP/1.0: one request per connection."""
+
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return None  # keep test output clean; the fake records what matters
+
+    def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
+        fake = self.server.fake
+        length = int(self.headers.get("content-length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = {"_unparsed": raw.decode("utf-8", "replace")}
+        request = RecordedRequest(
+            at=time.monotonic(), path=self.path, headers={k.lower(): v for k, v in self.headers.items()}, body=body
+        )
+        if self.path.split("?")[0] != "/v1/messages":
+            self._json(404, error(404, f"fake Anthropic serves only /v1/messages, not {self.path}").error_body(), {})
+            return
+        reply = fake._next(request)
+        if reply.delay and fake._stopping.wait(reply.delay):
+            return
+        if reply.status != 200 and not (reply.mid_stream and request.stream):
+            self._json(reply.status, reply.error_body(), reply.headers)
+            return
+        message = fake._message(reply, str(body.get("model", "claude-fake")))
+        if request.stream:
+            self._stream(message, reply)
+        else:
+            self._json(200, message, reply.headers)
+
+    def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str]) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.send_header("request-id", f"req_fake_{int(time.monotonic() * 1000)}")
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _stream(self, message: dict[str, Any], reply: Reply) -> None:
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("cache-control", "no-cache")
+        for name, value in reply.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        for event, data in _sse_events(message, reply):
+            self.wfile.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
+            self.wfile.flush()

@@ -1,0 +1,71 @@
+"""``RateLimiter``: the rate limit of one tool, shared by every run on every worker.
+
+One workflow per tool, id ``ratelimit-<tool>``, started on demand by the first
+``acquire`` (update-with-start, see :mod:`activities.budget`). Each acquire is
+promised the next free slot of the tool's token bucket
+(:mod:`durable_agent.ratelimit`) and the caller waits for it with a durable
+timer, so callers go in the order they asked, and a worker restart loses
+neither the slots nor anyone's place. The limiter ends once no promised slot is
+inside the window any more; the next acquire starts a fresh one, which then
+knows all it needs to.
+
+Inspect it with ``temporal workflow query --workflow-id ratelimit-search_kb --type state``.
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from durable_agent import contracts, ratelimit
+    from durable_agent.ratelimit import AcquireRequest, AcquireResult, BucketState, LimiterStart
+
+from workflows.entity import EntityWorkflow
+
+
+@workflow.defn(name=contracts.RATE_LIMITER_WORKFLOW)
+class RateLimiter(EntityWorkflow):
+    """The token bucket of one tool. Input: :class:`LimiterStart`."""
+
+    @workflow.init
+    def __init__(self, start: LimiterStart) -> None:
+        super().__init__(start.continue_after_updates)
+        # Set in __init__: with update-with-start the first acquire comes with the start.
+        self.state: BucketState = start.state or BucketState(tool=start.tool)
+
+    @workflow.update(name=contracts.UPDATE_ACQUIRE, description="Take the next free slot of this tool's rate limit; returns when the caller may go.")
+    def acquire(self, request: AcquireRequest) -> AcquireResult:
+        result = ratelimit.acquire(self.state, request, workflow.now())
+        self._applied()
+        queued = sum(1 for slot in self.state.grants if slot > workflow.now())
+        workflow.set_current_details(
+            f"**Rate limit of {self.state.tool}**: {ratelimit.describe_limit(request.limit, request.period_seconds)}; "
+            f"{queued} callers waiting for their slot, {self.state.granted} granted, {self.state.refused} refused."
+        )
+        return result
+
+    @acquire.validator
+    def _validate_acquire(self, request: AcquireRequest) -> None:
+        if request.tool != self.state.tool:
+            raise ApplicationError(
+                f"this is the rate limiter of {self.state.tool!r}, not of {request.tool!r}", type="WrongLimiter", non_retryable=True
+            )
+
+    @workflow.query(name=contracts.QUERY_STATE, description="Promised slots and counters of this rate limiter.")
+    def get_state(self) -> BucketState:
+        return self.state
+
+    @workflow.run
+    async def run(self, start: LimiterStart) -> BucketState:
+        started = workflow.now()
+        while True:
+            ends = (ratelimit.idle_since(self.state) or started) + ratelimit.IDLE_AFTER
+            if workflow.now() >= ends:
+                break
+            if self._continue_due():
+                ratelimit.prune(self.state, workflow.now())
+                await self._continue_as_new(start.model_copy(update={"state": self.state}))
+            await self._sleep_until(ends, "idle: no promised slot left in the window")
+        await self._finish()
+        return self.state
