@@ -46,7 +46,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-steps", type=int, help="think-act iterations before giving up (default 20)")
     parser.add_argument("--budget", type=float, dest="budget_usd", help="per-run cap in USD")
     parser.add_argument("--autonomy", choices=["read_only", "supervised", "autonomous"], help="may only tighten the profile's level")
-    parser.add_argument("--model", help="model override, e.g. offline or claude-sonnet-4-5")
+    parser.add_argument("--model", help="model override, e.g. offline or claude-sonnet-5-5")
     parser.add_argument("--metadata", type=json.loads, default=None, help="free JSON kept with the run")
     parser.add_argument("--workflow-id", help="default: run-<random>")
     parser.add_argument("--config", default=None, help="agent profiles for the in-process worker (default: agents.toml)")

@@ -46,6 +46,8 @@ log = logging.getLogger("durable_agent.activities")
 #: Longest tool result the model is shown, in characters (the store keeps all of it).
 MAX_RESULT_CHARS = 100_000
 PREVIEW_CHARS = 300
+#: Longest reasoning taken from thinking blocks into the workflow (and its history) per step.
+REASONING_CHARS = 2_000
 HEARTBEAT_EVERY = 5.0
 
 
@@ -197,6 +199,10 @@ class AgentActivities:
         assert head is not None
         new_head = self.store.append(head, {"role": "assistant", "content": response.content})
         text = "\n".join(b.get("text", "") for b in response.content if b.get("type") == "text")
+        if not text:
+            # Newer models return the words between tool calls as thinking blocks: keep them as the reasoning.
+            text = "\n".join(b.get("thinking", "") for b in response.content if b.get("type") == "thinking").strip()
+            text = text[:REASONING_CHARS]  # it is recorded in history at every step: keep it bounded
         calls = [
             ToolCall(id=b["id"], name=b["name"], args=b.get("input") or {})
             for b in response.content

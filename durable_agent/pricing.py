@@ -7,6 +7,14 @@ from durable_agent.schemas import ModelPrice, Usage
 #: USD per million tokens, list prices of current Claude models. Override or extend
 #: them in ``agents.toml`` under ``[pricing.models."MODEL"]``.
 DEFAULT_PRICES: dict[str, ModelPrice] = {
+    # Claude 5 family (list prices as published; cache write 1.25x and read 0.1x input).
+    "claude-fable-5-1": ModelPrice(input=10.0, output=50.0),
+    "claude-opus-5-5": ModelPrice(input=4.0, output=20.0),
+    "claude-opus-5": ModelPrice(input=5.0, output=25.0),
+    "claude-sonnet-5-5": ModelPrice(input=2.0, output=10.0),
+    "claude-sonnet-5": ModelPrice(input=2.0, output=10.0),
+    # Claude 4 family.
+    "claude-sonnet-4-6": ModelPrice(input=3.0, output=15.0),
     "claude-opus-4-5": ModelPrice(input=5.0, output=25.0),
     "claude-opus-4-1": ModelPrice(input=15.0, output=75.0),
     "claude-opus-4": ModelPrice(input=15.0, output=75.0),

@@ -21,7 +21,7 @@ from durable_agent.schemas import AnomalyThresholds, ApprovalPolicy, Autonomy, M
 from durable_agent.tools import parse_rate_limit, registry
 
 #: The Claude model used when a profile says ``model = "auto"`` and a key is present.
-DEFAULT_CLAUDE_MODEL = "claude-sonnet-4-5"
+DEFAULT_CLAUDE_MODEL = "claude-sonnet-5-5"
 OFFLINE_MODEL = "offline"
 
 

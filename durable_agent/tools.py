@@ -215,7 +215,8 @@ def tool(
         rate_limit: e.g. ``"10/min"``, shared by every run on every worker.
         rate_limit_wait: Over the limit, wait durably for a free slot (the default), or
             ``False``: tell the model at once that the tool is rate limited.
-        heartbeat: Seconds between heartbeats the tool promises (long tools).
+        heartbeat: Seconds between heartbeats (sent for the tool while it runs); a
+            worker that dies mid-call is noticed after 3x this (at least 5 s).
 
     Raises:
         ToolDefinitionError: when the metadata or the signature is invalid.

@@ -23,6 +23,9 @@ class TestPrices:
     @pytest.mark.parametrize(
         ("model", "expected"),
         [
+            ("claude-sonnet-5-5", (2.0, 10.0)),
+            ("claude-opus-5-5", (4.0, 20.0)),
+            ("claude-sonnet-4-6", (3.0, 15.0)),
             ("claude-sonnet-4-5", (3.0, 15.0)),
             ("claude-sonnet-4-5-20250929", (3.0, 15.0)),  # dated id -> its family
             ("claude-opus-4-1-20250805", (15.0, 75.0)),  # longest prefix wins over claude-opus-4
@@ -179,3 +182,21 @@ class TestCostThroughARun:
         assert result.status == "success"
         assert any(w.startswith("UNKNOWN_MODEL_PRICE") and model in w for w in result.warnings)
         assert result.total_cost == pytest.approx(2 * (1000 * 10.0 + 100 * 50.0) / 1e6)
+
+
+class TestDefaultModel:
+    """The model a newcomer with a key gets is current and priced."""
+
+    def test_default_model_is_not_deprecated_by_the_sdk(self) -> None:
+        from anthropic._data import DEPRECATED_MODELS
+
+        from durable_agent.profiles import DEFAULT_CLAUDE_MODEL
+
+        assert DEFAULT_CLAUDE_MODEL not in DEPRECATED_MODELS, (
+            f"{DEFAULT_CLAUDE_MODEL} reaches end of life on {DEPRECATED_MODELS.get(DEFAULT_CLAUDE_MODEL)}; move the default on"
+        )
+
+    def test_default_model_has_a_price(self) -> None:
+        from durable_agent.profiles import DEFAULT_CLAUDE_MODEL
+
+        assert pricing.find_price(DEFAULT_CLAUDE_MODEL, pricing.DEFAULT_PRICES) is not None

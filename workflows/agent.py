@@ -16,7 +16,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
@@ -680,6 +680,8 @@ class AgentWorkflow:
         try:
             balance = await self._limits_activity(name, payload, Balance, f"{name.removeprefix('budget_')} daily reservation of step {self.step}")
         except ActivityError as exc:
+            if is_cancellation(exc):
+                raise
             self.warnings.append(f"DAILY_BUDGET_UNSETTLED: reservation {reservation.reservation_id} left to expire ({_failure_detail(exc)})")
             return
         self.daily_remaining = balance.remaining_usd
@@ -712,6 +714,8 @@ class AgentWorkflow:
                 contracts.ACTIVITY_RATE_LIMIT_ACQUIRE, request, AcquireResult, f"rate limit: {call.name} ({info.rate_limit})"
             )
         except ActivityError as exc:
+            if is_cancellation(exc):
+                raise
             text = f"The tool {call.name} is unavailable right now: its rate limiter could not be reached ({_failure_detail(exc)})."
             return self._observe(call, "unavailable", text, error=True, approval_id=approval_id), {}
         if not slot.granted:
