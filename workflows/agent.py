@@ -352,73 +352,72 @@ class AgentWorkflow:
     async def _run_step(self, max_steps: int) -> AgentResult | None:
         """One think -> act -> observe iteration; the run's result when it ends the run."""
         assert self.input is not None and self.agent is not None
-        if True:  # keeps the step body's indentation stable for reviewers of history-affecting code
-            # Budget: refuse a model call that could take the run over its cap.
-            price = self._price()
-            estimate = pricing.estimate_call_usd(
-                price,
-                previous=self.last_usage,
-                new_input_chars=self.pending_chars + (0 if self.sent_task else len(self.input.task)),
-                max_tokens=self.agent.max_tokens,
+        # Budget: refuse a model call that could take the run over its cap.
+        price = self._price()
+        estimate = pricing.estimate_call_usd(
+            price,
+            previous=self.last_usage,
+            new_input_chars=self.pending_chars + (0 if self.sent_task else len(self.input.task)),
+            max_tokens=self.agent.max_tokens,
+        )
+        if self.budget_usd is not None and self.total_cost + estimate > self.budget_usd:
+            return self._stop_for_budget(
+                f"the run's budget of ${self.budget_usd:.4f} would be exceeded by the next model call "
+                f"(spent ${self.total_cost:.4f}, next call estimated at up to ${estimate:.4f})"
             )
-            if self.budget_usd is not None and self.total_cost + estimate > self.budget_usd:
-                return self._stop_for_budget(
-                    f"the run's budget of ${self.budget_usd:.4f} would be exceeded by the next model call "
-                    f"(spent ${self.total_cost:.4f}, next call estimated at up to ${estimate:.4f})"
-                )
-            granted, why = await self._reserve_daily(estimate)
-            if not granted:
-                return self._stop_for_budget(why)
+        granted, why = await self._reserve_daily(estimate)
+        if not granted:
+            return self._stop_for_budget(why)
 
-            self.phase = "thinking"
-            self._details(f"thinking (step {self.step + 1} of at most {max_steps})")
-            think_started = workflow.now()
-            try:
-                out = await self._think()
-            except ActivityError:
-                await self._release_daily()  # the call failed for good: its estimate is not spent
-                raise
-            self.step += 1
-            step_cost = pricing.cost_usd(out.usage, price)
-            self.usage = self.usage + out.usage
-            self.total_cost += step_cost
-            self.last_usage = out.usage
-            await self._settle_daily(estimate, step_cost)
-            cost = CostRecord(
-                **out.usage.model_dump(),
-                estimated_cost=round(step_cost, 8),
-                budget_remaining=self._budget_remaining(),
-                daily_budget_remaining=self.daily_remaining,
+        self.phase = "thinking"
+        self._details(f"thinking (step {self.step + 1} of at most {max_steps})")
+        think_started = workflow.now()
+        try:
+            out = await self._think()
+        except ActivityError:
+            await self._release_daily()  # the call failed for good: its estimate is not spent
+            raise
+        self.step += 1
+        step_cost = pricing.cost_usd(out.usage, price)
+        self.usage = self.usage + out.usage
+        self.total_cost += step_cost
+        self.last_usage = out.usage
+        await self._settle_daily(estimate, step_cost)
+        cost = CostRecord(
+            **out.usage.model_dump(),
+            estimated_cost=round(step_cost, 8),
+            budget_remaining=self._budget_remaining(),
+            daily_budget_remaining=self.daily_remaining,
+        )
+
+        if not out.tool_calls:
+            self.answer = out.text.strip()
+            warnings = self._anomalies(None, step_cost, out.usage)
+            if out.stop_reason == "max_tokens":
+                warnings.append("TRUNCATED: the answer hit max_tokens")
+            self._record(
+                ActionRecord(type="final_answer", reasoning=out.text),
+                {"status": "answered", "duration_ms": out.duration_ms},
+                cost,
+                warnings,
+                started=think_started,
             )
+            self.status = "success"
+            return self._result()
 
-            if not out.tool_calls:
-                self.answer = out.text.strip()
-                warnings = self._anomalies(None, step_cost, out.usage)
-                if out.stop_reason == "max_tokens":
-                    warnings.append("TRUNCATED: the answer hit max_tokens")
-                self._record(
-                    ActionRecord(type="final_answer", reasoning=out.text),
-                    {"status": "answered", "duration_ms": out.duration_ms},
-                    cost,
-                    warnings,
-                    started=think_started,
-                )
-                self.status = "success"
+        self.turn_calls = out.tool_calls
+        for index, call in enumerate(out.tool_calls):
+            warnings = self._anomalies(call, step_cost if index == 0 else 0.0, out.usage if index == 0 else Usage())
+            observation = await self._act(call, index)
+            self._record(
+                ActionRecord(type="tool_call", tool=call.name, args=call.args, reasoning=out.text or None),
+                observation,
+                cost if index == 0 else CostRecord(),
+                warnings,
+                started=think_started,
+            )
+            if observation.get("status") == "budget_exceeded":
                 return self._result()
-
-            self.turn_calls = out.tool_calls
-            for index, call in enumerate(out.tool_calls):
-                warnings = self._anomalies(call, step_cost if index == 0 else 0.0, out.usage if index == 0 else Usage())
-                observation = await self._act(call, index)
-                self._record(
-                    ActionRecord(type="tool_call", tool=call.name, args=call.args, reasoning=out.text or None),
-                    observation,
-                    cost if index == 0 else CostRecord(),
-                    warnings,
-                    started=think_started,
-                )
-                if observation.get("status") == "budget_exceeded":
-                    return self._result()
         return None
 
     # ------------------------------------------------------------------ think
@@ -550,7 +549,9 @@ class AgentWorkflow:
         approval_id = self._approval_id(index)
         if approval_id not in self.pending and approval_id not in self.decided:
             self._open_approval(call, index, decision)
-            if index < len(self.turn_calls) and self.turn_calls[index].id == call.id:
+            same_turn = index < len(self.turn_calls) and self.turn_calls[index].id == call.id
+            # Runs begun before approvals opened per turn replay as they ran: one at a time.
+            if same_turn and index + 1 < len(self.turn_calls) and workflow.patched("approvals-opened-per-turn"):
                 for later, other in enumerate(self.turn_calls[index + 1 :], start=index + 1):
                     info = self.agent.tool(other.name)
                     verdict = policy.evaluate(info, other.args, self.autonomy, self.agent.approval) if info else None
