@@ -14,6 +14,7 @@ import shutil
 import sys
 import tempfile
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
@@ -74,7 +75,19 @@ SCENARIOS: list[Scenario] = [
      [tool_use("issue_refund", {"order_id": 5}), tool_use("teleport", {}), tool_use("search_kb", {"query": "refund"})], None),
     ("scripted_continue_as_new", {"task": "x", "model": "SCRIPTED"}, {"continue_as_new_every": 2},
      [tool_use("search_kb", {"query": "a"}), tool_use("search_kb", {"query": "b"}), tool_use("search_kb", {"query": "c"}), answer("done")], None),
+    # Through the shared daily-budget ledger and a rate limiter (their own histories are recorded too).
+    ("scripted_daily_budget_and_rate_limit", {"task": "x", "model": "SCRIPTED"},
+     {"daily_budget_usd": 5.0, "rate_limits": {"search_kb": "1/2s"}},
+     [tool_use("search_kb", {"query": "a"}), tool_use("search_kb", {"query": "b"}), answer("done")], None),
 ]
+
+#: Entity workflows a scenario drives, recorded after it: (file name, workflow id template).
+ENTITIES = {
+    "scripted_daily_budget_and_rate_limit": [
+        ("ledger", "budget-support-{day}@{queue}"),
+        ("rate_limiter", "ratelimit-search_kb@{queue}"),
+    ],
+}
 
 
 async def record(client: Client, state: Path) -> None:
@@ -105,6 +118,12 @@ async def record(client: Client, state: Path) -> None:
                 suffix = f"_run{index + 1}" if len(runs) > 1 else ""
                 (OUT / f"{name}{suffix}.json").write_text(history.to_json())
                 print(f"recorded {name}{suffix}: {len(history.events)} events")
+            day = datetime.now(timezone.utc).date().isoformat()
+            for label, template in ENTITIES.get(name, []):
+                entity = client.get_workflow_handle(template.format(day=day, queue=queue))
+                history = await entity.fetch_history()
+                (OUT / f"{name}_{label}.json").write_text(history.to_json())
+                print(f"recorded {name}_{label}: {len(history.events)} events")
 
 
 async def main() -> None:
