@@ -31,7 +31,7 @@ from typing import Any, AsyncIterator, Sequence
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
-from durable_agent import contracts, telemetry, trace
+from durable_agent import contracts, policy, telemetry, trace
 from durable_agent.connection import connect, target_address, task_queue as default_task_queue
 from durable_agent.schemas import AgentResult, DecisionRecord, StatusView
 from durable_agent.store import state_dir
@@ -141,7 +141,6 @@ async def in_process_worker(client: Client, args: argparse.Namespace, task_queue
     config = load_or_exit(args.config or default_config_path(), env_tool_modules() + args.tools)
     trace_file = os.environ.get("AGENT_TRACE_FILE") or str(state_dir() / "trace.jsonl")
     trace.configure(trace_file)
-    telemetry.setup()
     worker = create_worker(client, config, task_queue=task_queue)
     async with worker:
         yield
@@ -191,11 +190,12 @@ def format_record(record: DecisionRecord, total_cost: float) -> str:
 
 
 def approval_commands(workflow_id: str, approval_id: str, address: str) -> str:
-    addr = "" if address in ("localhost:7233", "127.0.0.1:7233") else f" --address {address}"
-    body = json.dumps({"approval_id": approval_id, "reviewer": os.environ.get("USER", "me")})
-    return (
-        f"    approve: temporal workflow signal{addr} --workflow-id {workflow_id} --name approve --input '{body}'\n"
-        f"    reject:  temporal workflow signal{addr} --workflow-id {workflow_id} --name reject --input '{body}'"
+    """The approve and reject commands for one approval, ready to paste."""
+    addr = None if address in ("localhost:7233", "127.0.0.1:7233") else address
+    reviewer = os.environ.get("USER") or "YOUR_NAME"
+    return "\n".join(
+        f"    {name}:{' ' * (8 - len(name))}{policy.approve_command(workflow_id, approval_id, name=name, reviewer=reviewer, address=addr)}"
+        for name in ("approve", "reject")
     )
 
 
@@ -286,6 +286,7 @@ def print_result(result: AgentResult, out: Any) -> None:
 
 async def run(args: argparse.Namespace, client: Client | None = None, out: Any = None) -> int:
     out = out or sys.stdout
+    telemetry.setup()  # before connecting: the client then carries the tracing plugin
     display = open(os.devnull, "w") if args.json else out  # noqa: SIM115 - closed with the process
     address = target_address()
     task_queue = default_task_queue()

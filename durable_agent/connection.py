@@ -40,8 +40,10 @@ async def connect(address: str | None = None, **overrides: Any) -> Client:
     config = connect_config(address)
     config.update(overrides)
     config.setdefault("data_converter", pydantic_data_converter)
-    # Traces workflows and activities and parents the agent_step spans (no-op until telemetry.setup()).
-    config.setdefault("plugins", [telemetry.plugin()])
+    if telemetry.is_configured():
+        # Traces workflows and activities and parents the agent_step spans. Only once the
+        # replay-safe providers are installed: the plugin refuses to run workers without them.
+        config.setdefault("plugins", [telemetry.plugin()])
     return await Client.connect(**config)
 
 

@@ -82,6 +82,11 @@ def setup(
         return True
 
 
+def is_configured() -> bool:
+    """Whether :func:`setup` has installed this process's providers."""
+    return _configured
+
+
 def plugin() -> Any:
     """The Temporal plugin that traces workflows and activities and parents our spans.
 

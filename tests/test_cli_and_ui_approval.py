@@ -1,0 +1,215 @@
+"""Approving a pending 4,999 USD refund the ways people do: the `temporal` CLI and the real Temporal UI.
+
+The UI test starts its own dev server with the Web UI on (the session's server has
+none) and drives it in headless Chromium through Playwright as a reviewer would:
+More Actions, Send a Signal, ``approve``, ``{"reviewer": "ui-reviewer"}``, Submit;
+and More Actions, Send an Update, ``review``, ``{"approved": true, ...}``, Submit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, TypeVar
+
+import pytest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from durable_agent.client import AgentClient
+from durable_agent.demo import shop
+from tests.conftest import Harness, temporal_cli
+from tests.test_approvals import CANCEL_1001, REFUND_4999, current_details, support, wait_pending
+from tests.test_processes import cli, free_port
+
+if TYPE_CHECKING:
+    from playwright.async_api import Page
+
+pytestmark = pytest.mark.slow
+_T = TypeVar("_T")
+
+CHROMIUM = Path("/usr/bin/chromium")
+#: Headless, and nothing that would reach beyond loopback.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--headless=new",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+class TestCliApproval:
+    """`temporal workflow signal` approves a waiting action."""
+
+    async def test_signal_from_the_cli(self, harness: Harness, server_address: str) -> None:
+        async with harness.worker():
+            handle = await harness.start(REFUND_4999)
+            await wait_pending(handle)
+            # Off the event loop: the in-process worker shares it.
+            await asyncio.to_thread(
+                cli, server_address, "workflow", "signal", "--workflow-id", handle.id, "--name", "approve",
+                "--input", json.dumps({"reviewer": "alice"}),
+            )
+            result = await handle.result()
+        assert result.status == "success"
+        assert [(a.approval_id, a.status, a.reviewer) for a in result.approvals] == [("apr-3", "approved", "alice")]
+        assert [r["amount"] for r in shop.refunds_for("ord-789")] == [4999.0]
+
+    async def test_the_command_shown_in_the_ui_works_as_pasted(self, harness: Harness, server_address: str) -> None:
+        async with harness.worker():
+            handle = await harness.start(REFUND_4999)
+            await wait_pending(handle)
+            details = await current_details(handle)
+            command = re.search(r"Approve: `(temporal workflow signal [^`]+)`", details)
+            assert command, details
+            argv = shlex.split(command.group(1).replace("YOUR_NAME", "dana"))
+            await asyncio.to_thread(cli, server_address, *argv[1:])
+            result = await handle.result()
+        assert [(a.approval_id, a.status, a.reviewer) for a in result.approvals] == [("apr-3", "approved", "dana")]
+
+    async def test_review_update_from_the_cli_answers(self, harness: Harness, server_address: str) -> None:
+        async with harness.worker(support(approval={"reviewers": ["alice"]})):
+            handle = await harness.start(REFUND_4999)
+            await wait_pending(handle)
+
+            def review(reviewer: str, check: bool) -> subprocess.CompletedProcess[str]:
+                body = json.dumps({"approval_id": "apr-3", "approved": True, "reviewer": reviewer})
+                return cli(server_address, "workflow", "update", "execute", "--workflow-id", handle.id, "--name", "review",
+                           "--input", body, "-o", "json", check=check)
+
+            refused = await asyncio.to_thread(review, "mallory", False)
+            assert refused.returncode != 0
+            assert "'mallory' may not decide: allowed reviewers are alice" in refused.stdout + refused.stderr
+            answered = await asyncio.to_thread(review, "alice", True)
+            result = await handle.result()
+        record = json.loads(answered.stdout)
+        record = record.get("result", record)
+        assert (record["approval_id"], record["status"], record["reviewer"]) == ("apr-3", "approved", "alice")
+        assert [a.reviewer for a in result.approvals] == ["alice"]
+
+
+@contextlib.asynccontextmanager
+async def dev_server_with_ui(db_file: Path) -> AsyncIterator[tuple[Client, str]]:
+    """A `temporal server start-dev` with its Web UI on free loopback ports: (client, UI base URL)."""
+    grpc_port = ui_port = free_port()
+    while ui_port == grpc_port:  # two probes may be handed the same released port
+        ui_port = free_port()
+    log = (db_file.parent / "dev-server.log").open("w")
+    server = subprocess.Popen(
+        [temporal_cli(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(grpc_port), "--ui-port", str(ui_port),
+         "--db-filename", str(db_file), "--log-level", "error"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    ui_url = f"http://127.0.0.1:{ui_port}"
+    try:
+        client = await _until_up(
+            lambda: Client.connect(f"127.0.0.1:{grpc_port}", data_converter=pydantic_data_converter), server, "the dev server"
+        )
+        await _until_up(lambda: asyncio.to_thread(_http_status, ui_url), server, "the Web UI")
+        yield client, ui_url
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
+        log.close()
+
+
+def _http_status(url: str) -> int:
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - a loopback test server
+        return response.status
+
+
+async def _until_up(attempt: Callable[[], Awaitable[_T]], server: subprocess.Popen[bytes], what: str, timeout: float = 60.0) -> _T:
+    """Retry ``attempt()`` until it succeeds; fail if ``server`` exits or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return await attempt()
+        except Exception as exc:
+            assert server.poll() is None, f"{what} exited with {server.returncode}"
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what} did not come up within {timeout:g} s: {exc}") from exc
+            await asyncio.sleep(0.5)
+
+
+async def send_from_ui(page: Page, run_url: str, action: str, handler: str, payload: dict[str, Any]) -> None:
+    """In the run's page: More Actions > ``action``, pick ``handler``, enter ``payload`` as Data, Submit.
+
+    Args:
+        action: "Send a Signal" or "Send an Update", as the menu says.
+    """
+    kind = "signal" if action == "Send a Signal" else "update"
+    await page.goto(run_url)
+    await page.get_by_role("button", name="More Actions").click()
+    await page.get_by_role("menuitem", name=action).click()
+    dialog = page.locator(f"dialog[data-testid={kind}-confirmation-modal]:visible")
+    await dialog.get_by_test_id(f"{kind}-select-button").click()
+    # Each option lists the handler's description after its name.
+    await dialog.get_by_role("option", name=re.compile(rf"^{handler}\b")).click()
+    await dialog.get_by_role("textbox", name="Data").click()
+    # insert_text, not typing: the code editor would auto-close braces and quotes.
+    await page.keyboard.insert_text(json.dumps(payload))
+    if kind == "update":
+        # Leaving the editor reformats the JSON and moves Submit under the pointer; step out first.
+        await dialog.get_by_role("button", name="Random UUID").click()
+    await dialog.get_by_role("button", name="Submit").click()
+
+
+class TestUiApproval:
+    """The Temporal UI approves a waiting action: "Send a Signal" (approve) and "Send an Update" (review)."""
+
+    @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (CI installs it)")
+    async def test_approve_from_the_web_ui(self, state_dir: Path, tmp_path: Path) -> None:
+        from playwright.async_api import async_playwright, expect
+
+        async with dev_server_with_ui(tmp_path / "ui-server.db") as (client, ui_url):
+            harness = Harness(client, state_dir)
+            agents = AgentClient(client, task_queue=harness.task_queue)
+            async with harness.worker(), async_playwright() as playwright:
+                browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+                page = await browser.new_page(viewport={"width": 1400, "height": 1000})
+                try:
+                    refund = await harness.start(REFUND_4999)
+                    await wait_pending(refund)
+                    await page.goto(f"{ui_url}/namespaces/default/workflows/{refund.id}")
+                    # What waits, and why, under User Metadata > Current Details (rendered in a frame).
+                    await page.get_by_role("tab", name="User Metadata").first.click()
+                    details = page.frame_locator("iframe").first
+                    await expect(details.get_by_text("Waiting for approval")).to_be_visible()
+                    await expect(details.get_by_text("amount 4999 USD is above the limit of 1000")).to_be_visible()
+                    await send_from_ui(page, page.url, "Send a Signal", "approve", {"reviewer": "ui-reviewer"})
+                    refunded = await asyncio.wait_for(agents.result(refund.id), timeout=60)
+
+                    cancel = await harness.start(CANCEL_1001)
+                    await wait_pending(cancel)
+                    run_url = f"{ui_url}/namespaces/default/workflows/{cancel.id}"
+                    await send_from_ui(page, run_url, "Send an Update", "review", {"approved": True, "reviewer": "ui-updater"})
+                    cancelled = await asyncio.wait_for(agents.result(cancel.id), timeout=60)
+                except BaseException:
+                    await page.screenshot(path=str(tmp_path / "ui-failure.png"), full_page=True)
+                    raise
+                finally:
+                    await browser.close()
+        assert refunded.status == "success"
+        assert [(a.approval_id, a.status, a.reviewer) for a in refunded.approvals] == [("apr-3", "approved", "ui-reviewer")]
+        assert [r["amount"] for r in shop.refunds_for("ord-789")] == [4999.0]
+        assert [(a.tool, a.status, a.reviewer) for a in cancelled.approvals] == [("cancel_order", "approved", "ui-updater")]
+        assert shop.lookup_order("ord-1001")["status"] == "cancelled"
