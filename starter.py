@@ -335,8 +335,10 @@ async def run(args: argparse.Namespace, client: Client | None = None, out: Any =
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    # The live display already shows approvals; keep the worker's notices out of it.
-    logging.getLogger("durable_agent").setLevel(logging.ERROR)
+    # The live display already shows approvals, refusals and retries (as the run's
+    # warnings and observations); keep the in-process worker's notices out of it.
+    for name in ("durable_agent", "temporalio.workflow", "temporalio.activity"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     try:
         code = asyncio.run(run(args))
     except KeyboardInterrupt:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
 import threading
 from typing import Any, Iterator, Sequence
@@ -35,6 +36,23 @@ SPAN_AGENT_STEP = "agent_step"
 
 _lock = threading.Lock()
 _configured = False
+
+
+class _EvictionDetachFilter(logging.Filter):
+    """Drops OpenTelemetry's "Failed to detach context" when a workflow is evicted mid-span.
+
+    A worker that stops (or evicts a cached run) closes the suspended workflow
+    coroutine: every span still open in it unwinds under ``GeneratorExit`` in
+    another context, and OpenTelemetry logs an ERROR with a traceback for each.
+    Nothing is lost (the run resumes on another worker from history); only this
+    exact teardown is silenced, every other context error still shows.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage() != "Failed to detach context" or not record.exc_info:
+            return True
+        error = record.exc_info[1]
+        return not (isinstance(error, ValueError) and isinstance(error.__context__, GeneratorExit))
 
 
 def _otlp_wanted(signal: str) -> bool:
@@ -76,6 +94,7 @@ def setup(
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
             readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        logging.getLogger("opentelemetry.context").addFilter(_EvictionDetachFilter())
         trace.set_tracer_provider(tracer_provider)
         metrics.set_meter_provider(ReplaySafeMeterProvider(MeterProvider(resource=resource, metric_readers=readers)))
         _configured = True

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+import logging
 import uuid
 
 import pytest
@@ -11,7 +14,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from durable_agent import telemetry
 from durable_agent.connection import connect
-from durable_agent.schemas import AgentResult
+from durable_agent.schemas import AgentResult, StatusView
 from tests.conftest import make_config
 from worker import create_worker
 
@@ -75,3 +78,27 @@ class TestTelemetry:
         tokens = {p.attributes["kind"]: p.value for p in _metric_points("agent.tokens") if p.attributes.get("model") == "offline"}
         assert tokens["input"] >= result.usage.input_tokens
         assert tokens["output"] >= result.usage.output_tokens
+
+
+class TestShutdown:
+    """Stopping a worker with runs in flight stays quiet."""
+
+    async def test_no_context_errors_when_a_worker_stops_mid_run(self, server_address: str, state_dir, caplog) -> None:
+        client = await connect(server_address)
+        queue = f"otel-stop-{uuid.uuid4().hex[:8]}"
+        with caplog.at_level(logging.ERROR):
+            async with create_worker(client, make_config(), task_queue=queue):
+                handle = await client.start_workflow(
+                    "AgentWorkflow", {"task": "Refund order ord-789"}, id=f"otel-stop-{uuid.uuid4().hex[:8]}", task_queue=queue,
+                )
+                for _ in range(100):
+                    status = await handle.query("status", result_type=StatusView)
+                    if status.pending_approvals:
+                        break
+                    await asyncio.sleep(0.1)
+                assert status.pending_approvals
+            # The worker has stopped with the run cached and waiting inside its step span.
+            gc.collect()
+        await handle.terminate("test over")
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert errors == [], [r.getMessage() for r in errors]
