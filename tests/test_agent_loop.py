@@ -218,3 +218,28 @@ class TestContinueAsNew:
         results = [b["content"] for b in scripted.tool_results()]
         assert results == [f"n{i}" for i in range(steps - 1)]
         assert records[-1].step == steps and records[-1].action.type == "final_answer"
+
+
+class TestWarningsStayBounded:
+    """A loop that goes on for many steps, or a flood of bad signals, does not grow the run's state."""
+
+    async def test_repeated_anomalies_are_counted_not_listed(self, harness: Harness) -> None:
+        steps = 40
+        model, _ = harness.scripted([tool_use("echo", {"text": "same"}) for _ in range(steps)] + [answer("stopped looping")])
+        config = make_config({"helper": {"tools": ["echo"], "model": model}})
+        async with harness.worker(config):
+            handle = await harness.start({"task": "loop", "max_steps": steps + 1})
+            for _ in range(25):  # bad signals: each refused, none listed past the cap
+                await handle.signal("approve", {"approval_id": "apr-nope"})
+            result = await handle.result()
+            records = await handle.query("trace", result_type=list[DecisionRecord])
+        assert result.status == "success"
+        loops = [w for w in result.warnings if "POSSIBLE_LOOP" in w]
+        # Steps 3..40 each found the loop: 10 listed, the other 28 counted in one line.
+        assert len(loops) == 11
+        assert loops[-1] == "POSSIBLE_LOOP: 28 more not listed (each step's decision record has its own)"
+        refused = [w for w in result.warnings if "DECISION_REFUSED" in w]
+        # 25 refusals, listed once per distinct message, never more than the cap.
+        assert 1 <= len(refused) <= 11 and len(set(refused)) == len(refused)
+        # Every step's own record still carries its warning.
+        assert sum(1 for r in records if any("POSSIBLE_LOOP" in w for w in r.warnings)) == steps - 2

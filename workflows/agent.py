@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -83,6 +84,7 @@ class CarriedState(BaseModel):
     total_cost: float
     tools_used: list[str]
     warnings: list[str]
+    warnings_unlisted: dict[str, int] = {}
     approvals: list[ApprovalRecord]
     head: str | None
     pending_results: list[ToolResultPart]
@@ -112,6 +114,17 @@ def _problems(exc: ValidationError) -> str:
 
 def _invalid_input(exc: ValidationError) -> ApplicationError:
     return ApplicationError("invalid AgentWorkflow input: " + _problems(exc), type="InvalidInput", non_retryable=True)
+
+
+#: Run-level warnings of one kind listed in the status and the result; more are only counted.
+WARNINGS_PER_KIND = 10
+
+
+def _warning_kind(text: str) -> str:
+    """``POSSIBLE_LOOP`` of ``"step 7: POSSIBLE_LOOP: ..."``; the whole text when it has no kind."""
+    body = re.sub(r"^step \d+: ", "", text)
+    head, sep, _ = body.partition(":")
+    return head if sep and head.replace("_", "").isalnum() and head.isupper() else body
 
 
 def is_cancellation(exc: BaseException) -> bool:
@@ -151,6 +164,7 @@ class AgentWorkflow:
         self.total_cost = 0.0
         self.tools_used: list[str] = []
         self.warnings: list[str] = []
+        self.warnings_unlisted: dict[str, int] = {}
         self.approvals: list[ApprovalRecord] = []
         self.pending: dict[str, PendingApproval] = {}
         self.decided: dict[str, ApprovalRecord] = {}
@@ -186,7 +200,7 @@ class AgentWorkflow:
             usage=self.usage,
             tools_used=list(self.tools_used),
             pending_approvals=list(self.pending.values()),
-            warnings=list(self.warnings),
+            warnings=self._warnings_view(),
             budget_remaining=self._budget_remaining(),
             status=self.status,
             answer=self.answer,
@@ -246,7 +260,7 @@ class AgentWorkflow:
             # A signal cannot answer its sender: the refusal goes to the log and the run's warnings.
             message = f"DECISION_REFUSED: {name} signal ignored: {exc}"
             workflow.logger.warning(message)
-            self.warnings.append(message)
+            self._warn(message)
             return
         self._decide(approval_id, approved, decision.reviewer, decision.comment)
 
@@ -302,11 +316,12 @@ class AgentWorkflow:
                 if isinstance(cause, ApplicationError):
                     raise ApplicationError(cause.message, type=cause.type, non_retryable=True) from None
                 raise
-            self.warnings.extend(self.agent.warnings)
+            for warning in self.agent.warnings:
+                self._warn(warning)
         assert self.agent is not None
         self.autonomy, loosening = policy.run_autonomy(self.agent.autonomy, self.input.autonomy)
         if loosening and carried is None:  # a continuation carries the warning already
-            self.warnings.append(loosening)
+            self._warn(loosening)
         self.budget_usd = self.input.budget_usd if self.input.budget_usd is not None else self.agent.budget_usd
 
         try:
@@ -683,7 +698,7 @@ class AgentWorkflow:
         except ActivityError as exc:
             if is_cancellation(exc):
                 raise
-            self.warnings.append(f"DAILY_BUDGET_UNSETTLED: reservation {reservation.reservation_id} left to expire ({_failure_detail(exc)})")
+            self._warn(f"DAILY_BUDGET_UNSETTLED: reservation {reservation.reservation_id} left to expire ({_failure_detail(exc)})")
             return
         self.daily_remaining = balance.remaining_usd
 
@@ -753,7 +768,7 @@ class AgentWorkflow:
     def _stop_for_budget(self, message: str) -> AgentResult:
         self.status = "budget_exceeded"
         self.answer = f"Stopped: {message}."
-        self.warnings.append(f"BUDGET_EXCEEDED: {message}")
+        self._warn(f"BUDGET_EXCEEDED: {message}")
         return self._result()
 
     def _anomalies(self, call: ToolCall | None, step_cost: float, usage: Usage) -> list[str]:
@@ -768,10 +783,29 @@ class AgentWorkflow:
             thresholds=self.agent.anomalies,
         )
         for warning in found:
-            tagged = f"step {self.step}: {warning}"
-            if tagged not in self.warnings:
-                self.warnings.append(tagged)
+            self._warn(f"step {self.step}: {warning}")
         return found
+
+    def _warn(self, text: str) -> None:
+        """Record a run-level warning: listed up to WARNINGS_PER_KIND per kind, counted beyond.
+
+        A loop repeated for thousands of steps, or a flood of bad signals, must not grow
+        the state that continue-as-new carries and the result returns.
+        """
+        kind = _warning_kind(text)
+        if sum(1 for listed in self.warnings if _warning_kind(listed) == kind) < WARNINGS_PER_KIND:
+            if text not in self.warnings:
+                self.warnings.append(text)
+        else:
+            self.warnings_unlisted[kind] = self.warnings_unlisted.get(kind, 0) + 1
+
+    def _warnings_view(self) -> list[str]:
+        """The listed warnings, then one line per kind saying how many more there were."""
+        more = [
+            f"{kind}: {count} more not listed (each step's decision record has its own)"
+            for kind, count in sorted(self.warnings_unlisted.items())
+        ]
+        return [*self.warnings, *more]
 
     def _record(self, action: ActionRecord, observation: dict[str, Any], cost: CostRecord, warnings: list[str], *, started: datetime) -> None:
         assert self.agent is not None
@@ -817,7 +851,7 @@ class AgentWorkflow:
             tools_used=list(self.tools_used),
             total_cost=round(self.total_cost, 6),
             usage=self.usage,
-            warnings=list(self.warnings),
+            warnings=self._warnings_view(),
             approvals=list(self.approvals),
             error=error,
             model=self.agent.model if self.agent else None,
@@ -846,6 +880,7 @@ class AgentWorkflow:
             total_cost=self.total_cost,
             tools_used=self.tools_used,
             warnings=self.warnings,
+            warnings_unlisted=self.warnings_unlisted,
             approvals=self.approvals,
             head=self.head,
             pending_results=self.pending_results,
@@ -865,6 +900,7 @@ class AgentWorkflow:
         self.total_cost = carried.total_cost
         self.tools_used = carried.tools_used
         self.warnings = carried.warnings
+        self.warnings_unlisted = dict(carried.warnings_unlisted)
         self.approvals = carried.approvals
         self.head = carried.head
         self.pending_results = carried.pending_results
