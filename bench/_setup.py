@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from durable_agent.connection import find_executable  # noqa: E402
+
 
 @contextlib.asynccontextmanager
 async def bench_environment(name: str) -> AsyncIterator[tuple[WorkflowEnvironment, Path]]:
@@ -27,7 +29,7 @@ async def bench_environment(name: str) -> AsyncIterator[tuple[WorkflowEnvironmen
 
     trace.configure(str(state / "trace.jsonl"))  # keep the decision records out of the figures
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=shutil.which("temporal"), data_converter=pydantic_data_converter, dev_server_log_level="error"
+        dev_server_existing_path=find_executable("temporal"), data_converter=pydantic_data_converter, dev_server_log_level="error"
     )
     try:
         yield env, state

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -36,6 +35,8 @@ from temporalio.testing import WorkflowEnvironment
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from durable_agent.connection import find_executable  # noqa: E402
 
 from activities.budget import LimitsClient  # noqa: E402
 from durable_agent import budget  # noqa: E402
@@ -105,7 +106,7 @@ async def main() -> None:
         pricing={"models": {m: {"input": 0.0, "output": AMOUNT_USD * 1e6 / 100} for m in models}},
     )
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=shutil.which("temporal"), data_converter=pydantic_data_converter, dev_server_log_level="error"
+        dev_server_existing_path=find_executable("temporal"), data_converter=pydantic_data_converter, dev_server_log_level="error"
     )
     try:
         async with create_worker(env.client, config, task_queue=queue, store=ContentStore(state / "content")):

