@@ -206,10 +206,13 @@ async def _ask(prompt: str) -> str:
 async def follow(handle: WorkflowHandle[Any, Any], address: str, out: Any, *, prompt: bool) -> AgentResult:
     """Print the run's steps as they happen; return its result."""
     result_task = asyncio.create_task(handle.result())
-    shown = 0
+    # The trace query keeps only the latest records (and a run may continue as new),
+    # so records are recognised by identity, not by their position in the list.
+    shown: set[tuple[int, str, str | None]] = set()
     announced: set[str] = set()
     asking: asyncio.Task[str] | None = None
     last_phase = None
+    last_wait: str | None = None
     while True:
         finished = result_task.done()  # one more look after the end, so the last steps print
         try:
@@ -217,19 +220,20 @@ async def follow(handle: WorkflowHandle[Any, Any], address: str, out: Any, *, pr
             records = await handle.query(contracts.QUERY_TRACE, result_type=list[DecisionRecord])
         except Exception:
             status, records = None, []
-        if records:
-            new = records[shown:] if shown <= len(records) else records[-1:]
-            running = 0.0
-            for r in records[:shown]:
-                running += r.cost.estimated_cost
-            for record in new:
-                running += record.cost.estimated_cost
-                print(format_record(record, running), file=out)
-            shown = len(records)
+        for record in records:
+            identity = (record.step, record.timestamp.isoformat(), record.action.tool)
+            if identity in shown:
+                continue
+            shown.add(identity)
+            spent = status.total_cost if status is not None else record.cost.estimated_cost
+            print(format_record(record, spent), file=out)
         if status is not None:
             if status.phase != last_phase and status.phase == "thinking":
                 print(f"  ...   thinking ({status.model})", file=out)
             last_phase = status.phase
+            if status.phase == "waiting_for_rate_limit" and status.waiting_for and status.waiting_for != last_wait:
+                print(f"  ...   waiting for the {status.waiting_for}", file=out)
+            last_wait = status.waiting_for
             for pending in status.pending_approvals:
                 if pending.approval_id in announced:
                     continue

@@ -204,3 +204,54 @@ class TestStarter:
         )
         assert run.returncode == 1, run.stdout + run.stderr
         assert "Result: max_steps_exceeded after 1 steps" in run.stdout
+
+
+class TestStarterWithClaude:
+    """With ANTHROPIC_API_KEY the same command thinks with Claude, through the real client."""
+
+    def test_starter_drives_the_messages_api_and_never_shows_the_key(
+        self, fake_anthropic, server_address: str, state_dir: Path
+    ) -> None:
+        from durable_agent import pricing
+        from durable_agent.profiles import DEFAULT_CLAUDE_MODEL
+        from durable_agent.schemas import Usage
+        from tests import fake_anthropic as fake
+
+        fake_anthropic.script(
+            fake.tool_use("lookup_order", {"order_id": "ord-123"}, say="Looking the order up."),
+            fake.tool_use("issue_refund", {"order_id": "ord-123", "amount": 20, "currency": "USD"}),
+            fake.text("Refunded 20 USD on ord-123."),
+        )
+        key = "sk-ant-secret-do-not-print-0123456789"
+        queue = f"claude-{uuid.uuid4().hex[:8]}"
+        workflow_id = f"claude-run-{uuid.uuid4().hex[:8]}"
+        env = subprocess_env(state_dir, server_address, AGENT_TASK_QUEUE=queue, **fake_anthropic.environ(api_key=key))
+        run = subprocess.run(
+            [sys.executable, str(ROOT / "starter.py"), "--worker", "--json", "--workflow-id", workflow_id,
+             "Refund 20 USD on order ord-123"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        result = json.loads(run.stdout)
+        assert result["status"] == "success" and result["answer"] == "Refunded 20 USD on ord-123."
+        assert result["model"] == DEFAULT_CLAUDE_MODEL
+        assert result["tools_used"] == ["lookup_order", "issue_refund"]
+
+        requests = fake_anthropic.requests
+        assert len(requests) == 3
+        assert all(r.api_key == key and r.stream and r.body["model"] == DEFAULT_CLAUDE_MODEL for r in requests)
+        assert requests[0].body["system"][0]["cache_control"] == {"type": "ephemeral"}
+        # The second call saw the real shop's answer to the first.
+        tool_result = requests[1].body["messages"][-1]["content"][0]
+        assert tool_result["type"] == "tool_result" and '"customer": "alice@example.com"' in tool_result["content"]
+
+        per_call = dict(fake.DEFAULT_USAGE)
+        assert result["usage"]["input_tokens"] == 3 * per_call["input_tokens"]
+        price = pricing.find_price(DEFAULT_CLAUDE_MODEL, pricing.DEFAULT_PRICES)
+        assert result["total_cost"] == pytest.approx(3 * pricing.cost_usd(Usage(**per_call), price), rel=1e-6)
+
+        # No secret in what people and machines read afterwards.
+        history = cli(server_address, "workflow", "show", "--workflow-id", workflow_id, "-o", "json").stdout
+        assert key not in run.stdout + run.stderr
+        assert key not in (state_dir / "trace.jsonl").read_text()
+        assert key not in history
