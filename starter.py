@@ -213,11 +213,19 @@ async def follow(handle: WorkflowHandle[Any, Any], address: str, out: Any, *, pr
     asking: asyncio.Task[str] | None = None
     last_phase = None
     last_wait: str | None = None
+    last_progress: tuple[Any, ...] | None = None
     while True:
         finished = result_task.done()  # one more look after the end, so the last steps print
         try:
             status = await handle.query(contracts.QUERY_STATUS, result_type=StatusView)
-            records = await handle.query(contracts.QUERY_TRACE, result_type=list[DecisionRecord])
+            # A new decision record always comes with a change here (a step begun, a tool
+            # used, an approval decided, the run ended): fetch the trace (up to 500
+            # records) only then, not at every poll.
+            progress = (status.step, status.phase, status.status, len(status.tools_used), len(status.pending_approvals))
+            records = []
+            if progress != last_progress or finished:
+                records = await handle.query(contracts.QUERY_TRACE, result_type=list[DecisionRecord])
+                last_progress = progress
         except Exception:
             status, records = None, []
         for record in records:

@@ -25,6 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from durable_agent import contracts
 from durable_agent.budget import Balance, LedgerStart, ReserveRequest, ReserveResult, SettleRequest, ledger_id
+from durable_agent.errors import failure_message
 from durable_agent.ratelimit import AcquireRequest, AcquireResult, LimiterStart, limiter_id
 
 #: Updates one process keeps in flight per entity workflow. The server refuses more
@@ -82,11 +83,9 @@ class LimitsClient:
             except WorkflowUpdateFailedError as exc:
                 # A validator refused a malformed or misrouted request: a bug, which retrying
                 # cannot fix. Anything else (the entity closing under us) is worth another try.
-                cause = exc.cause
-                message = getattr(cause, "message", None) or str(cause or exc)
-                final = isinstance(cause, ApplicationError) and cause.non_retryable
+                final = isinstance(exc.cause, ApplicationError) and exc.cause.non_retryable
                 raise ApplicationError(
-                    f"{workflow} {workflow_id} refused {update}: {message}", type="LimitsRequestRefused", non_retryable=final
+                    f"{workflow} {workflow_id} refused {update}: {failure_message(exc)}", type="LimitsRequestRefused", non_retryable=final
                 ) from None
 
     def _ledger(self, agent: str, day: str, limit_usd: float) -> tuple[LedgerStart, str, str]:

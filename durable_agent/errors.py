@@ -3,6 +3,16 @@
 from __future__ import annotations
 
 
+def failure_message(exc: BaseException) -> str:
+    """The message of what made a Temporal call fail: its cause's message, else its text.
+
+    For an ``ActivityError`` or a ``WorkflowUpdateFailedError``, whose own text only
+    says that the activity or update failed.
+    """
+    cause = getattr(exc, "cause", None)
+    return getattr(cause, "message", None) or str(cause or exc)
+
+
 class DurableAgentError(Exception):
     """Base of every durable-agent exception."""
 

@@ -10,7 +10,6 @@ same process (as in tests).
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -97,7 +96,3 @@ class ScriptedModel:
                 if isinstance(block, dict) and block.get("type") == "tool_result":
                     out.append(block)
         return out
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)

@@ -25,6 +25,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     from durable_agent import anomalies, budget, contracts, policy, pricing, telemetry, trace
     from durable_agent.budget import Balance, ReserveRequest, ReserveResult, SettleRequest
+    from durable_agent.errors import failure_message
     from durable_agent.ratelimit import AcquireRequest, AcquireResult
     from durable_agent.retry import MODEL_RETRY, TOOL_RETRY_POLICIES, temporal_policy
     from durable_agent.schemas import (
@@ -64,11 +65,6 @@ LIMITS_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interv
 LIMITS_TIMEOUT = timedelta(seconds=30)
 #: What a ledger or rate limiter activity returns.
 _LimitsResult = TypeVar("_LimitsResult", ReserveResult, Balance, AcquireResult)
-
-
-def _failure_detail(exc: ActivityError) -> str:
-    """The message of what made an activity fail for good."""
-    return getattr(exc.cause, "message", None) or str(exc.cause or exc)
 #: Heartbeat timeout of model calls and of tools that do not set ``heartbeat``: how soon a
 #: killed worker's activity is retried elsewhere (activities heartbeat every 5 s).
 DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=15)
@@ -92,7 +88,6 @@ class CarriedState(BaseModel):
     trace: list[DecisionRecord]
     last_usage: Usage | None = None
     pending_chars: int = 0
-    continuations: int = 0
     sent_task: bool = True
 
 
@@ -180,7 +175,6 @@ class AgentWorkflow:
         self.status: RunStatus | None = None
         self.answer: str | None = None
         self.waiting_for: str | None = None
-        self.continuations = 0
         self.step_span: Any = None
         self.started_at_step = 0
         self.sent_task = False
@@ -329,11 +323,9 @@ class AgentWorkflow:
         except (asyncio.CancelledError, CancelledError, ActivityError) as exc:
             if isinstance(exc, ActivityError) and not is_cancellation(exc):
                 # A model call that failed for good (bad key, invalid request, retries spent).
-                cause = exc.cause
-                message = getattr(cause, "message", None) or str(cause or exc)
                 self.status = "failed"
                 self.answer = None
-                result = self._result(error=message)
+                result = self._result(error=failure_message(exc))
             else:
                 # Cancelled while waiting, or while an activity ran (which was cancelled with the run).
                 self.status = "cancelled"
@@ -397,7 +389,7 @@ class AgentWorkflow:
         self.usage = self.usage + out.usage
         self.total_cost += step_cost
         self.last_usage = out.usage
-        await self._settle_daily(estimate, step_cost)
+        await self._settle_daily(step_cost)
         cost = CostRecord(
             **out.usage.model_dump(),
             estimated_cost=round(step_cost, 8),
@@ -521,12 +513,10 @@ class AgentWorkflow:
         except ActivityError as exc:
             if is_cancellation(exc):
                 raise
-            cause = exc.cause
-            detail = getattr(cause, "message", None) or str(cause or exc)
             return self._observe(
                 call,
                 "unavailable",
-                f"The tool {call.name} is unavailable right now ({detail}). Do not call it again in this run; "
+                f"The tool {call.name} is unavailable right now ({failure_message(exc)}). Do not call it again in this run; "
                 "try another approach or answer with what you have.",
                 error=True,
                 approval_id=approval.approval_id if approval else None,
@@ -674,8 +664,8 @@ class AgentWorkflow:
         self.daily_reservation = SettleRequest(agent=request.agent, day=request.day, reservation_id=request.reservation_id)
         return True, ""
 
-    async def _settle_daily(self, estimate: float, actual: float) -> None:
-        """Replace the reservation of ``estimate`` with the ``actual`` cost."""
+    async def _settle_daily(self, actual: float) -> None:
+        """Replace the open reservation with the call's ``actual`` cost."""
         await self._close_reservation(actual)
 
     async def _release_daily(self) -> None:
@@ -698,7 +688,7 @@ class AgentWorkflow:
         except ActivityError as exc:
             if is_cancellation(exc):
                 raise
-            self._warn(f"DAILY_BUDGET_UNSETTLED: reservation {reservation.reservation_id} left to expire ({_failure_detail(exc)})")
+            self._warn(f"DAILY_BUDGET_UNSETTLED: reservation {reservation.reservation_id} left to expire ({failure_message(exc)})")
             return
         self.daily_remaining = balance.remaining_usd
 
@@ -732,7 +722,7 @@ class AgentWorkflow:
         except ActivityError as exc:
             if is_cancellation(exc):
                 raise
-            text = f"The tool {call.name} is unavailable right now: its rate limiter could not be reached ({_failure_detail(exc)})."
+            text = f"The tool {call.name} is unavailable right now: its rate limiter could not be reached ({failure_message(exc)})."
             return self._observe(call, "unavailable", text, error=True, approval_id=approval_id), {}
         if not slot.granted:
             return self._observe(call, "rate_limited", slot.message, error=True, approval_id=approval_id), {}
@@ -827,7 +817,9 @@ class AgentWorkflow:
         if self.step_span is not None:
             telemetry.describe_step(self.step_span, record)
         if not workflow.unsafe.is_replaying():
-            key = f"{workflow.info().workflow_id}/{workflow.info().first_execution_run_id}/{self.step}/{len(self.trace)}/{action.tool}"
+            # The record's place within its step: the trace's own length stops growing at TRACE_KEPT.
+            nth = sum(1 for kept in self.trace if kept.step == self.step)
+            key = f"{workflow.info().workflow_id}/{workflow.info().first_execution_run_id}/{self.step}/{nth}/{action.tool}"
             with workflow.unsafe.sandbox_unrestricted():
                 trace.emit(key, record)
                 telemetry.record_step_metrics(record, (now - started).total_seconds() * 1000, self.agent.model)
@@ -864,7 +856,7 @@ class AgentWorkflow:
 
     def _should_continue_as_new(self) -> bool:
         assert self.agent is not None
-        if self.step == 0 or self.pending or self.step == self.started_at_step:
+        if self.pending or self.step == self.started_at_step:  # nothing done in this run yet
             return False
         steps_here = self.step - self.started_at_step
         return steps_here >= self.agent.continue_as_new_every or workflow.info().is_continue_as_new_suggested()
@@ -888,7 +880,6 @@ class AgentWorkflow:
             trace=self.trace[-50:],
             last_usage=self.last_usage,
             pending_chars=self.pending_chars,
-            continuations=self.continuations + 1,
             sent_task=self.sent_task,
         )
         workflow.continue_as_new(args=[self.input.model_dump(mode="json", exclude_none=True), carried])
@@ -908,6 +899,5 @@ class AgentWorkflow:
         self.trace = carried.trace
         self.last_usage = carried.last_usage
         self.pending_chars = carried.pending_chars
-        self.continuations = carried.continuations
         self.started_at_step = carried.step
         self.sent_task = carried.sent_task
