@@ -32,7 +32,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, Work
 from temporalio.exceptions import ApplicationError
 
 from durable_agent import connection, contracts
-from durable_agent.errors import DurableAgentError
+from durable_agent.errors import DurableAgentError, failure_message
 from durable_agent.schemas import AgentInput, AgentResult, ApprovalRecord, PendingApproval, ReviewRequest, StatusView
 
 __all__ = ["AgentClient", "ApprovalRefused"]
@@ -186,7 +186,5 @@ class AgentClient:
                 contracts.UPDATE_REVIEW, request.model_dump(mode="json", exclude_none=True)
             )
         except WorkflowUpdateFailedError as exc:
-            cause = exc.cause
-            reason = cause.message if isinstance(cause, ApplicationError) else str(cause or exc)
-            raise ApprovalRefused(run_id, reason) from exc
+            raise ApprovalRefused(run_id, failure_message(exc)) from exc
         return ApprovalRecord.model_validate(raw)

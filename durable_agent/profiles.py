@@ -149,7 +149,10 @@ def load_config(path: str | os.PathLike[str], *, extra_tool_modules: list[str] |
             if tool_name not in registry:
                 known = ", ".join(registry.names()) or "none"
                 raise ConfigError(
-                    file, f"agents.{name}.tools[{index}]", f"no tool named {tool_name!r} is registered (known: {known})"
+                    file,
+                    f"agents.{name}.tools[{index}]",
+                    f"no tool named {tool_name!r} is registered (known: {known}); list the module that declares it "
+                    f"under tool_modules (the demo's is durable_agent.demo.shop) or pass --tools MODULE",
                 )
         for key, tool_names in (("rate_limits", profile.rate_limits), ("rate_limit_wait", profile.rate_limit_wait)):
             for tool_name in tool_names:

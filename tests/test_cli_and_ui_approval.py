@@ -92,6 +92,8 @@ class TestCliApproval:
             refused = await asyncio.to_thread(review, "mallory", False)
             assert refused.returncode != 0
             assert "'mallory' may not decide: allowed reviewers are alice" in refused.stdout + refused.stderr
+            # Sending the same decision again cannot help, and the refusal says so.
+            assert "retryable: false" in refused.stdout + refused.stderr
             answered = await asyncio.to_thread(review, "alice", True)
             result = await handle.result()
         record = json.loads(answered.stdout)

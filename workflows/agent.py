@@ -218,25 +218,31 @@ class AgentWorkflow:
 
     @workflow.update(name=contracts.UPDATE_REVIEW, description='Decide a pending action and get the decided record: {"approval_id": "...", "approved": true, "reviewer": "...", "comment": "..."}.')
     def review(self, payload: Any) -> ApprovalRecord:
-        try:
-            request = self._parse_decision(ReviewRequest, payload)
-            approval_id = self._check_decision(request.approval_id, request.reviewer)
-        except policy.DecisionRefused as exc:
-            # The validator refuses these before acceptance; an ApplicationError fails only
-            # the update (any other exception here would fail the workflow task).
-            raise ApplicationError(str(exc), type="DecisionRefused", non_retryable=True) from None
+        request, approval_id = self._review_target(payload)
         return self._decide(approval_id, request.approved, request.reviewer, request.comment)
 
     @review.validator
     def _validate_review(self, payload: Any) -> None:
         """Refuse a bad decision before it is accepted: the caller gets the reason, history stays clean."""
         try:
-            request = self._parse_decision(ReviewRequest, payload)
-            self._check_decision(request.approval_id, request.reviewer)
-        except policy.DecisionRefused as exc:
+            self._review_target(payload)
+        except ApplicationError as exc:
             # Validators run only for new updates, never on replay, so this logs once.
-            workflow.logger.warning("refused %s update: %s", contracts.UPDATE_REVIEW, exc)
+            workflow.logger.warning("refused %s update: %s", contracts.UPDATE_REVIEW, exc.message)
             raise
+
+    def _review_target(self, payload: Any) -> tuple[ReviewRequest, str]:
+        """The review request and the approval it decides, or a non-retryable refusal.
+
+        An ``ApplicationError`` fails only the update (any other exception in the
+        handler would fail the workflow task), and says to the caller that trying
+        the same decision again cannot help.
+        """
+        try:
+            request = self._parse_decision(ReviewRequest, payload)
+            return request, self._check_decision(request.approval_id, request.reviewer)
+        except policy.DecisionRefused as exc:
+            raise ApplicationError(str(exc), type="DecisionRefused", non_retryable=True) from None
 
     @staticmethod
     def _parse_decision(model: type[_DecisionT], payload: Any) -> _DecisionT:
