@@ -38,14 +38,14 @@ sys.path.insert(0, str(ROOT))
 
 from durable_agent.connection import find_executable  # noqa: E402
 
-from activities.budget import LimitsClient  # noqa: E402
+from durable_agent.activities.budget import LimitsClient  # noqa: E402
 from durable_agent import budget  # noqa: E402
 from durable_agent.budget import LedgerState, ReserveRequest, SettleRequest  # noqa: E402
 from durable_agent.models import register_provider  # noqa: E402
 from durable_agent.store import ContentStore  # noqa: E402
 from durable_agent.testing import ScriptedModel, answer, tool_use  # noqa: E402
 from tests.conftest import make_config  # noqa: E402
-from worker import create_worker  # noqa: E402
+from durable_agent.cli.worker import create_worker  # noqa: E402
 
 #: Each reservation's amount; the budget is set to exactly what all of them need.
 AMOUNT_USD = 0.001

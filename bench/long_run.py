@@ -26,7 +26,7 @@ from durable_agent.schemas import AgentResult  # noqa: E402
 from durable_agent.store import ContentStore  # noqa: E402
 from durable_agent.testing import ScriptedModel, answer, tool_use  # noqa: E402
 from tests.conftest import make_config  # noqa: E402
-from worker import create_worker  # noqa: E402
+from durable_agent.cli.worker import create_worker  # noqa: E402
 
 
 async def main() -> None:

@@ -24,7 +24,7 @@ from durable_agent.schemas import AgentResult
 from durable_agent.store import ContentStore
 from durable_agent.testing import ScriptedModel
 from tests.fake_anthropic import FakeAnthropic
-from worker import create_worker
+from durable_agent.cli.worker import create_worker
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -32,7 +32,7 @@ from durable_agent.models import register_provider  # noqa: E402
 from durable_agent.schemas import StatusView  # noqa: E402
 from durable_agent.testing import ScriptedModel, answer, tool_use  # noqa: E402
 from tests.conftest import SUPPORT_PROFILE, make_config  # noqa: E402
-from worker import create_worker  # noqa: E402
+from durable_agent.cli.worker import create_worker  # noqa: E402
 
 OUT = HERE / "histories"
 

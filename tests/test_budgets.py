@@ -13,7 +13,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.budget import LimitsClient
+from durable_agent.activities.budget import LimitsClient
 from durable_agent import budget
 from durable_agent.budget import LedgerStart, LedgerState, ReserveRequest, SettleRequest
 from durable_agent.schemas import AgentResult, DecisionRecord, StatusView, Usage

@@ -14,8 +14,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from worker import workflow_runner
-from workflows import WORKFLOWS
+from durable_agent.cli.worker import workflow_runner
+from durable_agent.workflows import WORKFLOWS
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 

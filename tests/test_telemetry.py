@@ -16,7 +16,7 @@ from durable_agent import telemetry
 from durable_agent.connection import connect
 from durable_agent.schemas import AgentResult, StatusView
 from tests.conftest import make_config
-from worker import create_worker
+from durable_agent.cli.worker import create_worker
 
 SPANS = InMemorySpanExporter()
 METRICS = InMemoryMetricReader()

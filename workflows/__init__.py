@@ -1,8 +1,8 @@
 """Workflows: deterministic decisions. No I/O, no clocks, no randomness but Temporal's."""
 
-from workflows.agent import AgentWorkflow
-from workflows.ledger import BudgetLedger
-from workflows.ratelimit import RateLimiter
+from durable_agent.workflows.agent import AgentWorkflow
+from durable_agent.workflows.ledger import BudgetLedger
+from durable_agent.workflows.ratelimit import RateLimiter
 
 WORKFLOWS: list[type] = [AgentWorkflow, BudgetLedger, RateLimiter]
 

@@ -22,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from durable_agent import budget, contracts
     from durable_agent.budget import Balance, LedgerStart, LedgerState, ReserveRequest, ReserveResult, SettleRequest
 
-from workflows.entity import EntityWorkflow
+from durable_agent.workflows.entity import EntityWorkflow
 
 
 @workflow.defn(name=contracts.BUDGET_LEDGER_WORKFLOW)

@@ -21,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from durable_agent import contracts, ratelimit
     from durable_agent.ratelimit import AcquireRequest, AcquireResult, BucketState, LimiterStart
 
-from workflows.entity import EntityWorkflow
+from durable_agent.workflows.entity import EntityWorkflow
 
 
 @workflow.defn(name=contracts.RATE_LIMITER_WORKFLOW)

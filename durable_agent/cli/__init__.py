@@ -1,0 +1,50 @@
+"""The ``durable-agent`` console command: one entry point, a subcommand per job.
+
+Each subcommand is a module of this package (imported only when used, so
+``durable-agent --help`` stays fast) that defines ``add_arguments(parser)`` and
+``main(args) -> int``, sync or async. ``starter.py`` and ``worker.py`` in a
+source checkout are thin aliases of ``run`` and ``worker``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import inspect
+import sys
+from typing import Sequence
+
+#: Subcommand name -> (module, one-line help).
+COMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("durable_agent.cli.run", "start an agent run and watch it live (the embedded default when no server answers)"),
+    "worker": ("durable_agent.cli.worker", "poll a task queue and run agent workflows and activities"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand's options."""
+    parser = argparse.ArgumentParser(prog="durable-agent", description="Production AI agents on Temporal.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = subparsers.add_parser(
+            name, help=help_text, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        module.add_arguments(sub)
+        sub.set_defaults(_module=module)
+    return parser
+
+
+def run_command(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` (default: the process's) and run the chosen subcommand; its exit status."""
+    args = build_parser().parse_args(argv)
+    main = args._module.main
+    if inspect.iscoroutinefunction(main):
+        return int(asyncio.run(main(args)) or 0)
+    return int(main(args) or 0)
+
+
+def entry() -> None:
+    """The console script."""
+    sys.exit(run_command())
