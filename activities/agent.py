@@ -130,7 +130,7 @@ class AgentActivities:
             if tool_name in profile.rate_limit_wait:
                 info.rate_limit_wait = profile.rate_limit_wait[tool_name]
             tools.append(info)
-        prompt_ref = self.store.put(
+        prompt_ref = await self.store.put(
             {
                 "system": profile.system_prompt,
                 "tools": [{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in tools],
@@ -164,7 +164,7 @@ class AgentActivities:
             user_content.append({"type": "text", "text": request.user_text})
         for part in request.tool_results:
             if part.ref is not None:
-                text = _tool_result_text(self.store.get(part.ref)["output"])
+                text = _tool_result_text((await self.store.get(part.ref))["output"])
             else:
                 text = part.text or ""
             block: dict[str, Any] = {"type": "tool_result", "tool_use_id": part.tool_use_id, "content": text}
@@ -172,13 +172,13 @@ class AgentActivities:
                 block["is_error"] = True
             user_content.append(block)
         if user_content:
-            head = self.store.append(head, {"role": "user", "content": user_content})
-        prompt = self.store.get(request.prompt_ref)
+            head = await self.store.append(head, {"role": "user", "content": user_content})
+        prompt = await self.store.get(request.prompt_ref)
         model_request = ModelRequest(
             model=request.model,
             system=prompt["system"],
             tools=prompt["tools"],
-            messages=self.store.messages(head),
+            messages=await self.store.messages(head),
             max_tokens=request.max_tokens,
             on_progress=activity.heartbeat,
         )
@@ -197,7 +197,7 @@ class AgentActivities:
             raise _retry_error(exc.message, exc.kind, delay, status_code=exc.status_code) from None
         duration_ms = int((time.monotonic() - started) * 1000)
         assert head is not None
-        new_head = self.store.append(head, {"role": "assistant", "content": response.content})
+        new_head = await self.store.append(head, {"role": "assistant", "content": response.content})
         text = "\n".join(b.get("text", "") for b in response.content if b.get("type") == "text")
         if not text:
             # Newer models return the words between tool calls as thinking blocks: keep them as the reasoning.
@@ -261,7 +261,7 @@ class AgentActivities:
             log.warning("tool %s crashed (attempt %s): %r", call.name, info.attempt, exc)
             raise _retry_error(f"{call.name} crashed: {type(exc).__name__}: {exc}", ErrorKind.TOOL_CRASH, delay) from None
         text = _tool_result_text(result)
-        ref = self.store.put({"tool": call.name, "output": result})
+        ref = await self.store.put({"tool": call.name, "output": result})
         return ToolCallOutput(status="ok", ref=ref, preview=text[:PREVIEW_CHARS], duration_ms=_ms(started), chars=len(text))
 
     # ----------------------------------------------------------------- notify

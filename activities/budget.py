@@ -58,7 +58,7 @@ class LimitsClient:
         deadline = time.monotonic() + PUSHBACK_DEADLINE
         backoff = 0.05
         while True:
-            operation = WithStartWorkflowOperation(
+            operation: WithStartWorkflowOperation[Any, Any] = WithStartWorkflowOperation(
                 workflow,
                 start,
                 id=workflow_id,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 
 def failure_message(exc: BaseException) -> str:
     """The message of what made a Temporal call fail: its cause's message, else its text.
@@ -11,6 +13,18 @@ def failure_message(exc: BaseException) -> str:
     """
     cause = getattr(exc, "cause", None)
     return getattr(cause, "message", None) or str(cause or exc)
+
+
+def validation_problems(exc: ValidationError) -> str:
+    """Pydantic's complaints, one per field, in words a person typing JSON can act on."""
+    problems = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "(input)"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"{field}: unknown field")
+        else:
+            problems.append(f"{field}: {err['msg']}")
+    return "; ".join(problems)
 
 
 class DurableAgentError(Exception):

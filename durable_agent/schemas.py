@@ -35,7 +35,8 @@ class Autonomy(str, Enum):
 
 _AUTONOMY_RANK = {Autonomy.READ_ONLY: 0, Autonomy.SUPERVISED: 1, Autonomy.AUTONOMOUS: 2}
 
-RunStatus = Literal["success", "max_steps_exceeded", "budget_exceeded", "cancelled", "failed"]
+#: How a run ended. ``stopped``: an anomaly rule stopped it; ``refused``: the model refused the task.
+RunStatus = Literal["success", "max_steps_exceeded", "budget_exceeded", "cancelled", "failed", "stopped", "refused"]
 Phase = Literal[
     "starting",
     "thinking",
@@ -246,7 +247,7 @@ class ToolInfo(BaseModel):
 class ApprovalPolicy(StrictModel):
     """Which actions wait for a person (supervised autonomy only)."""
 
-    high_risk_actions: list[Literal["low", "medium", "high"]] = Field(default_factory=lambda: ["high"])
+    high_risk_actions: list[Literal["low", "medium", "high"]] = Field(default_factory=lambda: ["high"])  # type: ignore[arg-type]  # pydantic's stub infers list[str]
     protected_tools: list[str] = Field(default_factory=list)
     max_amount: float | None = None
     destructive_needs_approval: bool = True

@@ -10,9 +10,9 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 
 from durable_agent.demo import shop
-from durable_agent.schemas import AgentResult, DecisionRecord, StatusView
+from durable_agent.schemas import DecisionRecord, StatusView
 from durable_agent.testing import answer, tool_use
-from tests.conftest import SUPPORT_PROFILE, Harness, make_config
+from tests.conftest import Harness, make_config
 
 
 async def _failure_message(handle) -> str:

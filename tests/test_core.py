@@ -186,32 +186,33 @@ class TestProfiles:
 class TestContentStore:
     """Content is addressed by its hash; conversations are chains any worker can read."""
 
-    def test_put_is_idempotent_and_get_round_trips(self, tmp_path: Path) -> None:
+    async def test_put_is_idempotent_and_get_round_trips(self, tmp_path: Path) -> None:
         store = ContentStore(tmp_path)
-        ref = store.put({"b": 1, "a": [1, 2]})
-        assert ref == store.put({"a": [1, 2], "b": 1})
-        assert store.get(ref) == {"a": [1, 2], "b": 1}
+        ref = await store.put({"b": 1, "a": [1, 2]})
+        assert ref == await store.put({"a": [1, 2], "b": 1})
+        assert await store.get(ref) == {"a": [1, 2], "b": 1}
         with pytest.raises(KeyError, match="not in the store"):
-            store.get("sha256:" + "0" * 64)
+            await store.get("sha256:" + "0" * 64)
         with pytest.raises(KeyError, match="not a content reference"):
-            store.get("../../etc/passwd")
+            await store.get("../../etc/passwd")
 
-    def test_a_chain_reads_back_in_order_from_a_fresh_store(self, tmp_path: Path) -> None:
+    async def test_a_chain_reads_back_in_order_from_a_fresh_store(self, tmp_path: Path) -> None:
         writer = ContentStore(tmp_path)
         head = None
         for i in range(5):
-            head = writer.append(head, {"role": "user", "content": f"m{i}"})
+            head = await writer.append(head, {"role": "user", "content": f"m{i}"})
         reader = ContentStore(tmp_path)  # another worker: nothing cached
-        assert [m["content"] for m in reader.messages(head)] == [f"m{i}" for i in range(5)]
+        assert [m["content"] for m in await reader.messages(head)] == [f"m{i}" for i in range(5)]
         # A branch from the middle leaves the original intact.
-        middle = writer.append(None, {"role": "user", "content": "m0"})
-        assert writer.messages(middle) == [{"role": "user", "content": "m0"}]
-        assert len(writer.messages(head)) == 5
+        middle = await writer.append(None, {"role": "user", "content": "m0"})
+        assert await writer.messages(middle) == [{"role": "user", "content": "m0"}]
+        assert len(await writer.messages(head)) == 5
 
-    def test_retried_appends_give_the_same_head(self, tmp_path: Path) -> None:
+    async def test_retried_appends_give_the_same_head(self, tmp_path: Path) -> None:
         store = ContentStore(tmp_path)
-        first = store.append(None, {"role": "user", "content": "task"})
-        assert store.append(first, {"role": "assistant", "content": "x"}) == store.append(first, {"role": "assistant", "content": "x"})
+        first = await store.append(None, {"role": "user", "content": "task"})
+        again = await store.append(first, {"role": "assistant", "content": "x"})
+        assert again == await store.append(first, {"role": "assistant", "content": "x"})
 
 
 class TestAnomalies:

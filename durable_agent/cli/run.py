@@ -26,7 +26,6 @@ import subprocess
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any, AsyncIterator, Sequence
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
@@ -110,7 +109,7 @@ async def embedded_server(address: str, out: Any) -> AsyncIterator[Client]:
     db.parent.mkdir(parents=True, exist_ok=True)
     log_path = state_dir() / "temporal-server.log"
     log_file = log_path.open("ab")
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # noqa: ASYNC220 - a long-lived server, not awaited here
         [cli, "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port), "--ui-port", str(ui_port),
          "--db-filename", str(db), "--log-level", "error"],
         stdout=log_file,
@@ -305,7 +304,7 @@ def print_result(result: AgentResult, out: Any) -> None:
 async def run(args: argparse.Namespace, client: Client | None = None, out: Any = None) -> int:
     out = out or sys.stdout
     telemetry.setup()  # before connecting: the client then carries the tracing plugin
-    display = open(os.devnull, "w") if args.json else out  # noqa: SIM115 - closed with the process
+    display = open(os.devnull, "w") if args.json else out  # noqa: ASYNC230 - opening /dev/null does not block
     address = target_address()
     task_queue = default_task_queue()
     async with contextlib.AsyncExitStack() as stack:

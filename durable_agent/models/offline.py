@@ -114,7 +114,8 @@ class OfflineModel:
         if "search_kb" in tools and t.last("search_kb") is None and (wants_refund or wants_cancel or order_id):
             query = "refund policy" if wants_refund else ("cancellation policy" if wants_cancel else t.task[:80])
             return f"{OFFLINE_NOTICE} Next I check the knowledge base for the {query}.", ("search_kb", {"query": query})
-        order_info = _json(t.last("lookup_order")["result"]) if t.last("lookup_order") else {}
+        last_lookup = t.last("lookup_order")
+        order_info = _json(last_lookup["result"]) if last_lookup else {}
         if wants_refund and order_id and "issue_refund" in tools and t.last("issue_refund") is None:
             amount_match = _AMOUNT.search(t.task)
             if amount_match:

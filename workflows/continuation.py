@@ -1,0 +1,87 @@
+"""Continue-as-new: a long run hands its small state to a fresh execution.
+
+The conversation is a reference into the content store, so what is carried is
+the same size at step 10,000 as at step 250.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from durable_agent.schemas import ApprovalRecord, DecisionRecord, ResolvedAgent, ToolResultPart, Usage
+
+from durable_agent.workflows.state import RunState
+
+
+class CarriedState(BaseModel):
+    """What a run hands to its continuation (continue-as-new)."""
+
+    agent: ResolvedAgent
+    step: int
+    usage: Usage
+    total_cost: float
+    tools_used: list[str]
+    warnings: list[str]
+    warnings_unlisted: dict[str, int] = {}
+    approvals: list[ApprovalRecord]
+    head: str | None
+    pending_results: list[ToolResultPart]
+    recent_actions: list[str]
+    trace: list[DecisionRecord]
+    last_usage: Usage | None = None
+    pending_chars: int = 0
+    sent_task: bool = True
+
+
+class Continuation(RunState):
+    """When to continue as new, what to carry, and how a continuation picks it up."""
+
+    def _should_continue_as_new(self) -> bool:
+        assert self.agent is not None
+        if self.pending or self.step == self.started_at_step:  # nothing done in this run yet
+            return False
+        steps_here = self.step - self.started_at_step
+        return steps_here >= self.agent.continue_as_new_every or workflow.info().is_continue_as_new_suggested()
+
+    async def _continue_as_new(self) -> None:
+        assert self.input is not None and self.agent is not None
+        self.phase = "continuing"
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        carried = CarriedState(
+            agent=self.agent,
+            step=self.step,
+            usage=self.usage,
+            total_cost=self.total_cost,
+            tools_used=self.tools_used,
+            warnings=self.warnings,
+            warnings_unlisted=self.warnings_unlisted,
+            approvals=self.approvals,
+            head=self.head,
+            pending_results=self.pending_results,
+            recent_actions=self.recent_actions,
+            trace=self.trace[-50:],
+            last_usage=self.last_usage,
+            pending_chars=self.pending_chars,
+            sent_task=self.sent_task,
+        )
+        workflow.continue_as_new(args=[self.input.model_dump(mode="json", exclude_none=True), carried])
+
+    def _restore(self, carried: CarriedState) -> None:
+        self.agent = carried.agent
+        self.step = carried.step
+        self.usage = carried.usage
+        self.total_cost = carried.total_cost
+        self.tools_used = carried.tools_used
+        self.warnings = carried.warnings
+        self.warnings_unlisted = dict(carried.warnings_unlisted)
+        self.approvals = carried.approvals
+        self.head = carried.head
+        self.pending_results = carried.pending_results
+        self.recent_actions = carried.recent_actions
+        self.trace = carried.trace
+        self.last_usage = carried.last_usage
+        self.pending_chars = carried.pending_chars
+        self.started_at_step = carried.step
+        self.sent_task = carried.sent_task

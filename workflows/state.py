@@ -1,0 +1,112 @@
+"""The state of one agent run, shared by the mixins that make up ``AgentWorkflow``.
+
+``AgentWorkflow`` is assembled from one mixin per concern (approvals, limits,
+records, continue-as-new), each in its own module; they all read and write the
+attributes declared here, so the types are written down once.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, CancelledError
+
+with workflow.unsafe.imports_passed_through():
+    from durable_agent.budget import SettleRequest
+    from durable_agent.schemas import (
+        AgentInput,
+        ApprovalRecord,
+        Autonomy,
+        DecisionRecord,
+        PendingApproval,
+        Phase,
+        ResolvedAgent,
+        RunStatus,
+        ToolCall,
+        ToolResultPart,
+        Usage,
+    )
+
+#: Heartbeat timeout of model calls and of tools that do not set ``heartbeat``: how soon a
+#: killed worker's activity is retried elsewhere (activities heartbeat every 5 s).
+DEFAULT_HEARTBEAT_TIMEOUT = timedelta(seconds=15)
+
+
+def is_cancellation(exc: BaseException) -> bool:
+    """Whether ``exc`` is the run's own cancellation reaching it through an activity.
+
+    Cancelling a run cancels the activity in flight, and the workflow sees that as an
+    ``ActivityError`` caused by ``CancelledError``: it must stop the run, never be
+    taken for a failing tool or model (which the run would carry on without).
+    """
+    return isinstance(exc, CancelledError) or (isinstance(exc, ActivityError) and isinstance(exc.cause, CancelledError))
+
+
+class RunState:
+    """Every attribute of a run, with its type; ``__init__`` gives the starting values."""
+
+    input: AgentInput | None
+    agent: ResolvedAgent | None
+    autonomy: Autonomy
+    budget_usd: float | None
+    phase: Phase
+    step: int
+    usage: Usage
+    total_cost: float
+    tools_used: list[str]
+    warnings: list[str]
+    warnings_unlisted: dict[str, int]
+    approvals: list[ApprovalRecord]
+    pending: dict[str, PendingApproval]
+    decided: dict[str, ApprovalRecord]
+    #: The tool calls of the current turn, so a turn's held actions are opened together.
+    turn_calls: list[ToolCall]
+    _notifications: dict[str, workflow.ActivityHandle[Any]]
+    trace: list[DecisionRecord]
+    head: str | None
+    pending_results: list[ToolResultPart]
+    pending_chars: int
+    recent_actions: list[str]
+    last_usage: Usage | None
+    status: RunStatus | None
+    answer: str | None
+    waiting_for: str | None
+    step_span: Any
+    started_at_step: int
+    sent_task: bool
+    daily_remaining: float | None
+    daily_reservation: SettleRequest | None
+
+    def __init__(self) -> None:
+        self.input = None
+        self.agent = None
+        self.autonomy = Autonomy.SUPERVISED
+        self.budget_usd = None
+        self.phase = "starting"
+        self.step = 0
+        self.usage = Usage()
+        self.total_cost = 0.0
+        self.tools_used = []
+        self.warnings = []
+        self.warnings_unlisted = {}
+        self.approvals = []
+        self.pending = {}
+        self.decided = {}
+        self.turn_calls = []
+        self._notifications = {}
+        self.trace = []
+        self.head = None
+        self.pending_results = []
+        self.pending_chars = 0
+        self.recent_actions = []
+        self.last_usage = None
+        self.status = None
+        self.answer = None
+        self.waiting_for = None
+        self.step_span = None
+        self.started_at_step = 0
+        self.sent_task = False
+        self.daily_remaining = None
+        self.daily_reservation = None
