@@ -23,6 +23,7 @@ from temporalio.exceptions import ApplicationError
 
 from durable_agent import contracts
 from durable_agent.errors import InvalidToolArguments, ToolAuthError, ToolError, ToolRateLimited, ToolTimeout
+from durable_agent.jsonsafe import json_safe
 from durable_agent.models import ModelError, ModelRequest, is_anthropic, provider_for
 from durable_agent.policy import approve_command
 from durable_agent.pricing import find_price
@@ -39,7 +40,8 @@ from durable_agent.schemas import (
     ToolCallOutput,
 )
 from durable_agent.store import ContentStore
-from durable_agent.tools import ToolContext, ToolRegistry, registry as default_registry
+from durable_agent.tools import ToolContext, ToolRegistry
+from durable_agent.tools import registry as default_registry
 
 log = logging.getLogger("durable_agent.activities")
 
@@ -49,6 +51,8 @@ PREVIEW_CHARS = 300
 #: Longest reasoning taken from thinking blocks into the workflow (and its history) per step.
 REASONING_CHARS = 2_000
 HEARTBEAT_EVERY = 5.0
+#: Longest error text a tool call reports (it is recorded in the history and shown to the model).
+ERROR_CHARS = 2_000
 
 
 @contextlib.asynccontextmanager
@@ -71,6 +75,7 @@ async def _heartbeating(every: float = HEARTBEAT_EVERY) -> AsyncIterator[None]:
 
 def _retry_error(message: str, kind: ErrorKind, delay: float | None, **details: Any) -> ApplicationError:
     """An ``ApplicationError`` that retries after exactly ``delay`` seconds, or never (``None``)."""
+    message = _cut(message, ERROR_CHARS)
     if delay is None:
         return ApplicationError(message, details or None, type=kind.value, non_retryable=True)
     return ApplicationError(message, details or None, type=kind.value, next_retry_delay=timedelta(seconds=delay))
@@ -78,8 +83,12 @@ def _retry_error(message: str, kind: ErrorKind, delay: float | None, **details: 
 
 def _tool_result_text(value: Any) -> str:
     text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
-    if len(text) > MAX_RESULT_CHARS:
-        text = text[:MAX_RESULT_CHARS] + f"\n[... cut: {len(text) - MAX_RESULT_CHARS} more characters]"
+    return _cut(text, MAX_RESULT_CHARS)
+
+
+def _cut(text: str, limit: int) -> str:
+    if len(text) > limit:
+        return text[:limit] + f"\n[... cut: {len(text) - limit} more characters]"
     return text
 
 
@@ -243,14 +252,16 @@ class AgentActivities:
             async with _heartbeating(min(HEARTBEAT_EVERY, tool.info.heartbeat_seconds or HEARTBEAT_EVERY)):
                 result = await asyncio.wait_for(tool.invoke(call.args, context), timeout=tool.info.timeout_seconds)
         except InvalidToolArguments as exc:
-            return ToolCallOutput(status="invalid_arguments", error=str(exc), preview=str(exc)[:PREVIEW_CHARS])
+            message = _error_text(exc)
+            return ToolCallOutput(status="invalid_arguments", error=message, preview=message[:PREVIEW_CHARS])
         except ToolError as exc:
             kind = _tool_error_kind(exc)
             retry_after = exc.retry_after if isinstance(exc, ToolRateLimited) else None
             if not exc.retryable:
-                return ToolCallOutput(status="error", error=str(exc), preview=str(exc)[:PREVIEW_CHARS], duration_ms=_ms(started))
+                message = _error_text(exc)
+                return ToolCallOutput(status="error", error=message, preview=message[:PREVIEW_CHARS], duration_ms=_ms(started))
             delay = next_delay(plan, kind, info.attempt, retry_after)
-            raise _retry_error(f"{call.name}: {exc}", kind, delay) from None
+            raise _retry_error(f"{call.name}: {_error_text(exc)}", kind, delay) from None
         except (asyncio.TimeoutError, TimeoutError):
             delay = next_delay(plan, ErrorKind.TIMEOUT, info.attempt)
             raise _retry_error(f"{call.name} timed out after {tool.info.timeout_seconds:g}s", ErrorKind.TIMEOUT, delay) from None
@@ -259,10 +270,31 @@ class AgentActivities:
         except Exception as exc:
             delay = next_delay(plan, ErrorKind.TOOL_CRASH, info.attempt)
             log.warning("tool %s crashed (attempt %s): %r", call.name, info.attempt, exc)
-            raise _retry_error(f"{call.name} crashed: {type(exc).__name__}: {exc}", ErrorKind.TOOL_CRASH, delay) from None
-        text = _tool_result_text(result)
-        ref = await self.store.put({"tool": call.name, "output": result})
-        return ToolCallOutput(status="ok", ref=ref, preview=text[:PREVIEW_CHARS], duration_ms=_ms(started), chars=len(text))
+            raise _retry_error(f"{call.name} crashed: {type(exc).__name__}: {_error_text(exc)}", ErrorKind.TOOL_CRASH, delay) from None
+        return await self._tool_done(call, result, _ms(started))
+
+    async def _tool_done(self, call: ToolCall, result: Any, duration_ms: int) -> ToolCallOutput:
+        """The outcome of a tool that returned: never raises, so nothing of ours can make the tool run again.
+
+        The result is made JSON-safe once, here (what could not be kept as it was is
+        said in ``warnings``); if storing it fails, the model gets the preview and a note.
+        """
+        try:
+            output, warnings = json_safe(result)
+            text = _tool_result_text(output)
+        except Exception as exc:  # noqa: BLE001 - json_safe does not raise; this is the belt to its braces
+            output, text = None, f"[the result of {call.name} could not be read: {type(exc).__name__}]"
+            warnings = [f"RESULT_CONVERTED: {text}"]
+        try:
+            ref: str | None = await self.store.put({"tool": call.name, "output": output})
+        except Exception as exc:  # noqa: BLE001 - the store is down or full: the tool's work is done all the same
+            log.warning("result of %s not stored (the tool is not run again): %r", call.name, exc)
+            ref = None
+            note = f"RESULT_NOT_STORED: the full result could not be stored ({type(exc).__name__}); the model saw its first {PREVIEW_CHARS} characters"
+            warnings = [*warnings, _cut(note, 300)]
+            text = text[:PREVIEW_CHARS] + "\n[the rest of this result could not be stored]"
+            return ToolCallOutput(status="ok", ref=None, preview=text, duration_ms=duration_ms, chars=len(text), warnings=warnings)
+        return ToolCallOutput(status="ok", ref=ref, preview=text[:PREVIEW_CHARS], duration_ms=duration_ms, chars=len(text), warnings=warnings)
 
     # ----------------------------------------------------------------- notify
 
@@ -306,6 +338,15 @@ class AgentActivities:
     def all(self) -> list[Any]:
         """Every activity of this object, for ``Worker(activities=...)``."""
         return [self.resolve_agent, self.think, self.run_tool, self.notify_reviewer]
+
+
+def _error_text(exc: BaseException) -> str:
+    """An exception's text, cut to ``ERROR_CHARS`` and made valid Unicode (it is recorded and shown to the model)."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a __str__ that fails must not fail the call
+        text = type(exc).__name__
+    return _cut(text.encode("utf-8", "replace").decode("utf-8"), ERROR_CHARS)
 
 
 def _ms(started: float) -> int:

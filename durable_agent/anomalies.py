@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import Any
 
@@ -12,9 +13,17 @@ HIGH_COST = "HIGH_COST"
 HIGH_TOKEN_USAGE = "HIGH_TOKEN_USAGE"
 
 
+#: Canonical arguments longer than this are kept as their digest: the signatures are carried by continue-as-new.
+SIGNATURE_ARGS_CHARS = 1_000
+
+
 def action_signature(tool: str, args: dict[str, Any] | None) -> str:
-    """A stable text for 'the same call': tool name and canonical arguments."""
-    return tool + json.dumps(args or {}, sort_keys=True, default=str)
+    """A stable text for 'the same call': tool name and canonical arguments (their SHA-256 when long)."""
+    canonical = json.dumps(args or {}, sort_keys=True, default=str)
+    if len(canonical) > SIGNATURE_ARGS_CHARS:
+        digest = hashlib.sha256(canonical.encode("utf-8", "backslashreplace")).hexdigest()
+        canonical = "{sha256:" + digest + "}"
+    return tool + canonical
 
 
 def detect(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pydantic import ValidationError
 
+from durable_agent.inputs import quoted
+
 
 def failure_message(exc: BaseException) -> str:
     """The message of what made a Temporal call fail: its cause's message, else its text.
@@ -15,13 +17,29 @@ def failure_message(exc: BaseException) -> str:
     return getattr(cause, "message", None) or str(cause or exc)
 
 
+#: Which limit a too-long field hit, for the refusal (fields not listed use ``MAX_NAME_CHARS``).
+_LENGTH_LIMITS = {"task": "MAX_TASK_CHARS", "comment": "MAX_COMMENT_CHARS"}
+
+
 def validation_problems(exc: ValidationError) -> str:
-    """Pydantic's complaints, one per field, in words a person typing JSON can act on."""
+    """Pydantic's complaints, one per field, in words a person typing JSON can act on.
+
+    Field names and values chosen by the sender are quoted short, so a refusal (kept in
+    the run's warnings) stays small whatever was sent; a length limit is named.
+    """
     problems = []
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "(input)"
-        if err["type"] == "extra_forbidden":
+    for err in exc.errors()[:10]:
+        field = ".".join(quoted(str(p)) for p in err["loc"]) or "(input)"
+        kind = err["type"]
+        if kind == "extra_forbidden":
             problems.append(f"{field}: unknown field")
+        elif kind == "string_too_long":
+            limit = err.get("ctx", {}).get("max_length")
+            name = _LENGTH_LIMITS.get(str(err["loc"][-1]), "MAX_NAME_CHARS")
+            got = f"{len(err['input']):,}" if isinstance(err.get("input"), str) else "too many"
+            problems.append(f"{field}: {got} characters, over the limit of {limit:,} ({name})")
+        elif kind == "finite_number":
+            problems.append(f"{field}: must be a finite number, not {quoted(repr(err.get('input')))}")
         else:
             problems.append(f"{field}: {err['msg']}")
     return "; ".join(problems)

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from durable_agent.inputs import MAX_COMMENT_CHARS, MAX_NAME_CHARS, MAX_TASK_CHARS
+
 
 class Autonomy(str, Enum):
     """How much an agent may do without a human. Ordered from tightest to loosest."""
@@ -49,20 +51,24 @@ Phase = Literal[
 
 
 class StrictModel(BaseModel):
-    """Base for models that people write by hand: unknown fields are errors."""
+    """Base for models that people write by hand: unknown fields are errors, numbers are finite.
 
-    model_config = ConfigDict(extra="forbid")
+    ``Infinity`` and ``NaN`` (which JSON parsers and pydantic accept, also as strings)
+    would defeat every limit compared with them, so each number field refuses them by name.
+    """
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class AgentInput(StrictModel):
     """Input of one ``AgentWorkflow`` run (the JSON object given to ``temporal workflow start``)."""
 
-    task: str = Field(min_length=1, description="What the agent should do.")
-    agent: str | None = Field(default=None, description="Profile name; the default profile when absent.")
+    task: str = Field(min_length=1, max_length=MAX_TASK_CHARS, description="What the agent should do.")
+    agent: str | None = Field(default=None, max_length=MAX_NAME_CHARS, description="Profile name; the default profile when absent.")
     max_steps: int = Field(default=20, ge=1, le=100_000, description="Think-act iterations before giving up.")
     budget_usd: float | None = Field(default=None, ge=0, description="Per-run spending cap in USD.")
     autonomy: Autonomy | None = Field(default=None, description="May only tighten the profile's level.")
-    model: str | None = Field(default=None, description="Model override, e.g. 'offline' or a Claude model id.")
+    model: str | None = Field(default=None, max_length=MAX_NAME_CHARS, description="Model override, e.g. 'offline' or a Claude model id.")
     metadata: dict[str, Any] = Field(default_factory=dict, description="Free JSON, kept with the run.")
 
     @field_validator("task")
@@ -126,18 +132,18 @@ class PendingApproval(BaseModel):
 class Decision(StrictModel):
     """Payload of the ``approve`` and ``reject`` signals."""
 
-    approval_id: str | None = None
-    reviewer: str | None = None
-    comment: str | None = None
+    approval_id: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
+    reviewer: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
+    comment: str | None = Field(default=None, max_length=MAX_COMMENT_CHARS)
 
 
 class ReviewRequest(StrictModel):
     """Payload of the ``review`` update."""
 
-    approval_id: str | None = None
+    approval_id: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
     approved: bool
-    reviewer: str | None = None
-    comment: str | None = None
+    reviewer: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
+    comment: str | None = Field(default=None, max_length=MAX_COMMENT_CHARS)
 
 
 class ReviewerNotice(BaseModel):
@@ -364,3 +370,4 @@ class ToolCallOutput(BaseModel):
     error: str | None = None
     duration_ms: int = 0
     chars: int = Field(default=0, description="Size of the full result, for the next call's cost estimate.")
+    warnings: list[str] = Field(default_factory=list, description="What had to be changed to keep the result (RESULT_CONVERTED, RESULT_NOT_STORED).")

@@ -124,3 +124,30 @@ async def limited_fail_fast(text: str) -> str:
     """Echo, once an hour; a call over the limit is refused at once instead of waiting."""
     _count("limited_fail_fast")
     return text
+
+
+@tool(read_only=True)
+async def tuple_keys(order_id: str) -> dict:
+    """Returns a dict keyed by tuples, which JSON cannot hold (counted: it must run once)."""
+    _count("tuple_keys")
+    return {("order", order_id): "found", "ok": True}
+
+
+@tool(read_only=True)
+async def circular(size: int = 1) -> list:
+    """Returns a list that contains itself (counted: it must run once)."""
+    _count("circular")
+    items: list = list(range(size))
+    items.append(items)
+    return items
+
+
+#: What ``returns_given`` returns, by key: set by a test before the run (same process as the worker).
+GIVEN_RESULTS: dict[str, object] = {}
+
+
+@tool(read_only=True)
+async def returns_given(key: str) -> object:
+    """Returns whatever the test put under ``key`` in ``GIVEN_RESULTS`` (counted: it must run once)."""
+    _count("returns_given", result_key=key)
+    return GIVEN_RESULTS[key]

@@ -26,7 +26,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from durable_agent import contracts, policy, pricing, telemetry
+    from durable_agent import contracts, inputs, policy, pricing, telemetry
     from durable_agent.errors import failure_message, validation_problems
     from durable_agent.retry import MODEL_RETRY, TOOL_RETRY_POLICIES, temporal_policy
     from durable_agent.schemas import (
@@ -55,13 +55,16 @@ from durable_agent.workflows.state import DEFAULT_HEARTBEAT_TIMEOUT, is_cancella
 
 #: Observation previews longer than this are cut in the trace.
 PREVIEW_CHARS = 300
+#: Where ``_act`` hands a tool result's warnings to the step's decision record.
+RESULT_WARNINGS = "_result_warnings"
 MIN_HEARTBEAT_TIMEOUT_SECONDS = 5.0
 
 __all__ = ["AgentWorkflow", "CarriedState", "is_cancellation", "tool_heartbeat_timeout"]
 
 
-def _invalid_input(exc: ValidationError) -> ApplicationError:
-    return ApplicationError("invalid AgentWorkflow input: " + validation_problems(exc), type="InvalidInput", non_retryable=True)
+def _invalid_input(problems: str) -> ApplicationError:
+    """The run's failure for an input it cannot use: at once, for good, naming the problem."""
+    return ApplicationError("invalid AgentWorkflow input: " + problems, type="InvalidInput", non_retryable=True)
 
 
 def tool_heartbeat_timeout(info: ToolInfo) -> timedelta:
@@ -81,7 +84,7 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
     """One agent run. Input: an :class:`AgentInput` JSON object; result: :class:`AgentResult`."""
 
     @workflow.query(name=contracts.QUERY_STATUS, description="Where the run is: step, phase, cost, usage, pending approvals, warnings, budget left.")
-    def get_status(self) -> StatusView:
+    def get_status(self, *_ignored: Any) -> StatusView:
         return StatusView(
             step=self.step,
             phase=self.phase,
@@ -100,17 +103,10 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
         )
 
     @workflow.run
-    async def run(self, request: Any, carried: CarriedState | None = None) -> AgentResult:
-        if not isinstance(request, dict):
-            raise ApplicationError(
-                f"invalid AgentWorkflow input: expected a JSON object, got {type(request).__name__}",
-                type="InvalidInput",
-                non_retryable=True,
-            )
-        try:
-            self.input = AgentInput.model_validate(request)
-        except ValidationError as exc:
-            raise _invalid_input(exc) from None
+    async def run(self, *args: Any) -> AgentResult:
+        # Untyped on purpose: whatever a client sends reaches _start_arguments, which refuses it
+        # by name; a typed argument that fails to decode would fail the workflow task forever.
+        self.input, carried = self._start_arguments(args)
         if carried is not None:
             self._restore(carried)
         else:
@@ -156,6 +152,30 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
         if result.status == "failed":
             raise ApplicationError(result.error or "the run failed", result.model_dump(mode="json"), type="AgentRunFailed", non_retryable=True)
         return result
+
+    def _start_arguments(self, args: tuple[Any, ...]) -> tuple[AgentInput, CarriedState | None]:
+        """The run's input, and the state its previous run carried when it is a continuation.
+
+        Raises:
+            ApplicationError: ``InvalidInput``, non-retryable, naming the problem: the run fails at once.
+        """
+        continuation = workflow.info().continued_run_id is not None
+        if len(args) != 1 and not (continuation and len(args) == 2):
+            # Only a continue-as-new may hand a run its state: a client's second argument is refused.
+            raise _invalid_input(f"AgentWorkflow takes one JSON object, got {len(args)} arguments")
+        problems = inputs.start_input_problems(args[0])
+        if problems:
+            raise _invalid_input("; ".join(problems))
+        try:
+            request = AgentInput.model_validate(args[0])
+        except ValidationError as exc:
+            raise _invalid_input(validation_problems(exc)) from None
+        if len(args) == 1:
+            return request, None
+        try:
+            return request, CarriedState.model_validate(args[1])
+        except ValidationError as exc:
+            raise _invalid_input(f"the state carried from the previous run is invalid: {validation_problems(exc)}") from None
 
     async def _loop(self) -> AgentResult:
         assert self.input is not None and self.agent is not None
@@ -235,6 +255,7 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
         for index, call in enumerate(out.tool_calls):
             warnings = self._anomalies(call, step_cost if index == 0 else 0.0, out.usage if index == 0 else Usage())
             observation = await self._act(call, index)
+            warnings = warnings + observation.pop(RESULT_WARNINGS, [])
             self._record(
                 ActionRecord(type="tool_call", tool=call.name, args=call.args, reasoning=out.text or None),
                 observation,
@@ -347,6 +368,11 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
         self.pending_results.append(ToolResultPart(tool_use_id=call.id, ref=out.ref, text=None if out.ref else (out.error or out.preview), is_error=out.status != "ok"))
         self.pending_chars += out.chars
         observation: dict[str, Any] = {"status": out.status, "result_preview": out.preview[:PREVIEW_CHARS], **extra}
+        if out.warnings:
+            # What the activity had to change to keep the result (it never runs the tool again for it).
+            observation[RESULT_WARNINGS] = list(out.warnings)
+            for warning in out.warnings:
+                self._warn(f"step {self.step}: {warning}")
         if out.error:
             observation["error"] = out.error
         if out.ref:

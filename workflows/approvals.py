@@ -18,7 +18,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from durable_agent import contracts, policy
+    from durable_agent import contracts, inputs, policy
     from durable_agent.errors import validation_problems
     from durable_agent.schemas import ApprovalRecord, Decision, PendingApproval, ReviewerNotice, ReviewRequest, ToolCall
 
@@ -33,29 +33,30 @@ class Approvals(RunRecords):
 
 
     @workflow.signal(name=contracts.SIGNAL_APPROVE, description='Approve a pending action: {"approval_id": "...", "reviewer": "...", "comment": "..."} (approval_id optional when one is pending).')
-    def approve(self, payload: Any = None) -> None:
-        self._apply_signal(payload, approved=True)
+    def approve(self, *payloads: Any) -> None:
+        # Any number of payloads of any shape: a bad one is refused here, never by the SDK (see durable_agent.inputs).
+        self._apply_signal(payloads, approved=True)
 
     @workflow.signal(name=contracts.SIGNAL_REJECT, description='Reject a pending action: {"approval_id": "...", "reviewer": "...", "comment": "..."} (approval_id optional when one is pending).')
-    def reject(self, payload: Any = None) -> None:
-        self._apply_signal(payload, approved=False)
+    def reject(self, *payloads: Any) -> None:
+        self._apply_signal(payloads, approved=False)
 
     @workflow.update(name=contracts.UPDATE_REVIEW, description='Decide a pending action and get the decided record: {"approval_id": "...", "approved": true, "reviewer": "...", "comment": "..."}.')
-    def review(self, payload: Any) -> ApprovalRecord:
-        request, approval_id = self._review_target(payload)
+    def review(self, *payloads: Any) -> ApprovalRecord:
+        request, approval_id = self._review_target(payloads)
         return self._decide(approval_id, request.approved, request.reviewer, request.comment)
 
     @review.validator
-    def _validate_review(self, payload: Any) -> None:
+    def _validate_review(self, *payloads: Any) -> None:
         """Refuse a bad decision before it is accepted: the caller gets the reason, history stays clean."""
         try:
-            self._review_target(payload)
+            self._review_target(payloads)
         except ApplicationError as exc:
             # Validators run only for new updates, never on replay, so this logs once.
             workflow.logger.warning("refused %s update: %s", contracts.UPDATE_REVIEW, exc.message)
             raise
 
-    def _review_target(self, payload: Any) -> tuple[ReviewRequest, str]:
+    def _review_target(self, payloads: tuple[Any, ...]) -> tuple[ReviewRequest, str]:
         """The review request and the approval it decides, or a non-retryable refusal.
 
         An ``ApplicationError`` fails only the update (any other exception in the
@@ -63,22 +64,25 @@ class Approvals(RunRecords):
         the same decision again cannot help.
         """
         try:
-            request = self._parse_decision(ReviewRequest, payload)
+            request = self._parse_decision(ReviewRequest, payloads, contracts.UPDATE_REVIEW)
             return request, self._check_decision(request.approval_id, request.reviewer)
         except policy.DecisionRefused as exc:
             raise ApplicationError(str(exc), type="DecisionRefused", non_retryable=True) from None
 
     @staticmethod
-    def _parse_decision(model: type[_DecisionT], payload: Any) -> _DecisionT:
+    def _parse_decision(model: type[_DecisionT], payloads: tuple[Any, ...], handler: str) -> _DecisionT:
+        """The decision in ``payloads`` (one JSON object; none means ``{}``), or a refusal naming what is wrong."""
         try:
-            return model.model_validate({} if payload is None else payload)
+            return model.model_validate(inputs.single_payload(payloads, handler))
+        except inputs.PayloadRefused as exc:
+            raise policy.DecisionRefused(f"invalid payload: {exc}") from None
         except ValidationError as exc:
             raise policy.DecisionRefused(f"invalid payload: {validation_problems(exc)}") from None
 
-    def _apply_signal(self, payload: Any, *, approved: bool) -> None:
+    def _apply_signal(self, payloads: tuple[Any, ...], *, approved: bool) -> None:
         name = contracts.SIGNAL_APPROVE if approved else contracts.SIGNAL_REJECT
         try:
-            decision = self._parse_decision(Decision, payload)
+            decision = self._parse_decision(Decision, payloads, name)
             approval_id = self._check_decision(decision.approval_id, decision.reviewer)
         except policy.DecisionRefused as exc:
             # A signal cannot answer its sender: the refusal goes to the log and the run's warnings.

@@ -6,13 +6,17 @@ the same size at step 10,000 as at step 250.
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from durable_agent import carry, inputs
     from durable_agent.schemas import ApprovalRecord, DecisionRecord, ResolvedAgent, ToolResultPart, Usage
 
-from durable_agent.workflows.state import RunState
+from durable_agent.workflows.records import RunRecords
 
 
 class CarriedState(BaseModel):
@@ -35,7 +39,7 @@ class CarriedState(BaseModel):
     sent_task: bool = True
 
 
-class Continuation(RunState):
+class Continuation(RunRecords):
     """When to continue as new, what to carry, and how a continuation picks it up."""
 
     def _should_continue_as_new(self) -> bool:
@@ -66,7 +70,35 @@ class Continuation(RunState):
             pending_chars=self.pending_chars,
             sent_task=self.sent_task,
         )
-        workflow.continue_as_new(args=[self.input.model_dump(mode="json", exclude_none=True), carried])
+        start = self.input.model_dump(mode="json", exclude_none=True)
+        workflow.continue_as_new(args=[start, self._within_payload_limit(start, carried)])
+
+    def _within_payload_limit(self, start: dict[str, Any], carried: CarriedState) -> CarriedState:
+        """``carried``, its trace cut when needed so the continuation's input stays under Temporal's limit.
+
+        Raises:
+            ApplicationError: ``CarriedStateTooLarge``, non-retryable, when even the cut state is
+                too large: the run fails, naming the limit, rather than retrying a refused command.
+        """
+        start_bytes = inputs.json_size(start)
+        size = start_bytes + len(carried.model_dump_json())
+        if size <= carry.CARRIED_STATE_BYTES:
+            return carried
+        # Runs that continued with a larger state before this check replay as they ran.
+        if workflow.patched("carried-state-bounded"):
+            self._warn(f"CARRIED_TRACE_CUT: step {self.step}: large arguments and older records left out of the carried trace")
+            rest = carried.model_copy(update={"trace": [], "warnings": list(self.warnings), "warnings_unlisted": dict(self.warnings_unlisted)})
+            others = start_bytes + len(rest.model_dump_json())
+            carried = rest.model_copy(update={"trace": carry.fit_records(carried.trace, max(0, carry.CARRIED_STATE_BYTES - others))})
+            size = start_bytes + len(carried.model_dump_json())
+            if size > carry.CARRIED_STATE_BYTES:
+                raise ApplicationError(
+                    f"the state this run would carry into its continuation is {size:,} bytes, over the limit of "
+                    f"{carry.CARRIED_STATE_BYTES:,} (CARRIED_STATE_BYTES) even with its trace cut",
+                    type="CarriedStateTooLarge",
+                    non_retryable=True,
+                )
+        return carried
 
     def _restore(self, carried: CarriedState) -> None:
         self.agent = carried.agent

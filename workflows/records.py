@@ -43,7 +43,7 @@ class RunRecords(RunState):
     """Records, warnings, details and the result: what a run tells the world about itself."""
 
     @workflow.query(name=contracts.QUERY_TRACE, description="The decision records of this run, one per step, in order.")
-    def get_trace(self) -> list[DecisionRecord]:
+    def get_trace(self, *_ignored: Any) -> list[DecisionRecord]:
         return list(self.trace)
 
     def _observe(self, call: ToolCall, status: str, text: str, *, error: bool, approval_id: str | None = None) -> dict[str, Any]:

@@ -24,9 +24,11 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from durable_agent.activities import AgentActivities, BudgetActivities
 from durable_agent import telemetry, trace
-from durable_agent.connection import connect, target_address, task_queue as default_task_queue
+from durable_agent.activities import AgentActivities, BudgetActivities
+from durable_agent.connection import connect, target_address
+from durable_agent.connection import task_queue as default_task_queue
+from durable_agent.converter import guarded_client
 from durable_agent.errors import ConfigError
 from durable_agent.profiles import AgentsConfig, load_config
 from durable_agent.store import ContentStore
@@ -70,7 +72,9 @@ def create_worker(
     """A worker that runs every durable-agent workflow and activity.
 
     Args:
-        client: A client using the pydantic data converter (see :func:`durable_agent.connection.connect`).
+        client: A client using the pydantic data converter (see :func:`durable_agent.connection.connect`);
+            the worker uses a copy whose converter never fails on an untyped payload
+            (:func:`durable_agent.converter.guarded_client`).
         config: The validated agent profiles.
         task_queue: Defaults to ``AGENT_TASK_QUEUE`` or ``agents``.
         store: The content store; the default is under ``AGENT_STATE_DIR``.
@@ -78,7 +82,8 @@ def create_worker(
     """
     activities = AgentActivities(config, store or ContentStore())
     return Worker(
-        client,
+        # Whatever a client sends, the workflows get a value they can refuse by name (see durable_agent.converter).
+        guarded_client(client),
         task_queue=task_queue or default_task_queue(),
         workflows=WORKFLOWS,
         activities=activities.all() + BudgetActivities(client).all(),

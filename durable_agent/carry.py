@@ -1,0 +1,58 @@
+"""Keeping what a run carries forward under Temporal's payload limit.
+
+Temporal refuses a payload over 2 MB (``TMPRL1103``), and a refused continue-as-new
+or activity input fails the workflow task again and again. What a run carries is
+small except for the decision records it keeps for the ``trace`` query, whose
+tool arguments and reasoning come from the model and can be large. Before they
+are carried into a continuation, or shown to a reviewer as context, large parts
+are cut; the trace sink keeps every record whole. Pure functions.
+"""
+
+from __future__ import annotations
+
+from durable_agent.inputs import json_size
+from durable_agent.schemas import DecisionRecord
+
+#: Most bytes a run's continue-as-new input may take (Temporal's limit is 2 MB; codecs add a little).
+CARRIED_STATE_BYTES = 1_000_000
+#: Tool arguments over this many bytes of JSON are replaced by a note in carried records.
+CARRIED_ARGS_BYTES = 4_096
+#: Reasoning and observation texts are cut to this many characters in carried records.
+CARRIED_TEXT_CHARS = 2_000
+
+
+def compact_record(record: DecisionRecord) -> DecisionRecord:
+    """``record`` with large arguments replaced by a note and long texts cut; ``record`` itself when nothing is large."""
+    action = record.action
+    update_action: dict[str, object] = {}
+    if action.args is not None:
+        size = json_size(action.args)
+        if size > CARRIED_ARGS_BYTES:
+            update_action["args"] = {"_cut": f"{size:,} bytes of arguments, left out of the carried trace (the trace sink has them)"}
+    if action.reasoning is not None and len(action.reasoning) > CARRIED_TEXT_CHARS:
+        update_action["reasoning"] = action.reasoning[:CARRIED_TEXT_CHARS] + " [cut]"
+    observation = {
+        key: value[:CARRIED_TEXT_CHARS] + " [cut]" if isinstance(value, str) and len(value) > CARRIED_TEXT_CHARS else value
+        for key, value in record.observation.items()
+    }
+    if not update_action and observation == record.observation:
+        return record
+    update: dict[str, object] = {"observation": observation}
+    if update_action:
+        update["action"] = action.model_copy(update=update_action)
+    return record.model_copy(update=update)
+
+
+def fit_records(records: list[DecisionRecord], budget_bytes: int) -> list[DecisionRecord]:
+    """The newest of ``records``, compacted, that fit in ``budget_bytes`` of JSON together."""
+    kept: list[DecisionRecord] = []
+    used = 0
+    for record in reversed(records):
+        compacted = compact_record(record)
+        size = len(compacted.model_dump_json())
+        if used + size > budget_bytes:
+            break
+        kept.append(compacted)
+        used += size
+    kept.reverse()
+    return kept

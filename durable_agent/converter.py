@@ -1,0 +1,78 @@
+"""The worker's payload converter: a payload it cannot decode never wedges a run.
+
+Temporal's Python SDK decodes a workflow's start input and a handler's arguments
+before any workflow code runs. When decoding fails (bytes that are not UTF-8, JSON
+nested deeper than pydantic's parser allows, an unknown encoding) the start input
+fails the workflow task, which then retries forever, and a signal is dropped with
+only a log line. This converter decodes *untyped* arguments (the run and the
+approval handlers take ``*payloads``) without ever raising: a payload it cannot
+read becomes :class:`~durable_agent.inputs.Undecodable`, which the run's own
+checks refuse by name, failing the run at once or listing the refusal in its
+warnings. Typed values (activity inputs and results) decode exactly as before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from temporalio.api.common.v1 import Payload
+from temporalio.client import Client
+from temporalio.contrib.pydantic import PydanticPayloadConverter
+from temporalio.converter import DataConverter
+
+from durable_agent.inputs import Undecodable, quoted
+
+JSON_PLAIN = b"json/plain"
+
+
+class GuardedPayloadConverter(PydanticPayloadConverter):
+    """:class:`PydanticPayloadConverter` that turns an undecodable untyped payload into :class:`Undecodable`."""
+
+    def from_payloads(self, payloads: Sequence[Payload], type_hints: list[type] | None = None) -> list[Any]:
+        if type_hints is not None:
+            return super().from_payloads(payloads, type_hints)
+        return [self._decode_untyped(payload) for payload in payloads]
+
+    def _decode_untyped(self, payload: Payload) -> Any:
+        try:
+            return super().from_payloads([payload])[0]
+        except Exception as exc:  # noqa: BLE001 - whatever the decoder raises, the run must get a value it can refuse
+            first = exc
+        encoding = payload.metadata.get("encoding", b"")
+        if encoding == JSON_PLAIN:
+            # pydantic's parser stops at 200 levels and at lone surrogates; Python's goes
+            # further, so the run's checks can name the field and the limit instead.
+            try:
+                return json.loads(payload.data)
+            except UnicodeDecodeError as exc:
+                return Undecodable(f"it is not UTF-8 text (byte {exc.start}: {exc.reason})")
+            except RecursionError:
+                return Undecodable("its JSON nests too deeply to read")
+            except ValueError as exc:
+                return Undecodable(f"it is not JSON ({quoted(str(exc), 120)})")
+        label = quoted(encoding.decode("utf-8", "replace")) or "(none)"
+        return Undecodable(f"encoding {label} cannot be read as JSON ({quoted(str(first), 120)})", encoding=label)
+
+
+def guarded(converter: DataConverter) -> DataConverter:
+    """``converter`` with :class:`GuardedPayloadConverter`, keeping its codec and failure converter."""
+    if issubclass(converter.payload_converter_class, GuardedPayloadConverter):
+        return converter
+    return dataclasses.replace(converter, payload_converter_class=GuardedPayloadConverter)
+
+
+#: The pydantic data converter with the guard: for replayers and anything else that runs workflows.
+guarded_data_converter = DataConverter(payload_converter_class=GuardedPayloadConverter)
+
+
+def guarded_client(client: Client) -> Client:
+    """A client like ``client`` (same connection, namespace, codec, plugins) whose workers use the guard."""
+    config = client.config()
+    data_converter = config["data_converter"]
+    if issubclass(data_converter.payload_converter_class, GuardedPayloadConverter):
+        return client
+    config["data_converter"] = guarded(data_converter)
+    return Client(**config)
