@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -32,6 +33,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
 from durable_agent import contracts, policy, telemetry, trace
+from durable_agent.cli.ports import port_owner, server_log_cause, what_to_do
 from durable_agent.connection import connect, find_executable, target_address, task_queue as default_task_queue
 from durable_agent.schemas import AgentResult, DecisionRecord, StatusView
 from durable_agent.store import state_dir
@@ -44,7 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("task", help="what the agent should do, e.g. 'Refund 20 USD on order ord-789'")
     parser.add_argument("--agent", help="profile name (default: the config's default)")
     parser.add_argument("--max-steps", type=int, help="think-act iterations before giving up (default 20)")
-    parser.add_argument("--budget", type=float, dest="budget_usd", help="per-run cap in USD")
+    parser.add_argument("--budget", type=finite_float, dest="budget_usd", help="per-run cap in USD")
     parser.add_argument("--autonomy", choices=["read_only", "supervised", "autonomous"], help="may only tighten the profile's level")
     parser.add_argument("--model", help="model override, e.g. offline or claude-sonnet-5-5")
     parser.add_argument("--metadata", type=json.loads, default=None, help="free JSON kept with the run")
@@ -55,6 +57,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-wait", action="store_true", help="start the run, print its id and exit")
     parser.add_argument("--json", action="store_true", help="print only the result as JSON")
     parser.add_argument("--no-prompt", action="store_true", help="never ask on the terminal to approve; print the commands only")
+    parser.add_argument("--port", type=int, help="use the Temporal server on 127.0.0.1:PORT, starting the embedded one there if none answers")
+
+
+def finite_float(text: str) -> float:
+    """A number that means something: ``inf`` and ``nan`` are refused."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+    return value
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -86,6 +97,18 @@ def _port_open(host: str, port: int) -> bool:
         return sock.connect_ex((host, port)) == 0
 
 
+def _port_taken(address: str) -> str | None:
+    """Why the embedded server cannot start at local ``address``: something else listens there (None: free)."""
+    port = int(address.rpartition(":")[2] or 7233)
+    if not _port_open("127.0.0.1", port):
+        return None
+    owner = port_owner(port)
+    return (
+        f"starter: 127.0.0.1:{port} is in use by {owner or 'another program'}, which is not a Temporal server "
+        f"(it does not answer Temporal's API), so the embedded server cannot start there.\n{what_to_do(port)}"
+    )
+
+
 async def try_connect(address: str, timeout: float = 3.0) -> Client | None:
     """A connected client, or None when nothing answers at ``address``."""
     host, _, port = address.rpartition(":")
@@ -109,6 +132,7 @@ async def embedded_server(address: str, out: Any) -> AsyncIterator[Client]:
     db.parent.mkdir(parents=True, exist_ok=True)
     log_path = state_dir() / "temporal-server.log"
     log_file = log_path.open("ab")
+    log_start = log_file.tell()
     process = subprocess.Popen(  # noqa: ASYNC220 - a long-lived server, not awaited here
         [cli, "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port), "--ui-port", str(ui_port),
          "--db-filename", str(db), "--log-level", "error"],
@@ -121,7 +145,12 @@ async def embedded_server(address: str, out: Any) -> AsyncIterator[Client]:
         client = None
         while client is None:
             if process.poll() is not None:
-                raise SystemExit(f"starter: the embedded Temporal server exited ({process.returncode}); see {log_path}")
+                log_file.flush()
+                cause = server_log_cause(log_path, log_start)
+                raise SystemExit(
+                    f"starter: the embedded Temporal server could not start on 127.0.0.1:{port} (exit status {process.returncode})"
+                    + (f": {cause}" if cause else "") + f"\nIts log: {log_path}\n{what_to_do(port)}"
+                )
             if time.monotonic() > deadline:
                 raise SystemExit(f"starter: the embedded Temporal server did not start in 60 s; see {log_path}")
             await asyncio.sleep(0.3)
@@ -305,7 +334,7 @@ async def run(args: argparse.Namespace, client: Client | None = None, out: Any =
     out = out or sys.stdout
     telemetry.setup()  # before connecting: the client then carries the tracing plugin
     display = open(os.devnull, "w") if args.json else out  # noqa: ASYNC230 - opening /dev/null does not block
-    address = target_address()
+    address = f"127.0.0.1:{args.port}" if getattr(args, "port", None) else target_address()
     task_queue = default_task_queue()
     async with contextlib.AsyncExitStack() as stack:
         if client is None:
@@ -313,6 +342,10 @@ async def run(args: argparse.Namespace, client: Client | None = None, out: Any =
             if client is None:
                 if not _is_local(address):
                     print(f"starter: nothing answers at TEMPORAL_ADDRESS={address}", file=sys.stderr)
+                    return 2
+                taken = _port_taken(address)
+                if taken:
+                    print(taken, file=sys.stderr)
                     return 2
                 client = await stack.enter_async_context(embedded_server(address, display))
                 args.worker = True
