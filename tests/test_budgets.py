@@ -222,11 +222,15 @@ class TestDayBoundary:
         await time_env.sleep(tomorrow + timedelta(hours=1) - now)
         agent, models, config = _daily_agent(time_harness, 2 * CALL_USD, [_echoes(4)] * 3)
         async with time_harness.worker(config):
-            first = await time_harness.run({"task": "echo", "agent": agent, "model": models[0]})
-            same_day = await time_harness.run({"task": "echo", "agent": agent, "model": models[1]})
+            # Time moves only when the test says: left to skip on its own while a run
+            # waits for a busy worker, the server would jump to a ledger's next timer.
+            with time_env.auto_time_skipping_disabled():
+                first = await time_harness.run({"task": "echo", "agent": agent, "model": models[0]})
+                same_day = await time_harness.run({"task": "echo", "agent": agent, "model": models[1]})
             # Past the next midnight and the first ledger's grace period: 03:00 on the day after.
             await time_env.sleep(timedelta(days=1, hours=2))
-            next_day = await time_harness.run({"task": "echo", "agent": agent, "model": models[2]})
+            with time_env.auto_time_skipping_disabled():
+                next_day = await time_harness.run({"task": "echo", "agent": agent, "model": models[2]})
             old = time_harness.client.get_workflow_handle(budget.ledger_id(agent, tomorrow.date().isoformat(), time_harness.task_queue))
             old_status = await _status_when_closed(old)
         for result in (first, same_day, next_day):
