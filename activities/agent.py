@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
+import random
 import time
 import urllib.error
 import urllib.parse
@@ -21,14 +23,14 @@ from typing import Any, AsyncIterator
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from durable_agent import contracts
+from durable_agent import contracts, stops
 from durable_agent.errors import InvalidToolArguments, ToolAuthError, ToolError, ToolRateLimited, ToolTimeout
 from durable_agent.jsonsafe import json_safe
 from durable_agent.models import ModelError, ModelRequest, is_anthropic, provider_for
 from durable_agent.policy import approve_command
 from durable_agent.pricing import find_price
 from durable_agent.profiles import AgentsConfig
-from durable_agent.retry import MODEL_RETRY, TOOL_RETRY_POLICIES, ErrorKind, next_delay
+from durable_agent.retry import TOOL_RETRY_POLICIES, ErrorKind, model_retry_delay, next_delay
 from durable_agent.schemas import (
     ResolveAgentInput,
     ResolvedAgent,
@@ -39,6 +41,7 @@ from durable_agent.schemas import (
     ToolCallInput,
     ToolCallOutput,
 )
+from durable_agent.stops import think_timeout
 from durable_agent.store import ContentStore
 from durable_agent.tools import ToolContext, ToolRegistry
 from durable_agent.tools import registry as default_registry
@@ -79,6 +82,11 @@ def _retry_error(message: str, kind: ErrorKind, delay: float | None, **details: 
     if delay is None:
         return ApplicationError(message, details or None, type=kind.value, non_retryable=True)
     return ApplicationError(message, details or None, type=kind.value, next_retry_delay=timedelta(seconds=delay))
+
+
+def run_user_id(session_id: str) -> str:
+    """``metadata.user_id`` of a run: stable across its steps, names no one (a hash of the workflow id)."""
+    return "run-" + hashlib.sha256(f"durable-agent:{session_id}".encode()).hexdigest()[:32]
 
 
 def _tool_result_text(value: Any) -> str:
@@ -190,6 +198,8 @@ class AgentActivities:
             messages=await self.store.messages(head),
             max_tokens=request.max_tokens,
             on_progress=activity.heartbeat,
+            user_id=run_user_id(request.session_id),
+            timeout_seconds=think_timeout(request.max_tokens).total_seconds(),
         )
         attempt = activity.info().attempt
         started = time.monotonic()
@@ -197,16 +207,25 @@ class AgentActivities:
             async with _heartbeating():
                 response = await provider_for(request.model).complete(model_request)
         except ModelError as exc:
-            delay = next_delay(MODEL_RETRY, exc.kind, attempt, exc.retry_after)
-            log.warning(
-                "think failed (step %s, attempt %s): %s: %s; %s",
-                request.step, attempt, exc.kind.value, exc.message,
-                "giving up" if delay is None else f"retrying in {delay:g}s",
+            delay = model_retry_delay(
+                exc.kind, attempt, retry_after=exc.retry_after, should_retry=exc.should_retry, unit_random=random.random()
             )
-            raise _retry_error(exc.message, exc.kind, delay, status_code=exc.status_code) from None
+            log.warning(
+                "think failed (step %s, attempt %s, request %s): %s: %s; %s",
+                request.step, attempt, exc.request_id or "-", exc.kind.value, exc.message,
+                "giving up" if delay is None else f"retrying in {delay:.2f}s",
+            )
+            raise _retry_error(exc.message, exc.kind, delay, status_code=exc.status_code, request_id=exc.request_id) from None
         duration_ms = int((time.monotonic() - started) * 1000)
+        log.info("think step %s attempt %s: request %s, stop %s", request.step, attempt, response.request_id or "-", response.stop_reason)
         assert head is not None
-        new_head = await self.store.append(head, {"role": "assistant", "content": response.content})
+        cut = response.stop_reason in stops.CUT_REPLIES
+        if cut or response.stop_reason == "refusal":
+            # Never appended: a cut tool call is a different call (``"amount": 2`` of 20), and a
+            # refusal ends the run. The conversation stays where it was before this reply.
+            new_head = head
+        else:
+            new_head = await self.store.append(head, {"role": "assistant", "content": response.content})
         text = "\n".join(b.get("text", "") for b in response.content if b.get("type") == "text")
         if not text:
             # Newer models return the words between tool calls as thinking blocks: keep them as the reasoning.
@@ -217,14 +236,18 @@ class AgentActivities:
             for b in response.content
             if b.get("type") == "tool_use"
         ]
+        acted_on = [] if response.stop_reason in stops.NOT_ACTIONABLE else calls
         return ThinkOutput(
             head=new_head,
             text=text,
-            tool_calls=calls,
+            tool_calls=acted_on,
             usage=response.usage,
             stop_reason=response.stop_reason,
             model=response.model,
             duration_ms=duration_ms,
+            truncated=cut,
+            cut_tool_calls=[c.name for c in calls] if cut else [],
+            request_id=response.request_id,
         )
 
     # --------------------------------------------------------------- run tool

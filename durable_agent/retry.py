@@ -28,6 +28,8 @@ class ErrorKind(str, Enum):
     TIMEOUT = "timeout"
     AUTH = "authentication"
     INVALID_REQUEST = "invalid_request"
+    #: The request does not fit the model's context window: compact, never resend as is.
+    CONTEXT_OVERFLOW = "context_overflow"
     TOOL_CRASH = "tool_crash"
 
 
@@ -60,8 +62,16 @@ MODEL_RETRY: RetryPlan = {
     ErrorKind.TIMEOUT: KindPolicy(max_attempts=3, backoff="linear", initial=5.0, maximum=60.0),
     ErrorKind.AUTH: KindPolicy(max_attempts=2, backoff="constant", initial=0.0),
     ErrorKind.INVALID_REQUEST: KindPolicy(max_attempts=1),
+    ErrorKind.CONTEXT_OVERFLOW: KindPolicy(max_attempts=1),
     ErrorKind.TOOL_CRASH: KindPolicy(max_attempts=3, backoff="constant", initial=1.0),
 }
+
+#: Model retries are spread by up to this fraction of their delay, so runs limited
+#: together (one 429 for all of them) do not all come back at the same instant.
+JITTER_FRACTION = 0.25
+#: Attempts allowed when the API says ``x-should-retry: true`` for a kind we would not retry.
+SHOULD_RETRY_ATTEMPTS = 3
+SHOULD_RETRY_DELAY = 1.0
 
 TOOL_RETRY_POLICIES: dict[str, RetryPlan] = {
     # The seed's defaults: a crash is retried twice at a constant pace, a timeout
@@ -112,6 +122,38 @@ def next_delay(plan: RetryPlan, kind: ErrorKind, attempt: int, retry_after: floa
     else:
         delay = policy.initial * (2 ** (attempt - 1))
     return float(min(delay, policy.maximum))
+
+
+def model_retry_delay(
+    kind: ErrorKind,
+    attempt: int,
+    *,
+    retry_after: float | None = None,
+    should_retry: bool | None = None,
+    unit_random: float = 0.0,
+) -> float | None:
+    """Seconds before the next model attempt, or ``None`` to give up.
+
+    :data:`MODEL_RETRY` decides, then the API's ``x-should-retry`` header overrides it
+    (``false``: never; ``true``: retry a kind we would not, up to
+    :data:`SHOULD_RETRY_ATTEMPTS`), then jitter is added: up to
+    :data:`JITTER_FRACTION` more, never less, so a server's ``retry-after`` is still honoured.
+
+    Args:
+        kind: What the failure was.
+        attempt: The attempt that just failed (1 for the first).
+        retry_after: What the server asked for, when it said.
+        should_retry: The ``x-should-retry`` header as a boolean, when present.
+        unit_random: A number in [0, 1) (the activity passes ``random.random()``).
+    """
+    if should_retry is False:
+        return None
+    delay = next_delay(MODEL_RETRY, kind, attempt, retry_after)
+    if delay is None and should_retry and attempt < SHOULD_RETRY_ATTEMPTS and kind is not ErrorKind.CONTEXT_OVERFLOW:
+        delay = retry_after if retry_after is not None else SHOULD_RETRY_DELAY * attempt
+    if delay is None:
+        return None
+    return delay * (1.0 + JITTER_FRACTION * min(max(unit_random, 0.0), 1.0))
 
 
 def max_attempts(plan: RetryPlan) -> int:

@@ -158,7 +158,7 @@ class ReviewerNotice(BaseModel):
 
 
 class ActionRecord(BaseModel):
-    type: Literal["tool_call", "final_answer"]
+    type: Literal["tool_call", "final_answer", "compaction"]
     tool: str | None = None
     args: dict[str, Any] | None = None
     reasoning: str | None = None
@@ -346,6 +346,8 @@ class ToolCall(BaseModel):
 
 
 class ThinkOutput(BaseModel):
+    """One model call's outcome. A reply that must not be acted on is not appended to ``head``."""
+
     head: str
     text: str = ""
     tool_calls: list[ToolCall] = Field(default_factory=list)
@@ -353,6 +355,9 @@ class ThinkOutput(BaseModel):
     stop_reason: str | None = None
     model: str
     duration_ms: int = 0
+    truncated: bool = Field(default=False, description="Cut by max_tokens (or the window): kept out of the conversation, never acted on.")
+    cut_tool_calls: list[str] = Field(default_factory=list, description="Tools whose calls the cut reply was writing.")
+    request_id: str | None = Field(default=None, description="The API's id of the request that answered.")
 
 
 class ToolCallInput(BaseModel):

@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+import jiter
+
 #: The error ``type`` the API uses for each status (``error.type`` in the body).
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -40,6 +42,9 @@ ERROR_TYPES = {
     503: "api_error",
     529: "overloaded_error",
 }
+
+#: Private key of a cut tool_use block: the argument JSON as far as it was written.
+_PARTIAL_JSON = "_partial_json"
 
 DEFAULT_USAGE = {"input_tokens": 100, "output_tokens": 20, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
 
@@ -59,6 +64,11 @@ class Reply:
         delay: Seconds to wait before answering (a slow model; a window to kill a worker).
         mid_stream: For a streamed request, send the error as an SSE ``error`` event
             after ``message_start`` (status 200), as the API does when it fails mid-answer.
+        cut_json_at: Cut the last ``tool_use`` block's argument JSON after this many
+            characters and stop with ``max_tokens``, as the API does when the allowance
+            runs out mid-call: streamed, the partial JSON is sent and the block closed;
+            plain, ``input`` is that partial JSON completed leniently (what a client that
+            trusts it would run).
     """
 
     status: int = 200
@@ -70,18 +80,22 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     mid_stream: bool = False
+    cut_json_at: int | None = None
 
     def error_body(self) -> dict[str, Any]:
         kind = self.error_type or ERROR_TYPES.get(self.status, "api_error")
         return {"type": "error", "error": {"type": kind, "message": self.message or kind}}
 
 
-def text(answer: str, *, usage: dict[str, int] | None = None, delay: float = 0.0) -> Reply:
-    """A final answer in one text block."""
-    return Reply(content=[{"type": "text", "text": answer}], usage={**DEFAULT_USAGE, **(usage or {})}, delay=delay)
+def text(answer: str, *, usage: dict[str, int] | None = None, delay: float = 0.0, stop_reason: str | None = None) -> Reply:
+    """A final answer in one text block (``stop_reason`` e.g. ``refusal``, ``pause_turn``, ``max_tokens``)."""
+    return Reply(
+        content=[{"type": "text", "text": answer}], usage={**DEFAULT_USAGE, **(usage or {})}, delay=delay, stop_reason=stop_reason
+    )
 
 
 _tool_ids = itertools.count(1)
+_request_ids = itertools.count(1)
 
 
 def tool_use(
@@ -92,11 +106,26 @@ def tool_use(
     id: str | None = None,
     usage: dict[str, int] | None = None,
     delay: float = 0.0,
+    stop_reason: str | None = None,
 ) -> Reply:
     """A reply that calls tool ``name`` with ``args`` (after a text block when ``say`` is given)."""
     blocks: list[dict[str, Any]] = [{"type": "text", "text": say}] if say else []
     blocks.append({"type": "tool_use", "id": id or f"toolu_fake_{next(_tool_ids):04d}", "name": name, "input": args or {}})
-    return Reply(content=blocks, usage={**DEFAULT_USAGE, **(usage or {})}, delay=delay)
+    return Reply(content=blocks, usage={**DEFAULT_USAGE, **(usage or {})}, delay=delay, stop_reason=stop_reason)
+
+
+def truncated_tool_use(
+    name: str, args: dict[str, Any], *, cut_at: int, say: str = "", id: str | None = None, usage: dict[str, int] | None = None
+) -> Reply:
+    """A reply cut by ``max_tokens`` after ``cut_at`` characters of the call's argument JSON.
+
+    ``json.dumps(args)[:cut_at]`` is what the model had written; ``cut_at`` can come
+    from ``raw.index(...)`` to cut inside a value (``{"amount": 2`` of ``20``).
+    """
+    reply = tool_use(name, args, say=say, id=id, usage=usage)
+    reply.cut_json_at = cut_at
+    reply.stop_reason = "max_tokens"
+    return reply
 
 
 def error(
@@ -235,12 +264,19 @@ class FakeAnthropic:
 
     def _message(self, reply: Reply, model: str) -> dict[str, Any]:
         stop = reply.stop_reason or ("tool_use" if any(b["type"] == "tool_use" for b in reply.content) else "end_turn")
+        content = [dict(block) for block in reply.content]
+        if reply.cut_json_at is not None:
+            last_call = max(i for i, block in enumerate(content) if block["type"] == "tool_use")
+            partial = json.dumps(content[last_call]["input"])[: reply.cut_json_at]
+            # What the SDK's stream accumulator makes of the partial JSON: {"amount": 2 -> amount=2.
+            content[last_call]["input"] = jiter.from_json(partial.encode(), partial_mode=True)
+            content[last_call][_PARTIAL_JSON] = partial
         return {
             "id": f"msg_fake_{next(self._messages):04d}",
             "type": "message",
             "role": "assistant",
             "model": model,
-            "content": reply.content,
+            "content": content,
             "stop_reason": stop,
             "stop_sequence": None,
             "usage": reply.usage,
@@ -258,8 +294,9 @@ def _sse_events(message: dict[str, Any], reply: Reply) -> Iterator[tuple[str, di
         return
     for index, block in enumerate(message["content"]):
         if block["type"] == "tool_use":
-            yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": {**block, "input": {}}}
-            raw = json.dumps(block["input"])
+            raw = block.get(_PARTIAL_JSON, json.dumps(block["input"]))
+            start_block = {k: v for k, v in block.items() if k != _PARTIAL_JSON}
+            yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": {**start_block, "input": {}}}
             middle = len(raw) // 2
             # Two partial JSON chunks, so the client really has to accumulate them.
             for chunk in (raw[:middle], raw[middle:]):
@@ -322,14 +359,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if request.stream:
             self._stream(message, reply)
         else:
-            self._json(200, message, reply.headers)
+            plain = [{k: v for k, v in block.items() if k != _PARTIAL_JSON} for block in message["content"]]
+            self._json(200, {**message, "content": plain}, reply.headers)
 
     def _json(self, status: int, payload: dict[str, Any], headers: dict[str, str]) -> None:
         data = json.dumps(payload).encode()
         self.send_response(status)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(data)))
-        self.send_header("request-id", f"req_fake_{int(time.monotonic() * 1000)}")
+        self.send_header("request-id", f"req_fake_{next(_request_ids):06d}")
         for name, value in headers.items():
             self.send_header(name, value)
         self.end_headers()
@@ -339,6 +377,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("cache-control", "no-cache")
+        self.send_header("request-id", f"req_fake_{next(_request_ids):06d}")
         for name, value in reply.headers.items():
             self.send_header(name, value)
         self.end_headers()

@@ -17,7 +17,7 @@ import pytest
 
 from durable_agent.models.anthropic import AnthropicModel, retry_after_from_headers, set_credentials_provider
 from durable_agent.models.base import ModelError, ModelRequest
-from durable_agent.retry import MODEL_RETRY, TOOL_RETRY_POLICIES, ErrorKind, KindPolicy, next_delay, temporal_policy
+from durable_agent.retry import MODEL_RETRY, TOOL_RETRY_POLICIES, ErrorKind, KindPolicy, model_retry_delay, next_delay, temporal_policy
 from tests.fake_anthropic import FakeAnthropic, RecordedRequest, Reply, Scripted, error, text, tool_use
 
 KEY = "sk-ant-provider-test-key"
@@ -124,6 +124,17 @@ class TestRequest:
         assert all("cache_control" not in b for m in body["messages"][:-1] for b in m["content"])
         assert body["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}
 
+    async def test_run_id_in_metadata_and_request_id_kept(self, fake: FakeAnthropic, model: AnthropicModel) -> None:
+        fake.script(text("ok"), error(429, headers={"x-should-retry": "false"}))
+        request = _request()
+        request.user_id = "run-0123abcd"
+        response = await model.complete(request)
+        assert fake.requests[0].body["metadata"] == {"user_id": "run-0123abcd"}
+        assert response.request_id and response.request_id.startswith("req_fake_")
+        failure = await _failure(model)
+        assert failure.request_id and failure.request_id.startswith("req_fake_")
+        assert failure.should_retry is False
+
     async def test_credentials_provider_is_asked_before_every_request(self, fake: FakeAnthropic) -> None:
         keys = iter(["sk-ant-first", "sk-ant-second"])
         set_credentials_provider(lambda: next(keys))
@@ -171,9 +182,10 @@ CLASSIFICATION = [
     ),
     pytest.param(error(403, "not allowed"), 403, ErrorKind.AUTH, None, "rejected the API key (403)", id="403"),
     pytest.param(
-        error(400, "prompt is too long: 210000 tokens > 200000 maximum"), 400, ErrorKind.INVALID_REQUEST, None,
-        "refused the request (400): prompt is too long: 210000 tokens > 200000 maximum", id="400",
+        error(400, "prompt is too long: 210000 tokens > 200000 maximum"), 400, ErrorKind.CONTEXT_OVERFLOW, None,
+        "over the model's context window (400): prompt is too long: 210000 tokens > 200000 maximum", id="400-prompt-too-long",
     ),
+    pytest.param(error(400, "messages: field required"), 400, ErrorKind.INVALID_REQUEST, None, "refused the request (400)", id="400"),
     pytest.param(error(404, "model: claude-nope"), 404, ErrorKind.INVALID_REQUEST, None, "model: claude-nope", id="404"),
     pytest.param(error(413), 413, ErrorKind.INVALID_REQUEST, None, "413", id="413"),
 ]
@@ -323,6 +335,22 @@ class TestNextDelay:
         plan = TOOL_RETRY_POLICIES["tool_default"]
         assert [next_delay(plan, ErrorKind.TOOL_CRASH, n) for n in (1, 2, 3)] == [1.0, 1.0, None]
         assert [next_delay(plan, ErrorKind.TIMEOUT, n) for n in (1, 2, 3)] == [2.0, 4.0, None]
+
+    def test_model_retries_get_jitter_and_never_come_early(self) -> None:
+        """Runs limited together spread out: up to a quarter more than the plan or the server's wait, never less."""
+        plain = model_retry_delay(ErrorKind.RATE_LIMIT, 1)
+        assert plain == 2.0
+        assert model_retry_delay(ErrorKind.RATE_LIMIT, 1, unit_random=0.999) == pytest.approx(2.0 * 1.25, rel=1e-3)
+        assert model_retry_delay(ErrorKind.RATE_LIMIT, 1, retry_after=10.0, unit_random=0.5) == pytest.approx(11.25)
+        spread = {model_retry_delay(ErrorKind.OVERLOADED, 2, unit_random=u / 10) for u in range(10)}
+        assert len(spread) == 10 and min(spread) == 4.0
+
+    def test_x_should_retry_overrides_the_plan(self) -> None:
+        assert model_retry_delay(ErrorKind.SERVER, 1, should_retry=False) is None
+        assert model_retry_delay(ErrorKind.INVALID_REQUEST, 1) is None
+        assert model_retry_delay(ErrorKind.INVALID_REQUEST, 1, should_retry=True) == 1.0
+        assert model_retry_delay(ErrorKind.INVALID_REQUEST, 3, should_retry=True) is None  # bounded
+        assert model_retry_delay(ErrorKind.CONTEXT_OVERFLOW, 1, should_retry=True) is None  # resending cannot help
 
     def test_temporal_policy_caps_attempts_at_the_plans_largest(self) -> None:
         assert temporal_policy(self.PLAN).maximum_attempts == 6

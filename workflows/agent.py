@@ -26,7 +26,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from durable_agent import contracts, inputs, policy, pricing, telemetry
+    from durable_agent import context, contracts, inputs, policy, pricing, stops, telemetry
     from durable_agent.errors import failure_message, validation_problems
     from durable_agent.retry import MODEL_RETRY, TOOL_RETRY_POLICIES, temporal_policy
     from durable_agent.schemas import (
@@ -219,7 +219,7 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
         self._details(f"thinking (step {self.step + 1} of at most {max_steps})")
         think_started = workflow.now()
         try:
-            out = await self._think()
+            out, move, step_warnings = await self._think_through_stops()
         except ActivityError:
             await self._release_daily()  # the call failed for good: its estimate is not spent
             raise
@@ -236,14 +236,18 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
             daily_budget_remaining=self.daily_remaining,
         )
 
+        for warning in step_warnings:
+            self._warn(f"step {self.step}: {warning}")
+        if move is not None and move.kind in ("refused", "give_up"):
+            return self._end_on_stop(out, move, cost, step_warnings, think_started)
         if not out.tool_calls:
             self.answer = out.text.strip()
-            warnings = self._anomalies(None, step_cost, out.usage)
-            if out.stop_reason == "max_tokens":
+            warnings = step_warnings + self._anomalies(None, step_cost, out.usage)
+            if move is None and out.stop_reason == "max_tokens":
                 warnings.append("TRUNCATED: the answer hit max_tokens")
             self._record(
                 ActionRecord(type="final_answer", reasoning=out.text),
-                {"status": "answered", "duration_ms": out.duration_ms},
+                {"status": "answered", "duration_ms": out.duration_ms, **self._request_ids(out)},
                 cost,
                 warnings,
                 started=think_started,
@@ -254,8 +258,12 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
         self.turn_calls = out.tool_calls
         for index, call in enumerate(out.tool_calls):
             warnings = self._anomalies(call, step_cost if index == 0 else 0.0, out.usage if index == 0 else Usage())
+            if index == 0:
+                warnings = step_warnings + warnings
             observation = await self._act(call, index)
             warnings = warnings + observation.pop(RESULT_WARNINGS, [])
+            if index == 0:
+                observation.update(self._request_ids(out))
             self._record(
                 ActionRecord(type="tool_call", tool=call.name, args=call.args, reasoning=out.text or None),
                 observation,
@@ -269,16 +277,85 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
 
     # ------------------------------------------------------------------ think
 
-    async def _think(self) -> ThinkOutput:
+    async def _think_through_stops(self) -> tuple[ThinkOutput, stops.NextMove | None, list[str]]:
+        """Think until the reply can be acted on or ends the run, whatever its stop reason.
+
+        Returns the step's reply (its usage summed over every call of the step), the move
+        that ended the step when it is not the plain act/answer (``None`` for a history
+        recorded before stop reasons were handled), and the step's warnings.
+        """
+        assert self.agent is not None
+        out = await self._think()
+        if out.stop_reason not in stops.NOT_ACTIONABLE or not workflow.patched("stop-reasons"):
+            return out, None, []
+        limits = context.model_limits(self.agent.model)
+        allowance = self.agent.max_tokens
+        usage, warnings, request_ids = out.usage, [], [out.request_id]
+        asked_again, pauses = False, 0
+        while True:
+            move = stops.after_reply(
+                out.stop_reason,
+                has_tool_calls=bool(out.tool_calls),
+                cut_tool_calls=out.cut_tool_calls,
+                max_tokens=allowance,
+                model_max_output=limits.max_output,
+                asked_again=asked_again,
+                pauses=pauses,
+                compacted=False,
+            )
+            if move.warning:
+                warnings.append(move.warning)
+            if move.kind == "compact":
+                # Compaction comes with the context window (issue 10, item 3): until then a full window ends the run.
+                move = stops.NextMove("give_up", warning="CONTEXT_WINDOW: the conversation no longer fits the model's context window")
+                warnings.append(move.warning or "")
+            if move.kind not in ("retry_larger", "ask_again", "continue"):
+                break
+            allowance = move.max_tokens or allowance
+            asked_again = asked_again or move.kind == "ask_again"
+            pauses += move.kind == "continue"
+            out = await self._think(max_tokens=allowance, user_text=move.prompt)
+            usage = usage + out.usage
+            request_ids.append(out.request_id)
+        combined = out.model_copy(update={"usage": usage})
+        self.step_request_ids = [r for r in request_ids if r]
+        return combined, move, warnings
+
+    def _request_ids(self, out: ThinkOutput) -> dict[str, Any]:
+        """The API request ids behind this step's reply, for its record."""
+        ids = self.step_request_ids or ([out.request_id] if out.request_id else [])
+        self.step_request_ids = []
+        return {"request_ids": ids} if ids else {}
+
+    def _end_on_stop(
+        self, out: ThinkOutput, move: stops.NextMove, cost: CostRecord, warnings: list[str], started: datetime
+    ) -> AgentResult:
+        """End the run on a refusal, or fail it when no reply could be acted on; a record either way."""
+        refused = move.kind == "refused"
+        observation = {"status": "refused" if refused else "failed", "stop_reason": out.stop_reason, **self._request_ids(out)}
+        self._record(ActionRecord(type="final_answer", reasoning=out.text or None), observation, cost, warnings, started=started)
+        if refused:
+            self.status = "refused"
+            self.answer = (
+                "The model declined to continue with this task (stop reason: refusal). "
+                "Nothing further was done; no tool call from the refused reply was run."
+            )
+            return self._result()
+        self.status = "failed"
+        self.answer = None
+        return self._result(error=move.warning or f"the model's reply could not be acted on (stop reason {out.stop_reason})")
+
+    async def _think(self, *, max_tokens: int | None = None, user_text: str | None = None) -> ThinkOutput:
         assert self.input is not None and self.agent is not None
+        allowance = max_tokens or self.agent.max_tokens
         request = ThinkInput(
             session_id=workflow.info().workflow_id,
             agent=self.agent.name,
             model=self.agent.model,
-            max_tokens=self.agent.max_tokens,
+            max_tokens=allowance,
             prompt_ref=self.agent.prompt_ref,
             head=self.head,
-            user_text=None if self.sent_task else self.input.task,
+            user_text=user_text if self.sent_task else self.input.task,
             tool_results=self.pending_results,
             step=self.step + 1,
         )
@@ -286,7 +363,7 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
             contracts.ACTIVITY_THINK,
             request,
             result_type=ThinkOutput,
-            start_to_close_timeout=timedelta(minutes=5),
+            start_to_close_timeout=stops.think_timeout(allowance),
             heartbeat_timeout=DEFAULT_HEARTBEAT_TIMEOUT,
             retry_policy=temporal_policy(MODEL_RETRY),
             summary=f"step {self.step + 1}: think ({self.agent.model})",

@@ -78,6 +78,8 @@ class RunState:
     sent_task: bool
     daily_remaining: float | None
     daily_reservation: SettleRequest | None
+    #: The API request ids of the current step's model calls (a step can take several).
+    step_request_ids: list[str]
 
     def __init__(self) -> None:
         self.input = None
@@ -110,3 +112,4 @@ class RunState:
         self.sent_task = False
         self.daily_remaining = None
         self.daily_reservation = None
+        self.step_request_ids = []

@@ -126,29 +126,46 @@ def classify(exc: BaseException) -> ModelError:
     if isinstance(exc, anthropic.APIConnectionError):
         return ModelError(ErrorKind.CONNECTION, f"cannot reach the Anthropic API: {exc}")
     if isinstance(exc, anthropic.APIStatusError):
-        status = exc.status_code
-        api_message = getattr(exc, "api_message", None) or str(exc)
-        retry_after = retry_after_from_headers(exc.response.headers)
-        if status < 400:
-            # An ``error`` event in the middle of a stream: the response said 200, the
-            # body's error type says what really happened (overloaded, most often).
-            status = _STATUS_OF_ERROR_TYPE.get(getattr(exc, "type", None) or "", 500)
-        if status == 429:
-            return ModelError(ErrorKind.RATE_LIMIT, f"rate limited (429): {api_message}", retry_after=retry_after, status_code=status)
-        if status == 529:
-            return ModelError(ErrorKind.OVERLOADED, f"Anthropic is overloaded (529): {api_message}", retry_after=retry_after, status_code=status)
-        if status in (401, 403):
-            return ModelError(
-                ErrorKind.AUTH,
-                f"the Anthropic API rejected the API key ({status}): {api_message}; check ANTHROPIC_API_KEY",
-                status_code=status,
-            )
-        if status == 408:
-            return ModelError(ErrorKind.TIMEOUT, f"request timeout (408): {api_message}", status_code=status)
-        if status >= 500:
-            return ModelError(ErrorKind.SERVER, f"Anthropic server error ({status}): {api_message}", retry_after=retry_after, status_code=status)
-        return ModelError(ErrorKind.INVALID_REQUEST, f"the Anthropic API refused the request ({status}): {api_message}", status_code=status)
+        error = _classify_status(exc)
+        error.request_id = exc.request_id
+        verdict = (exc.response.headers.get("x-should-retry") or "").strip().lower()
+        error.should_retry = {"true": True, "false": False}.get(verdict)
+        return error
     return ModelError(ErrorKind.SERVER, f"unexpected error calling the Anthropic API: {exc!r}")
+
+
+def _classify_status(exc: anthropic.APIStatusError) -> ModelError:
+    """The error kind of an HTTP error answer (or an error event inside a stream)."""
+    status = exc.status_code
+    api_message = getattr(exc, "api_message", None) or str(exc)
+    retry_after = retry_after_from_headers(exc.response.headers)
+    if status < 400:
+        # An ``error`` event in the middle of a stream: the response said 200, the
+        # body's error type says what really happened (overloaded, most often).
+        status = _STATUS_OF_ERROR_TYPE.get(getattr(exc, "type", None) or "", 500)
+    if status == 429:
+        return ModelError(ErrorKind.RATE_LIMIT, f"rate limited (429): {api_message}", retry_after=retry_after, status_code=status)
+    if status == 529:
+        return ModelError(ErrorKind.OVERLOADED, f"Anthropic is overloaded (529): {api_message}", retry_after=retry_after, status_code=status)
+    if status in (401, 403):
+        return ModelError(
+            ErrorKind.AUTH,
+            f"the Anthropic API rejected the API key ({status}): {api_message}; check ANTHROPIC_API_KEY",
+            status_code=status,
+        )
+    if status == 408:
+        return ModelError(ErrorKind.TIMEOUT, f"request timeout (408): {api_message}", status_code=status)
+    if status >= 500:
+        return ModelError(ErrorKind.SERVER, f"Anthropic server error ({status}): {api_message}", retry_after=retry_after, status_code=status)
+    if status == 400 and is_prompt_too_long(api_message):
+        return ModelError(ErrorKind.CONTEXT_OVERFLOW, f"the prompt is over the model's context window (400): {api_message}", status_code=status)
+    return ModelError(ErrorKind.INVALID_REQUEST, f"the Anthropic API refused the request ({status}): {api_message}", status_code=status)
+
+
+def is_prompt_too_long(api_message: str) -> bool:
+    """Whether a 400's message says the prompt does not fit the context window."""
+    lowered = api_message.lower()
+    return "prompt is too long" in lowered or "exceed context limit" in lowered or "context window" in lowered
 
 
 def with_cache_breakpoints(system: str, tools: list[dict[str, Any]], messages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -208,17 +225,26 @@ class AnthropicModel:
             kwargs["tools"] = parts["tools"]
             # One tool call per step keeps "one step, one action, one approval" true.
             kwargs["tool_choice"] = {"type": "auto", "disable_parallel_tool_use": True}
+        if request.user_id:
+            kwargs["metadata"] = {"user_id": request.user_id}
+        if request.timeout_seconds:
+            kwargs["timeout"] = max(self.timeout, request.timeout_seconds)
         client = self._client()
+        request_id: str | None = None
         try:
             if self.stream:
                 async with client.messages.stream(**kwargs) as stream:
+                    request_id = stream.request_id
                     async for _event in stream:
                         request.on_progress()
                     message = await stream.get_final_message()
             else:
                 message = await client.messages.create(**kwargs)
+                request_id = message._request_id
         except Exception as exc:
-            raise classify(exc) from None
+            error = classify(exc)
+            error.request_id = error.request_id or request_id
+            raise error from None
         finally:
             await client.close()
         usage = message.usage
@@ -232,4 +258,5 @@ class AnthropicModel:
             ),
             stop_reason=message.stop_reason,
             model=message.model,
+            request_id=request_id,
         )

@@ -18,6 +18,10 @@ class ModelRequest:
     max_tokens: int
     #: Called while a long response streams in, so the activity can heartbeat.
     on_progress: Callable[[], None] = field(default=lambda: None)
+    #: A stable, non-identifying id of the run, sent as ``metadata.user_id``.
+    user_id: str | None = None
+    #: Seconds the whole answer may take (a long allowance takes long to write).
+    timeout_seconds: float | None = None
 
 
 @dataclass
@@ -26,6 +30,8 @@ class ModelResponse:
     usage: Usage
     stop_reason: str | None
     model: str
+    #: The API's id of the request that produced this response (``request-id`` header).
+    request_id: str | None = None
 
 
 class ModelError(Exception):
@@ -36,14 +42,29 @@ class ModelError(Exception):
         message: For people; never contains a credential.
         retry_after: Seconds the server asked us to wait, when it said.
         status_code: The HTTP status, when there was one.
+        request_id: The API's request id, when the request reached it.
+        should_retry: The API's ``x-should-retry`` header: ``True``/``False`` overrides the kind's plan.
     """
 
-    def __init__(self, kind: ErrorKind, message: str, *, retry_after: float | None = None, status_code: int | None = None) -> None:
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        status_code: int | None = None,
+        request_id: str | None = None,
+        should_retry: bool | None = None,
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.retry_after = retry_after
         self.status_code = status_code
+        #: The API's id of the failed request, for support tickets and logs.
+        self.request_id = request_id
+        #: The API's own ``x-should-retry`` verdict, when it sent one.
+        self.should_retry = should_retry
 
 
 class ModelProvider(Protocol):
