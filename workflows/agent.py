@@ -17,7 +17,7 @@ records, warnings and the result (:mod:`.records`), continue-as-new
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
