@@ -1,0 +1,157 @@
+"""Encryption at rest: AES-256-GCM for Temporal payloads and for stored content.
+
+Keys come from ``AGENT_ENCRYPTION_KEYS``: ``kid:base64key,kid2:base64key2``,
+each key 32 random bytes (``python -c "import os,base64;print(base64.b64encode(os.urandom(32)).decode())"``).
+The first key encrypts; every listed key decrypts. To rotate, put the new key
+first and keep the old ones until no run, history or blob needs them.
+
+A Temporal payload becomes ``{"encoding": "binary/encrypted", "encryption-key-id": kid}``
+with the nonce and ciphertext of the whole original payload as its data, as
+Temporal's encryption sample does, so the codec server and the UI recognise it.
+Payloads that were not encrypted (a signal typed into the Temporal UI) pass
+through untouched. A stored blob becomes ``DAE1 | len(kid) | kid | nonce | ciphertext``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import dataclasses
+import os
+from collections.abc import Iterable, Sequence
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from temporalio.api.common.v1 import Payload
+from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes, PayloadCodec
+
+ENV_KEYS = "AGENT_ENCRYPTION_KEYS"
+ENCODING = b"binary/encrypted"
+KEY_ID_METADATA = "encryption-key-id"
+BLOB_MAGIC = b"DAE1"
+NONCE_BYTES = 12
+
+
+class EncryptionConfigError(ValueError):
+    """``AGENT_ENCRYPTION_KEYS`` is malformed (the message names the entry, never the key)."""
+
+
+class DecryptionError(ValueError):
+    """Ciphertext that no configured key opens, or that was tampered with."""
+
+
+class KeyRing:
+    """AES-256-GCM keys by id; the first one encrypts."""
+
+    def __init__(self, keys: Sequence[tuple[str, bytes]]) -> None:
+        if not keys:
+            raise EncryptionConfigError(f"{ENV_KEYS} lists no key")
+        self._keys: dict[str, AESGCM] = {}
+        for kid, key in keys:
+            if not kid or len(kid.encode()) > 255 or kid in self._keys:
+                raise EncryptionConfigError(f"{ENV_KEYS}: key id {kid!r} is empty, too long or repeated")
+            if len(key) != 32:
+                raise EncryptionConfigError(f"{ENV_KEYS}: key {kid!r} is {len(key)} bytes; AES-256 needs 32")
+            self._keys[kid] = AESGCM(key)
+        self.current = keys[0][0]
+
+    @classmethod
+    def parse(cls, text: str) -> KeyRing:
+        """``kid:base64key,...`` as in ``AGENT_ENCRYPTION_KEYS``."""
+        keys = []
+        for n, entry in enumerate((e.strip() for e in text.split(",")), start=1):
+            if not entry:
+                continue
+            kid, sep, encoded = entry.partition(":")
+            if not sep:
+                raise EncryptionConfigError(f"{ENV_KEYS}: entry {n} is not 'kid:base64key'")
+            try:
+                key = base64.b64decode(encoded.strip(), validate=True)
+            except (binascii.Error, ValueError):
+                raise EncryptionConfigError(f"{ENV_KEYS}: key {kid.strip()!r} is not valid base64") from None
+            keys.append((kid.strip(), key))
+        return cls(keys)
+
+    @classmethod
+    def from_env(cls) -> KeyRing | None:
+        """The ring in ``AGENT_ENCRYPTION_KEYS``, or None when encryption is off."""
+        text = os.environ.get(ENV_KEYS, "").strip()
+        return cls.parse(text) if text else None
+
+    @property
+    def key_ids(self) -> list[str]:
+        return list(self._keys)
+
+    def encrypt(self, plaintext: bytes) -> tuple[str, bytes]:
+        """``(key id, nonce + ciphertext)`` under the current key."""
+        nonce = os.urandom(NONCE_BYTES)
+        return self.current, nonce + self._keys[self.current].encrypt(nonce, plaintext, None)
+
+    def decrypt(self, kid: str, sealed: bytes) -> bytes:
+        key = self._keys.get(kid)
+        if key is None:
+            raise DecryptionError(f"encrypted with key {kid!r}, which is not in {ENV_KEYS} (known: {', '.join(self._keys)})")
+        try:
+            return key.decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], None)
+        except (InvalidTag, ValueError):
+            raise DecryptionError(f"ciphertext under key {kid!r} does not verify (wrong key or tampered)") from None
+
+    def seal_blob(self, plaintext: bytes) -> bytes:
+        """A self-describing encrypted blob for the content store."""
+        kid, sealed = self.encrypt(plaintext)
+        kid_bytes = kid.encode()
+        return BLOB_MAGIC + bytes([len(kid_bytes)]) + kid_bytes + sealed
+
+    def open_blob(self, blob: bytes) -> bytes:
+        """The plaintext of :meth:`seal_blob`'s output; a blob that is not sealed is returned as it is."""
+        if not is_sealed_blob(blob):
+            return blob
+        size = blob[len(BLOB_MAGIC)]
+        start = len(BLOB_MAGIC) + 1
+        return self.decrypt(blob[start : start + size].decode(), blob[start + size :])
+
+
+def is_sealed_blob(blob: bytes) -> bool:
+    return blob.startswith(BLOB_MAGIC)
+
+
+class EncryptionCodec(PayloadCodec):
+    """Encrypts every payload; decodes encrypted ones by their key id and passes plain ones through."""
+
+    def __init__(self, ring: KeyRing) -> None:
+        self.ring = ring
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        out = []
+        for payload in payloads:
+            kid, sealed = self.ring.encrypt(payload.SerializeToString())
+            out.append(Payload(metadata={"encoding": ENCODING, KEY_ID_METADATA: kid.encode()}, data=sealed))
+        return out
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return list(self.decode_sync(payloads))
+
+    def decode_sync(self, payloads: Iterable[Payload]) -> Iterable[Payload]:
+        for payload in payloads:
+            if payload.metadata.get("encoding") != ENCODING:
+                yield payload  # typed into the UI or written before encryption was on
+                continue
+            kid = payload.metadata.get(KEY_ID_METADATA, b"").decode()
+            original = Payload()
+            original.ParseFromString(self.ring.decrypt(kid, payload.data))
+            yield original
+
+
+def with_encryption(converter: DataConverter, ring: KeyRing | None) -> DataConverter:
+    """``converter`` encrypting payloads with ``ring`` (unchanged when it is None).
+
+    Failure messages and stack traces are moved into the encoded attributes too,
+    since a tool's error can quote its arguments.
+    """
+    if ring is None:
+        return converter
+    return dataclasses.replace(
+        converter,
+        payload_codec=EncryptionCodec(ring),
+        failure_converter_class=DefaultFailureConverterWithEncodedAttributes,
+    )
