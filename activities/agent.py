@@ -17,13 +17,16 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import AsyncIterator
+from concurrent.futures import Executor
 from datetime import timedelta
-from typing import Any, AsyncIterator
+from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from durable_agent import contracts, stops
+from durable_agent.encryption import DecryptionError
 from durable_agent.errors import InvalidToolArguments, ToolAuthError, ToolError, ToolRateLimited, ToolTimeout
 from durable_agent.jsonsafe import json_safe
 from durable_agent.models import ModelError, ModelRequest, is_anthropic, provider_for
@@ -42,7 +45,7 @@ from durable_agent.schemas import (
     ToolCallOutput,
 )
 from durable_agent.stops import think_timeout
-from durable_agent.store import ContentStore
+from durable_agent.store import ContentStore, MissingContent
 from durable_agent.tools import ToolContext, ToolRegistry
 from durable_agent.tools import registry as default_registry
 
@@ -76,6 +79,16 @@ async def _heartbeating(every: float = HEARTBEAT_EVERY) -> AsyncIterator[None]:
             await task
 
 
+@contextlib.asynccontextmanager
+async def _content_errors() -> AsyncIterator[None]:
+    """Content that is not in the store, or that no key of this worker opens, will not appear on retry:
+    fail the activity at once, naming the reference and the store."""
+    try:
+        yield
+    except (MissingContent, DecryptionError) as exc:
+        raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None
+
+
 def _retry_error(message: str, kind: ErrorKind, delay: float | None, **details: Any) -> ApplicationError:
     """An ``ApplicationError`` that retries after exactly ``delay`` seconds, or never (``None``)."""
     message = _cut(message, ERROR_CHARS)
@@ -103,10 +116,14 @@ def _cut(text: str, limit: int) -> str:
 class AgentActivities:
     """Activities bound to one worker's configuration, content store and tool registry."""
 
-    def __init__(self, config: AgentsConfig, store: ContentStore, tools: ToolRegistry | None = None) -> None:
+    def __init__(
+        self, config: AgentsConfig, store: ContentStore, tools: ToolRegistry | None = None, *, tool_executor: Executor | None = None
+    ) -> None:
         self.config = config
         self.store = store
         self.tools = tools or default_registry
+        #: The worker's bounded pool for synchronous tools.
+        self.tool_executor = tool_executor
 
     # ---------------------------------------------------------------- resolve
 
@@ -175,27 +192,13 @@ class AgentActivities:
     @activity.defn(name=contracts.ACTIVITY_THINK)
     async def think(self, request: ThinkInput) -> ThinkOutput:
         """One model call. Reads the conversation from the store and appends the reply to it."""
-        head = request.head
-        user_content: list[dict[str, Any]] = []
-        if request.user_text:
-            user_content.append({"type": "text", "text": request.user_text})
-        for part in request.tool_results:
-            if part.ref is not None:
-                text = _tool_result_text((await self.store.get(part.ref))["output"])
-            else:
-                text = part.text or ""
-            block: dict[str, Any] = {"type": "tool_result", "tool_use_id": part.tool_use_id, "content": text}
-            if part.is_error:
-                block["is_error"] = True
-            user_content.append(block)
-        if user_content:
-            head = await self.store.append(head, {"role": "user", "content": user_content})
-        prompt = await self.store.get(request.prompt_ref)
+        async with _content_errors():
+            head, prompt, messages = await self._conversation(request)
         model_request = ModelRequest(
             model=request.model,
             system=prompt["system"],
             tools=prompt["tools"],
-            messages=await self.store.messages(head),
+            messages=messages,
             max_tokens=request.max_tokens,
             on_progress=activity.heartbeat,
             user_id=run_user_id(request.session_id),
@@ -250,6 +253,26 @@ class AgentActivities:
             request_id=response.request_id,
         )
 
+    async def _conversation(self, request: ThinkInput) -> tuple[str | None, dict[str, Any], list[dict[str, Any]]]:
+        """The new head (with the tool results appended), the prompt, and the messages to send."""
+        head = request.head
+        user_content: list[dict[str, Any]] = []
+        if request.user_text:
+            user_content.append({"type": "text", "text": request.user_text})
+        for part in request.tool_results:
+            if part.ref is not None:
+                text = _tool_result_text((await self.store.get(part.ref))["output"])
+            else:
+                text = part.text or ""
+            block: dict[str, Any] = {"type": "tool_result", "tool_use_id": part.tool_use_id, "content": text}
+            if part.is_error:
+                block["is_error"] = True
+            user_content.append(block)
+        if user_content:
+            head = await self.store.append(head, {"role": "user", "content": user_content})
+        prompt = await self.store.get(request.prompt_ref)
+        return head, prompt, await self.store.messages(head)
+
     # --------------------------------------------------------------- run tool
 
     @activity.defn(name=contracts.ACTIVITY_RUN_TOOL)
@@ -273,7 +296,7 @@ class AgentActivities:
         try:
             # At the pace the tool asked for: the workflow's heartbeat timeout follows it.
             async with _heartbeating(min(HEARTBEAT_EVERY, tool.info.heartbeat_seconds or HEARTBEAT_EVERY)):
-                result = await asyncio.wait_for(tool.invoke(call.args, context), timeout=tool.info.timeout_seconds)
+                result = await asyncio.wait_for(tool.invoke(call.args, context, self.tool_executor), timeout=tool.info.timeout_seconds)
         except InvalidToolArguments as exc:
             message = _error_text(exc)
             return ToolCallOutput(status="invalid_arguments", error=message, preview=message[:PREVIEW_CHARS])
@@ -348,7 +371,7 @@ class AgentActivities:
 
         def post() -> int:
             req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
-            with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - URL comes from operator config
+            with urllib.request.urlopen(req, timeout=10) as resp:
                 return resp.status
 
         try:

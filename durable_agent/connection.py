@@ -15,9 +15,11 @@ from typing import Any
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 from temporalio.envconfig import ClientConfig
 
 from durable_agent import telemetry
+from durable_agent.encryption import KeyRing, with_encryption
 
 DEFAULT_ADDRESS = "localhost:7233"
 
@@ -37,11 +39,21 @@ def target_address(address: str | None = None) -> str:
     return str(connect_config(address)["target_host"])
 
 
+def data_converter() -> DataConverter:
+    """The pydantic data converter, encrypting payloads when ``AGENT_ENCRYPTION_KEYS`` is set.
+
+    Raises:
+        EncryptionConfigError: when the keys are malformed (the message names the entry).
+    """
+    return with_encryption(pydantic_data_converter, KeyRing.from_env())
+
+
 async def connect(address: str | None = None, **overrides: Any) -> Client:
-    """A client with the pydantic data converter, configured from the environment."""
+    """A client with the pydantic data converter (encrypting with ``AGENT_ENCRYPTION_KEYS``), configured from the environment."""
     config = connect_config(address)
     config.update(overrides)
-    config.setdefault("data_converter", pydantic_data_converter)
+    if "data_converter" not in config:
+        config["data_converter"] = data_converter()
     if telemetry.is_configured():
         # Traces workflows and activities and parents the agent_step spans. Only once the
         # replay-safe providers are installed: the plugin refuses to run workers without them.

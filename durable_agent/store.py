@@ -5,12 +5,44 @@ activity's input would make history grow with the square of the run length. So
 content lives here, addressed by the SHA-256 of its canonical JSON, and the
 workflow carries only references: a conversation is a chain of nodes
 ``{"prev": ref, "message": {...}}`` and its head reference names it all.
-
 Writing the same content twice yields the same key, which is what makes
-activity retries harmless. All of it is async: activities await the store and
-never block their event loop. Where the bytes live is a :class:`BlobBackend`;
-the default is a local directory, which every worker of a deployment must see
-(a shared volume) unless an object-store backend is plugged in.
+activity retries harmless.
+
+Where the bytes live is a :class:`~durable_agent.blobs.BlobBackend`, chosen by
+``AGENT_STORE_URL`` (:func:`open_store`): a local directory (``file:///path``;
+the default is ``<AGENT_STATE_DIR>/content``) or an S3-API bucket
+(``s3://bucket/prefix``). Workers on different hosts must share it: use S3 (or
+a shared volume) for more than one host. With ``AGENT_ENCRYPTION_KEYS`` set,
+every blob is stored AES-256-GCM encrypted (:mod:`durable_agent.encryption`).
+All of it is async: activities await the store and never block their event loop.
+
+Named records
+-------------
+Besides content, the store keeps **named records**: JSON values under a name
+you choose (``decisions/run-1/r-0007``), written once. Use them for facts that
+must be recorded exactly once even when several workers race or a worker is
+killed and its activity retried (decision records under their ``record_id``)::
+
+    created = await store.create_named("decisions/run-1/r-0007", record)  # False: already there
+    record = await store.read_named("decisions/run-1/r-0007")             # None when absent
+    async for name in store.list_named("decisions/run-1/"):                # names under a prefix
+        ...
+    await store.delete_named("decisions/run-1/r-0007")
+
+``create_named`` is atomic on both backends (a hard link on a directory, a
+conditional ``If-None-Match: *`` write on S3): of concurrent creators exactly one
+gets True and its value is the one kept. Names are ``/``-separated segments of
+letters, digits, ``.``, ``_``, ``-`` and ``:``. Named records are encrypted like
+content, and garbage collection never deletes them.
+
+Retention
+---------
+:meth:`ContentStore.collect_garbage` (``durable-agent store gc --older-than DAYS``)
+deletes content not written for that many days. Writing content that is already
+stored refreshes its age, so content that runs still use stays young; choose a
+number of days above the namespace's retention plus the longest run. On S3 an
+object lifecycle rule expiring the prefix's objects after as many days does the
+same without the command (exclude ``named/`` from it).
 """
 
 from __future__ import annotations
@@ -18,14 +50,37 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import re
+import socket
 import threading
-import asyncio
+import uuid
 from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
+
+from durable_agent.blobs import BlobBackend, DirectoryBackend, StoreUnavailable, backend_from_url
+from durable_agent.encryption import DecryptionError, KeyRing, is_sealed_blob
+
+__all__ = [
+    "REF_PREFIX",
+    "BlobBackend",
+    "ContentStore",
+    "DirectoryBackend",
+    "GarbageReport",
+    "MissingContent",
+    "StoreUnavailable",
+    "canonical_json",
+    "open_store",
+    "state_dir",
+]
 
 REF_PREFIX = "sha256:"
+NAMED_PREFIX = "named/"
+PROBE_PREFIX = "health/"
+_NAME = re.compile(r"[A-Za-z0-9._:-]+(/[A-Za-z0-9._:-]+)*")
 
 
 def state_dir() -> Path:
@@ -37,93 +92,97 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
 
 
-class BlobBackend(Protocol):
-    """Where a :class:`ContentStore` keeps its bytes."""
+class MissingContent(KeyError):
+    """A reference whose content is not in the store (a worker that does not share it, or content collected)."""
 
-    #: Where it is, for messages (a path or a URL, never a credential).
-    location: str
+    def __init__(self, ref: str, location: str) -> None:
+        super().__init__(ref)
+        self.ref = ref
+        self.location = location
 
-    async def read(self, key: str) -> bytes | None:
-        """The bytes under ``key``, or ``None`` when nothing is there."""
-        ...
-
-    async def write(self, key: str, data: bytes) -> None:
-        """Store ``data`` under ``key`` (atomically: never half-written under a valid key)."""
-        ...
+    def __str__(self) -> str:
+        return (
+            f"content {self.ref} is not in the store at {self.location}: every worker must share one store "
+            "(AGENT_STORE_URL=s3://... or a shared volume), and gc must not collect content of live runs"
+        )
 
 
-class DirectoryBackend:
-    """Blobs as files under a local directory, written then renamed."""
+@dataclass(frozen=True)
+class GarbageReport:
+    """What a garbage collection found and removed."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.location = str(self.root)
-
-    def _path(self, key: str) -> Path:
-        return self.root / key
-
-    async def read(self, key: str) -> bytes | None:
-        return await asyncio.to_thread(self._read, key)
-
-    async def write(self, key: str, data: bytes) -> None:
-        await asyncio.to_thread(self._write, key, data)
-
-    def _read(self, key: str) -> bytes | None:
-        try:
-            return self._path(key).read_bytes()
-        except FileNotFoundError:
-            return None
-
-    def _write(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        if path.exists():
-            return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Write then rename: a crash never leaves a half-written blob under a valid key.
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
+    deleted: int
+    deleted_bytes: int
+    kept: int
 
 
 class ContentStore:
-    """A content-addressed JSON store over a :class:`BlobBackend`, safe for concurrent writers."""
+    """A content-addressed JSON store (plus write-once named records) over a blob backend."""
 
-    def __init__(self, root: str | os.PathLike[str] | None = None, *, backend: BlobBackend | None = None, cache_size: int = 256) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike[str] | None = None,
+        *,
+        backend: BlobBackend | None = None,
+        ring: KeyRing | None = None,
+        cache_size: int = 256,
+    ) -> None:
+        """Args:
+        root: A local directory (the default backend; ``<AGENT_STATE_DIR>/content`` when neither is given).
+        backend: Any backend instead (S3, ...).
+        ring: Encrypts what is written and decrypts what is read; None stores plaintext.
+        cache_size: Conversations kept in memory, so a run's next think reads only what is new.
+        """
         self.backend: BlobBackend = backend or DirectoryBackend(root if root is not None else state_dir() / "content")
+        self.ring = ring
         self._chains: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
     @property
     def location(self) -> str:
+        """Where the content lives (a path or URL, never a credential)."""
         return self.backend.location
+
+    # ---------------------------------------------------------------- encoding
+
+    def _seal(self, data: bytes) -> bytes:
+        return self.ring.seal_blob(data) if self.ring is not None else data
+
+    def _open(self, data: bytes) -> Any:
+        if is_sealed_blob(data):
+            if self.ring is None:
+                raise DecryptionError(f"content in {self.location} is encrypted, and AGENT_ENCRYPTION_KEYS is not set")
+            data = self.ring.open_blob(data)
+        return json.loads(data)
 
     @staticmethod
     def _key(ref: str) -> str:
-        if not ref.startswith(REF_PREFIX) or len(ref) != len(REF_PREFIX) + 64 or not all(c in "0123456789abcdef" for c in ref[len(REF_PREFIX) :]):
-            raise KeyError(f"not a content reference: {ref!r}")
         digest = ref[len(REF_PREFIX) :]
+        if not ref.startswith(REF_PREFIX) or len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+            raise KeyError(f"not a content reference: {ref!r}")
         return f"{digest[:2]}/{digest}.json"
+
+    # ----------------------------------------------------------------- content
 
     async def put(self, value: Any) -> str:
         """Store ``value`` (JSON-serialisable); return its reference."""
         data = canonical_json(value)
         ref = REF_PREFIX + hashlib.sha256(data).hexdigest()
-        await self.backend.write(self._key(ref), data)
+        await self.backend.write(self._key(ref), self._seal(data))
         return ref
 
     async def get(self, ref: str) -> Any:
         """The value stored under ``ref``.
 
         Raises:
-            KeyError: when nothing is stored under it (a worker that does not share the store).
+            MissingContent: when nothing is stored under it.
+            DecryptionError: when it is encrypted under a key this process does not have.
         """
         data = await self.backend.read(self._key(ref))
         if data is None:
-            raise KeyError(f"content {ref} is not in the store at {self.location}")
-        return json.loads(data)
+            raise MissingContent(ref, self.location)
+        return self._open(data)
 
     async def append(self, head: str | None, message: dict[str, Any]) -> str:
         """Append ``message`` to the conversation ``head``; return the new head."""
@@ -164,3 +223,77 @@ class ContentStore:
         self._chains.move_to_end(head)
         while len(self._chains) > self._cache_size:
             self._chains.popitem(last=False)
+
+    # ----------------------------------------------------------- named records
+
+    @staticmethod
+    def _named_key(name: str) -> str:
+        if not _NAME.fullmatch(name) or any(part in (".", "..") for part in name.split("/")):
+            raise ValueError(f"not a record name: {name!r} (segments of letters, digits, '.', '_', '-', ':', separated by '/')")
+        return NAMED_PREFIX + name
+
+    async def create_named(self, name: str, value: Any) -> bool:
+        """Write ``value`` under ``name`` unless something is there; True if this call wrote it."""
+        return await self.backend.create(self._named_key(name), self._seal(canonical_json(value)))
+
+    async def read_named(self, name: str) -> Any | None:
+        """The value under ``name``, or None."""
+        data = await self.backend.read(self._named_key(name))
+        return None if data is None else self._open(data)
+
+    async def list_named(self, prefix: str = "") -> AsyncIterator[str]:
+        """The names that start with ``prefix``, in no promised order."""
+        async for info in self.backend.list(NAMED_PREFIX + prefix):
+            yield info.key[len(NAMED_PREFIX) :]
+
+    async def delete_named(self, name: str) -> None:
+        """Remove the record ``name`` (absent is fine)."""
+        await self.backend.delete(self._named_key(name))
+
+    # -------------------------------------------------------------- operations
+
+    async def check(self) -> None:
+        """Write, read back and delete a probe object: the store works for this process.
+
+        Raises:
+            StoreUnavailable: (or the client's own error) naming the store and what failed.
+        """
+        key = f"{PROBE_PREFIX}{socket.gethostname()}-{uuid.uuid4().hex}"
+        probe = os.urandom(16)
+        await self.backend.write(key, self._seal(probe))
+        try:
+            back = await self.backend.read(key)
+            if back is None or (self.ring.open_blob(back) if self.ring else back) != probe:
+                raise StoreUnavailable(f"the store at {self.location} did not give back what was written to {key}")
+        finally:
+            await self.backend.delete(key)
+
+    async def collect_garbage(self, older_than: timedelta, *, now: datetime | None = None, dry_run: bool = False) -> GarbageReport:
+        """Delete content not written for ``older_than``; named records and probes are kept."""
+        cutoff = (now or datetime.now(UTC)) - older_than
+        deleted = deleted_bytes = kept = 0
+        async for info in self.backend.list(""):
+            if info.key.startswith((NAMED_PREFIX, PROBE_PREFIX)):
+                continue
+            if info.modified < cutoff:
+                if not dry_run:
+                    await self.backend.delete(info.key)
+                deleted += 1
+                deleted_bytes += info.size
+            else:
+                kept += 1
+        return GarbageReport(deleted, deleted_bytes, kept)
+
+    async def close(self) -> None:
+        """Release the backend's connections."""
+        await self.backend.close()
+
+
+def open_store(ring: KeyRing | None = None, url: str | None = None) -> ContentStore:
+    """The store ``AGENT_STORE_URL`` names (default ``<AGENT_STATE_DIR>/content``), encrypting with ``ring``.
+
+    Raises:
+        ValueError: for a URL that names no usable backend (the message names it).
+    """
+    url = url or os.environ.get("AGENT_STORE_URL", "").strip() or str(state_dir() / "content")
+    return ContentStore(backend=backend_from_url(url), ring=ring)

@@ -9,11 +9,15 @@ from the decorator. The name is typed once: the function's name, or ``name=``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import functools
 import inspect
 import re
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Literal
+from typing import Any, Literal
 
 import pydantic
 from pydantic import BaseModel, ConfigDict
@@ -88,15 +92,30 @@ class Tool:
             raise InvalidToolArguments(f"invalid arguments for {self.name}: {problems}") from None
         return {name: getattr(model, name) for name in self.args_model.model_fields}
 
-    async def invoke(self, args: dict[str, Any], context: ToolContext) -> Any:
-        """Validate ``args`` and run the tool with ``context`` readable through :func:`tool_context`."""
+    async def invoke(self, args: dict[str, Any], context: ToolContext, executor: Executor | None = None) -> Any:
+        """Validate ``args`` and run the tool with ``context`` readable through :func:`tool_context`.
+
+        A synchronous tool runs in ``executor`` (the worker's bounded pool; the loop's
+        default pool without one). A thread cannot be interrupted, so when the call is
+        cancelled while a tool that changes the world runs, the cancellation is raised
+        only once the function has returned: nobody is told "cancelled" while a refund
+        is still committing. A read-only tool's thread is left to finish on its own.
+        """
         clean = self.validate(args)
         token = _current_context.set(context)
         try:
             if inspect.iscoroutinefunction(self.fn):
                 return await self.fn(**clean)
-            # to_thread copies the context, so tool_context() works in sync tools too.
-            return await asyncio.to_thread(self.fn, **clean)
+            # Run in a copy of this context, so tool_context() works in sync tools too.
+            call = functools.partial(contextvars.copy_context().run, self.fn, **clean)
+            running = asyncio.get_running_loop().run_in_executor(executor, call)
+            try:
+                return await asyncio.shield(running)
+            except asyncio.CancelledError:
+                if not self.info.read_only:
+                    with contextlib.suppress(Exception):
+                        await running
+                raise
         finally:
             _current_context.reset(token)
 

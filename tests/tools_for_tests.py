@@ -151,3 +151,12 @@ async def returns_given(key: str) -> object:
     """Returns whatever the test put under ``key`` in ``GIVEN_RESULTS`` (counted: it must run once)."""
     _count("returns_given", result_key=key)
     return GIVEN_RESULTS[key]
+
+
+@tool(heartbeat=1.0, timeout=60.0)
+def slow_transfer(account: str, amount: float, seconds: float = 4.0) -> dict:
+    """A synchronous tool that changes the world slowly: records when it starts and when it ends."""
+    _count("slow_transfer", event="started")
+    time.sleep(seconds)
+    _count("slow_transfer", event="finished")
+    return {"account": account, "amount": amount, "status": "done", "note": "y" * int(os.environ.get("TRANSFER_NOTE_CHARS", "0"))}

@@ -19,6 +19,7 @@ from typing import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("durable_agent.cli.run", "start an agent run and watch it live (the embedded default when no server answers)"),
     "worker": ("durable_agent.cli.worker", "poll a task queue and run agent workflows and activities"),
+    "store": ("durable_agent.cli.store", "look after the content store (gc: delete old content)"),
     "codec-server": ("durable_agent.cli.codec_server", "decrypt payloads for the Temporal UI and CLI (bearer token required)"),
 }
 

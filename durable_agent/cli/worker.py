@@ -16,22 +16,27 @@ import os
 import pkgutil
 import signal
 import sys
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
-from typing import Sequence
+from typing import Any, NoReturn
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from durable_agent import telemetry, trace
+from durable_agent import telemetry, trace, worker_options
 from durable_agent.activities import AgentActivities, BudgetActivities
 from durable_agent.connection import connect, target_address
 from durable_agent.connection import task_queue as default_task_queue
 from durable_agent.converter import guarded_client
+from durable_agent.encryption import KeyRing
 from durable_agent.errors import ConfigError
 from durable_agent.profiles import AgentsConfig, load_config
-from durable_agent.store import ContentStore
+from durable_agent.store import ContentStore, open_store
+from durable_agent.tools import ToolRegistry
+from durable_agent.worker_options import WorkerTuning, shutdown_grace
 from durable_agent.workflows import WORKFLOWS
 
 log = logging.getLogger("durable_agent.worker")
@@ -66,8 +71,10 @@ def create_worker(
     *,
     task_queue: str | None = None,
     store: ContentStore | None = None,
-    max_cached_workflows: int = 1000,
+    max_cached_workflows: int | None = None,
     activity_executor: ThreadPoolExecutor | None = None,
+    tuning: WorkerTuning | None = None,
+    tool_executor: Executor | None = None,
 ) -> Worker:
     """A worker that runs every durable-agent workflow and activity.
 
@@ -79,8 +86,23 @@ def create_worker(
         task_queue: Defaults to ``AGENT_TASK_QUEUE`` or ``agents``.
         store: The content store; the default is under ``AGENT_STATE_DIR``.
         max_cached_workflows: 0 makes every task replay from history (tests use it to catch non-determinism).
+        tuning: Concurrency, pollers and the shutdown grace period. Without it (tests, the embedded
+            default) the worker uses the SDK's sizing and stops without waiting for activities.
+        tool_executor: The bounded pool synchronous tools run in (the loop's default pool without one).
     """
-    activities = AgentActivities(config, store or ContentStore())
+    activities = AgentActivities(config, store or ContentStore(), tool_executor=tool_executor)
+    sizing: dict[str, Any] = {}
+    if tuning is not None:
+        sizing = {
+            "max_cached_workflows": tuning.max_cached_workflows,
+            "max_concurrent_activities": tuning.max_concurrent_activities,
+            "max_concurrent_workflow_tasks": tuning.max_concurrent_workflow_tasks,
+            "workflow_task_poller_behavior": PollerBehaviorSimpleMaximum(tuning.workflow_pollers),
+            "activity_task_poller_behavior": PollerBehaviorSimpleMaximum(tuning.activity_pollers),
+            "graceful_shutdown_timeout": timedelta(seconds=shutdown_grace(tuning, tool_timeouts(config, activities.tools))),
+        }
+    if max_cached_workflows is not None:
+        sizing["max_cached_workflows"] = max_cached_workflows
     return Worker(
         # Whatever a client sends, the workflows get a value they can refuse by name (see durable_agent.converter).
         guarded_client(client),
@@ -88,9 +110,14 @@ def create_worker(
         workflows=WORKFLOWS,
         activities=activities.all() + BudgetActivities(client).all(),
         workflow_runner=workflow_runner(),
-        max_cached_workflows=max_cached_workflows,
         activity_executor=activity_executor,
+        **sizing,
     )
+
+
+def tool_timeouts(config: AgentsConfig, tools: ToolRegistry) -> list[float]:
+    """The timeouts of every tool the profiles use (the grace period covers the longest)."""
+    return [tool.info.timeout_seconds for name in {t for p in config.agents.values() for t in p.tools} if (tool := tools.get(name))]
 
 
 def default_config_path() -> str:
@@ -109,6 +136,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task-queue", default=None, help="default: AGENT_TASK_QUEUE or 'agents'")
     parser.add_argument("--address", default=None, help="Temporal address (default: TEMPORAL_ADDRESS or localhost:7233)")
     parser.add_argument("--log-level", default=os.environ.get("AGENT_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the configuration, the keys, the content store (write and read) and Temporal, then exit: 0 when all is well",
+    )
+    worker_options.add_arguments(parser)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -125,26 +158,57 @@ def load_or_exit(config_path: str, tool_modules: list[str]) -> AgentsConfig:
         raise SystemExit(2) from None
 
 
+def fail(status: int, message: str) -> NoReturn:
+    print(f"worker: {message}", file=sys.stderr)
+    raise SystemExit(status)
+
+
 async def main(args: argparse.Namespace) -> int:
-    """Run a worker until SIGINT or SIGTERM; the exit status (bad configuration: 2, no server: 1)."""
+    """Run a worker until SIGINT or SIGTERM; the exit status (bad configuration: 2, store or server unusable: 1).
+
+    With ``--check``, stop after the checks a worker makes at start and exit 0 if they pass.
+    """
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = load_or_exit(args.config, env_tool_modules() + args.tools)
+    try:
+        tuning = worker_options.from_args(args)
+        ring = KeyRing.from_env()
+        store = open_store(ring)
+    except ValueError as exc:  # EncryptionConfigError and bad AGENT_STORE_URL included
+        fail(2, f"configuration error: {exc}")
+    try:
+        await store.check()
+    except Exception as exc:  # noqa: BLE001 - any client error means the store is unusable; it is reported whole
+        fail(1, f"the content store at {store.location} is not usable: {exc}")
     trace.configure(os.environ.get("AGENT_TRACE_FILE") or None)
     telemetry.setup()
     address = target_address(args.address)
     try:
         client = await connect(args.address)
-    except Exception as exc:
-        print(f"worker: cannot connect to Temporal at {address}: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
+    except Exception as exc:  # noqa: BLE001 - reported with the address, then exit
+        fail(1, f"cannot connect to Temporal at {address}: {exc}")
     queue = args.task_queue or default_task_queue()
-    worker = create_worker(client, config, task_queue=queue)
+    if args.check:
+        print(f"worker: ok (Temporal at {address}, store at {store.location}, encryption {'on' if ring else 'off'})")
+        await store.close()
+        return 0
+    tool_pool = ThreadPoolExecutor(max_workers=tuning.tool_threads, thread_name_prefix="tool")
+    worker = create_worker(client, config, task_queue=queue, store=store, tuning=tuning, tool_executor=tool_pool)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    log.info("worker polling task queue %r on %s (agents: %s)", queue, address, ", ".join(config.agents))
-    async with worker:
-        await stop.wait()
+    log.info(
+        "worker polling task queue %r on %s (agents: %s; store: %s; encryption: %s)",
+        queue, address, ", ".join(config.agents), store.location, "on" if ring else "off",
+    )
+    try:
+        async with worker:
+            await stop.wait()
+            grace = worker.config().get("graceful_shutdown_timeout")
+            log.info("stopping: no new tasks; activities in flight get up to %s to finish", grace)
+    finally:
+        tool_pool.shutdown(wait=False, cancel_futures=True)
+        await store.close()
     log.info("worker stopped")
     return 0

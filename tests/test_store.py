@@ -1,0 +1,199 @@
+"""The content store over both backends: content, named records, encryption, the start check, retention."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from durable_agent.blobs import StoreUnavailable
+from durable_agent.encryption import DecryptionError, KeyRing
+from durable_agent.store import ContentStore, MissingContent, open_store
+from tests.s3_server import aws_env, create_bucket, moto_server
+
+MARKER = "MARKER-store-5b1e"
+
+
+def key_spec(kid: str) -> str:
+    """One ``kid:base64key`` entry of AGENT_ENCRYPTION_KEYS, with a fresh key."""
+    return f"{kid}:{base64.b64encode(os.urandom(32)).decode()}"
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint() -> Iterator[str]:
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    for name, value in aws_env(s3_endpoint).items():
+        monkeypatch.setenv(name, value)
+    return s3_endpoint
+
+
+@pytest.fixture(params=["file", "s3"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "file":
+        return (tmp_path / "content").as_uri()
+    endpoint = request.getfixturevalue("s3_env")
+    bucket = f"b-{uuid.uuid4().hex[:10]}"
+    create_bucket(endpoint, bucket)
+    return f"s3://{bucket}/agents"
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[ContentStore]:
+    s = open_store(url=store_url)
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def raw_objects(s: ContentStore) -> dict[str, bytes]:
+    out = {}
+    async for info in s.backend.list(""):
+        data = await s.backend.read(info.key)
+        assert data is not None
+        out[info.key] = data
+    return out
+
+
+class TestContent:
+    """Content round-trips on either backend; a missing reference names itself and the store."""
+
+    async def test_round_trip_and_missing(self, store: ContentStore, store_url: str) -> None:
+        head = await store.append(None, {"role": "user", "content": MARKER})
+        head = await store.append(head, {"role": "assistant", "content": "ok"})
+        fresh = open_store(url=store_url)  # another worker: nothing cached
+        try:
+            assert [m["content"] for m in await fresh.messages(head)] == [MARKER, "ok"]
+        finally:
+            await fresh.close()
+        with pytest.raises(MissingContent) as caught:
+            await store.get("sha256:" + "1" * 64)
+        assert "sha256:" + "1" * 64 in str(caught.value) and store.location in str(caught.value)
+
+
+class TestNamedRecords:
+    """Named records are written once, listed by prefix, deleted, and never collected."""
+
+    async def test_write_once_under_races(self, store: ContentStore) -> None:
+        name = "decisions/run-1/r-0001"
+        won = await asyncio.gather(*(store.create_named(name, {"writer": i}) for i in range(6)))
+        assert won.count(True) == 1
+        assert await store.read_named(name) == {"writer": won.index(True)}
+        assert await store.create_named(name, {"writer": "late"}) is False
+        assert await store.read_named("decisions/run-1/absent") is None
+
+    async def test_list_and_delete(self, store: ContentStore) -> None:
+        for name in ("decisions/run-1/r-1", "decisions/run-1/r-2", "decisions/run-2/r-1"):
+            assert await store.create_named(name, {"n": name})
+        assert sorted([n async for n in store.list_named("decisions/run-1/")]) == ["decisions/run-1/r-1", "decisions/run-1/r-2"]
+        await store.delete_named("decisions/run-1/r-1")
+        assert await store.read_named("decisions/run-1/r-1") is None
+        assert await store.create_named("decisions/run-1/r-1", {"again": True})  # deletable, then writable again
+
+    @pytest.mark.parametrize("name", ["", "/abs", "a//b", "../x", "a/../b", "sp ace", "a/./b"])
+    async def test_bad_names(self, store: ContentStore, name: str) -> None:
+        with pytest.raises(ValueError, match="not a record name"):
+            await store.create_named(name, {})
+
+
+class TestEncryptedStore:
+    """With keys, no object holds plaintext; rotation keeps old content readable; a missing key is named."""
+
+    async def test_no_plaintext_and_rotation(self, store_url: str) -> None:
+        old, new = key_spec("k1"), key_spec("k2")
+        s = open_store(KeyRing.parse(old), url=store_url)
+        head = await s.append(None, {"role": "user", "content": f"refund {MARKER}"})
+        await s.create_named("decisions/r-1", {"args": MARKER})
+        objects = await raw_objects(s)
+        assert objects and all(MARKER.encode() not in data for data in objects.values())
+        await s.close()
+
+        rotated = open_store(KeyRing.parse(f"{new},{old}"), url=store_url)
+        assert (await rotated.messages(head))[0]["content"] == f"refund {MARKER}"
+        assert await rotated.read_named("decisions/r-1") == {"args": MARKER}
+        await rotated.close()
+
+        without = open_store(KeyRing.parse(new), url=store_url)
+        with pytest.raises(DecryptionError, match="'k1'"):
+            await without.get(head)
+        await without.close()
+        plain = open_store(url=store_url)
+        with pytest.raises(DecryptionError, match="AGENT_ENCRYPTION_KEYS is not set"):
+            await plain.get(head)
+        await plain.close()
+
+
+class TestCheckAndGc:
+    """The start check proves write and read; gc deletes only old content."""
+
+    async def test_check_leaves_nothing(self, store: ContentStore) -> None:
+        await store.check()
+        assert await raw_objects(store) == {}
+
+    async def test_gc_by_age(self, store: ContentStore) -> None:
+        old_ref = await store.put({"old": True})
+        await store.create_named("decisions/keep", {"k": 1})
+        later = datetime.now(UTC) + timedelta(days=40)
+        report = await store.collect_garbage(timedelta(days=30), now=later, dry_run=True)
+        assert (report.deleted, report.kept) == (1, 0)
+        assert await store.get(old_ref) == {"old": True}  # dry run deletes nothing
+        report = await store.collect_garbage(timedelta(days=30), now=later)
+        assert report.deleted == 1
+        with pytest.raises(MissingContent):
+            await store.get(old_ref)
+        assert await store.read_named("decisions/keep") == {"k": 1}
+        young = await store.put({"young": True})
+        assert (await store.collect_garbage(timedelta(days=30))).deleted == 0
+        assert await store.get(young) == {"young": True}
+
+
+class TestMissingBucket:
+    """A store whose bucket does not exist fails the start check naming the bucket."""
+
+    async def test_check_names_the_bucket(self, s3_env: str) -> None:
+        s = open_store(url="s3://bucket-that-is-not-there/agents")
+        with pytest.raises(StoreUnavailable, match="bucket 'bucket-that-is-not-there' does not exist"):
+            await s.check()
+        await s.close()
+
+
+class TestGcCommand:
+    """`durable-agent store gc --older-than DAYS` deletes old content from the store AGENT_STORE_URL names."""
+
+    async def test_deletes_only_what_is_old(self, tmp_path: Path) -> None:
+        import subprocess
+        import sys
+        import time
+
+        root = tmp_path / "content"
+        s = open_store(url=root.as_uri())
+        old, young = await s.put({"old": 1}), await s.put({"young": 1})
+        await s.create_named("decisions/r-1", {"kept": True})
+        ten_days_ago = time.time() - 10 * 86400
+        for path in root.rglob("*"):
+            if path.is_file() and (old[len("sha256:") :] in path.name or path.parts[-3:-1] == ("named", "decisions")):
+                os.utime(path, (ten_days_ago, ten_days_ago))
+        env = {**os.environ, "AGENT_STORE_URL": root.as_uri()}
+        argv = [sys.executable, "-c", "from durable_agent.cli import entry; entry()", "store", "gc", "--older-than", "5"]
+        def run(*extra: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*argv, *extra], env=env, capture_output=True, text=True, timeout=60, check=False)
+
+        dry = await asyncio.to_thread(run, "--dry-run")
+        assert dry.returncode == 0 and "would delete 1 objects" in dry.stdout, dry.stderr
+        done = await asyncio.to_thread(run)
+        assert done.returncode == 0 and "deleted 1 objects" in done.stdout and "kept 1" in done.stdout, done.stderr
+        with pytest.raises(MissingContent):
+            await s.get(old)
+        assert await s.get(young) == {"young": 1}
+        assert await s.read_named("decisions/r-1") == {"kept": True}
