@@ -13,16 +13,18 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from durable_agent.models.anthropic import set_credentials_provider
 from tests import tools_for_tests
 from tests.conftest import ROOT, Harness, subprocess_env
 from tests.fake_anthropic import FakeAnthropic, text, tool_use
 from tests.s3_server import aws_env, create_bucket, moto_server
 from tests.test_crash_recovery import Processes, result_of, worker_argv
-from tests.test_failures import attempts, until
+from tests.test_failures import attempts, claude, until
 
 pytestmark = pytest.mark.slow
 
@@ -51,6 +53,15 @@ def processes(tmp_path: Path) -> Iterator[Processes]:
         yield procs
     finally:
         procs.kill_all()
+
+
+@pytest.fixture
+def fake(harness: Harness, fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAnthropic]:
+    """The fake Messages API, with the in-process worker pointed at it."""
+    for name, value in fake_anthropic.environ().items():
+        monkeypatch.setenv(name, value)
+    yield fake_anthropic
+    set_credentials_provider(None)
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +145,20 @@ class TestRollingDeploy:
         assert attempts(history, "think") == [1, 1]
         assert len(fake_anthropic.requests) == 2
         assert "activities in flight get up to 0:01:00" in processes.output()
+
+
+class TestCancelWaitsForWorldChangingTools:
+    """A cancelled run reports "cancelled" only once a tool that changes the world has stopped."""
+
+    async def test_sync_transfer_finishes_before_cancelled_is_reported(self, harness: Harness, fake: FakeAnthropic) -> None:
+        fake.script(tool_use("slow_transfer", {"account": "acc-9", "amount": 3.0, "seconds": 3.0}))
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="tool") as pool:
+            async with harness.worker(claude("slow_transfer"), tool_executor=pool):
+                handle = await harness.start({"task": "transfer, then be cancelled"})
+                await until(lambda: tools_for_tests.calls("slow_transfer"), "the transfer to start")
+                await handle.cancel()
+                result = await handle.result()
+                # Read at once: the run's end must come after the transfer's.
+                seen = [c["event"] for c in tools_for_tests.calls("slow_transfer")]
+        assert result.status == "cancelled"
+        assert seen == ["started", "finished"]

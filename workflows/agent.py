@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from temporalio import workflow
+from temporalio.workflow import ActivityCancellationType
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
@@ -65,6 +66,14 @@ __all__ = ["AgentWorkflow", "CarriedState", "is_cancellation", "tool_heartbeat_t
 def _invalid_input(problems: str) -> ApplicationError:
     """The run's failure for an input it cannot use: at once, for good, naming the problem."""
     return ApplicationError("invalid AgentWorkflow input: " + problems, type="InvalidInput", non_retryable=True)
+
+
+def tool_cancellation(info: ToolInfo) -> ActivityCancellationType:
+    """How a cancelled run stops a tool: one that changes the world is waited for, so the run
+    reports "cancelled" only once the tool has stopped (a refund is not left half-committed)."""
+    if info.read_only or not workflow.patched("tool-cancel-waits-for-completion"):
+        return ActivityCancellationType.TRY_CANCEL
+    return ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
 
 
 def tool_heartbeat_timeout(info: ToolInfo) -> timedelta:
@@ -273,6 +282,8 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
             )
             if observation.get("status") == "budget_exceeded":
                 return self._result()
+            if self.cancelled_during_tool:
+                raise asyncio.CancelledError
         return None
 
     # ------------------------------------------------------------------ think
@@ -417,6 +428,7 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
         self._details(f"step {self.step}: calling {call.name}")
         self.tools_used.append(call.name)
         plan = TOOL_RETRY_POLICIES.get(info.retry, TOOL_RETRY_POLICIES["tool_default"])
+        cancellation = tool_cancellation(info)
         try:
             out: ToolCallOutput = await workflow.execute_activity(
                 contracts.ACTIVITY_RUN_TOOL,
@@ -426,6 +438,7 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
                 heartbeat_timeout=tool_heartbeat_timeout(info),
                 retry_policy=temporal_policy(plan),
                 summary=f"call tool: {call.name}",
+                cancellation_type=cancellation,
             )
         except ActivityError as exc:
             if is_cancellation(exc):
@@ -438,6 +451,8 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
                 error=True,
                 approval_id=approval.approval_id if approval else None,
             )
+        if cancellation == ActivityCancellationType.WAIT_CANCELLATION_COMPLETED and workflow.cancellation_reason() is not None:
+            self.cancelled_during_tool = True
         extra: dict[str, Any] = {"duration_ms": out.duration_ms}
         if approval is not None:
             extra["approval_id"] = approval.approval_id

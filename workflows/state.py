@@ -80,6 +80,9 @@ class RunState:
     daily_reservation: SettleRequest | None
     #: The API request ids of the current step's model calls (a step can take several).
     step_request_ids: list[str]
+    #: The run was cancelled while a world-changing tool ran, and the tool finished its work
+    #: (such tools are waited for): the step is recorded, then the run ends as cancelled.
+    cancelled_during_tool: bool
 
     def __init__(self) -> None:
         self.input = None
@@ -113,3 +116,4 @@ class RunState:
         self.daily_remaining = None
         self.daily_reservation = None
         self.step_request_ids = []
+        self.cancelled_during_tool = False
