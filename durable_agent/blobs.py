@@ -71,7 +71,7 @@ class BlobBackend(ABC):
     async def delete(self, key: str) -> None:
         """Remove ``key``; removing what is not there is not an error."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional: most backends hold nothing to release
         """Release connections."""
 
 

@@ -175,9 +175,17 @@ async def in_process_worker(client: Client, args: argparse.Namespace, task_queue
     config = load_or_exit(args.config or default_config_path(), env_tool_modules() + args.tools)
     trace_file = os.environ.get("AGENT_TRACE_FILE") or str(state_dir() / "trace.jsonl")
     trace.configure(trace_file)
-    worker = create_worker(client, config, task_queue=task_queue)
-    async with worker:
-        yield
+    from durable_agent.encryption import KeyRing
+    from durable_agent.store import open_store
+
+    # The same store (and keys) as any other worker of the deployment.
+    store = open_store(KeyRing.from_env())
+    worker = create_worker(client, config, task_queue=task_queue, store=store)
+    try:
+        async with worker:
+            yield
+    finally:
+        await store.close()
 
 
 async def has_poller(client: Client, task_queue: str) -> bool:
