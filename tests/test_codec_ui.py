@@ -65,7 +65,7 @@ async def test_ui_decodes_through_the_codec_server_only_after_sign_in(tmp_path: 
                     async with page.expect_response(lambda r: "/decode" in r.url and r.request.method == "POST") as refused:
                         await page.goto(run_url)
                     assert (await refused.value).status == 401
-                    await expect(page.get_by_role("heading", name=handle.id)).to_be_visible()
+                    await expect(page.get_by_text("Codec Server could not connect").filter(visible=True).first).to_be_visible()
                     assert MARKER not in await page.inner_text("body")
 
                     # Sign in to the codec server, as a reviewer would, once.
@@ -76,8 +76,12 @@ async def test_ui_decodes_through_the_codec_server_only_after_sign_in(tmp_path: 
 
                     # The UI's codec settings: this browser's endpoint, with cross-origin credentials.
                     await page.goto(run_url)
-                    await page.get_by_test_id("data-encoder-status-configured").click()
+                    # The codec button in the top bar (its test id follows its state: configured, error...).
+                    settings = page.locator("[data-testid^=data-encoder-status]").first
+                    await settings.click()
                     dialog = page.locator("dialog[open]")
+                    if not await dialog.count():  # a click the page swallowed while it was still settling
+                        await settings.click()
                     await dialog.get_by_test_id("use-local-endpoint-input").check()
                     await dialog.get_by_role("textbox").fill(codec_url)
                     await dialog.get_by_text("Include cross-origin credentials").click()

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from temporalio.client import WorkflowFailureError
 
 from durable_agent.models.anthropic import set_credentials_provider
 from tests import tools_for_tests
@@ -38,6 +39,15 @@ model = "{MODEL}"
 tools = ["slow_transfer", "echo"]
 autonomy = "autonomous"
 """
+
+
+def failure_text(error: BaseException) -> str:
+    """Every message in a failure's chain of causes."""
+    parts = []
+    while error is not None:
+        parts.append(str(error))
+        error = error.__cause__  # type: ignore[assignment]
+    return " | ".join(parts)
 
 
 def new_keys(*kids: str) -> str:
@@ -162,3 +172,24 @@ class TestCancelWaitsForWorldChangingTools:
                 seen = [c["event"] for c in tools_for_tests.calls("slow_transfer")]
         assert result.status == "cancelled"
         assert seen == ["started", "finished"]
+
+
+class TestMissingContent:
+    """Content a worker cannot find fails the think at once, naming the reference and the store."""
+
+    async def test_a_store_that_is_not_shared_fails_the_run_plainly(self, harness: Harness, fake: FakeAnthropic) -> None:
+        fake.script(tool_use("slow_transfer", {"account": "acc-1", "amount": 1.0, "seconds": 2.0}), text("never sent"))
+        async with harness.worker(claude("slow_transfer")):
+            handle = await harness.start({"task": "transfer"})
+            await until(lambda: tools_for_tests.calls("slow_transfer"), "the transfer to start")
+            # As if the next think ran on a host whose store lacks what this one wrote.
+            root = harness.store.backend.root  # type: ignore[attr-defined]
+            for blob in root.glob("??/*.json"):
+                blob.unlink()
+            with pytest.raises(WorkflowFailureError) as failed:
+                await handle.result()
+            history = await handle.fetch_history()
+        message = failure_text(failed.value)
+        assert "is not in the store at" in message and str(root) in message and "sha256:" in message, message
+        assert attempts(history, "think") == [1, 1], "not retried: the content will not appear"
+        assert len(fake.requests) == 1
