@@ -1,4 +1,7 @@
-"""Record workflow histories for the replay test: ``python -m tests.record_histories``.
+"""Record workflow histories for the replay test: ``python -m tests.record_histories [SCENARIO...]``.
+
+With scenario names, only those are recorded (add a scenario, record just it: the
+others stay as they were recorded).
 
 Runs representative scenarios on a throwaway dev server and writes each run's
 event history to ``tests/histories/<scenario>.json``. Re-record only when a
@@ -78,6 +81,8 @@ SCENARIOS: list[Scenario] = [
     ("scripted_continue_as_new", {"task": "x", "model": "SCRIPTED"}, {"continue_as_new_every": 2},
      [tool_use("search_kb", {"query": "a"}), tool_use("search_kb", {"query": "b"}), tool_use("search_kb", {"query": "c"}), answer("done")], None),
     # Through the shared daily-budget ledger and a rate limiter (their own histories are recorded too).
+    # A world-changing tool scheduled to be waited for on cancellation (patch tool-cancel-waits-for-completion).
+    ("tool_cancel_waits_small_refund", {"task": "Refund 20 USD on order ord-789"}, None, None, None),
     ("scripted_daily_budget_and_rate_limit", {"task": "x", "model": "SCRIPTED"},
      {"daily_budget_usd": 5.0, "rate_limits": {"search_kb": "1/2s"}},
      [tool_use("search_kb", {"query": "a"}), tool_use("search_kb", {"query": "b"}), answer("done")], None),
@@ -92,9 +97,14 @@ ENTITIES = {
 }
 
 
-async def record(client: Client, state: Path) -> None:
+async def record(client: Client, state: Path, only: list[str] | None = None) -> None:
     OUT.mkdir(exist_ok=True)
+    unknown = set(only or []) - {s[0] for s in SCENARIOS}
+    if unknown:
+        raise SystemExit(f"no scenario named {', '.join(sorted(unknown))}")
     for name, request, profile_extra, script, action in SCENARIOS:
+        if only and name not in only:
+            continue
         queue = f"record-{uuid.uuid4().hex[:8]}"
         profile = {**SUPPORT_PROFILE, **(profile_extra or {})}
         pricing: dict[str, Any] = {}
@@ -137,7 +147,7 @@ async def main() -> None:
         dev_server_existing_path=find_executable("temporal"), data_converter=pydantic_data_converter, dev_server_log_level="error"
     )
     try:
-        await record(env.client, state)
+        await record(env.client, state, sys.argv[1:])
     finally:
         await env.shutdown()
         shutil.rmtree(state, ignore_errors=True)
