@@ -76,3 +76,33 @@ def create_bucket(endpoint: str, bucket: str) -> None:
         aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
         region_name=env["AWS_DEFAULT_REGION"],
     ).create_bucket(Bucket=bucket)
+
+
+def payload_bytes(history_json: str) -> list[bytes]:
+    """Every payload's data (and failure text) in a history as ``temporal workflow show --output json`` prints it.
+
+    Payload data is base64 there, so a plaintext check must look at the decoded bytes.
+    """
+    import base64
+    import json
+
+    found: list[bytes] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "data" and isinstance(value, str):
+                    try:
+                        found.append(base64.b64decode(value, validate=True))
+                    except ValueError:
+                        found.append(value.encode())
+                elif isinstance(value, str):
+                    found.append(value.encode())
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(json.loads(history_json))
+    return found

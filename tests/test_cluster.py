@@ -20,7 +20,6 @@ from typing import Any
 
 import boto3
 import pytest
-from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -28,7 +27,7 @@ from durable_agent.encryption import DecryptionError, KeyRing, with_encryption
 from durable_agent.schemas import AgentResult
 from tests.conftest import subprocess_env, temporal_cli
 from tests.fake_anthropic import FakeAnthropic, RecordedRequest, Reply, text, tool_use
-from tests.s3_server import aws_env, create_bucket, moto_server
+from tests.s3_server import aws_env, create_bucket, moto_server, payload_bytes
 from tests.test_crash_recovery import Processes, worker_argv
 from tests.test_failures import until
 
@@ -93,6 +92,7 @@ class Cluster:
         self.config.write_text(CONFIG)
         self.fake_env = fake.environ()
         self.hosts = 0
+        self.workers: dict[str, subprocess.Popen[bytes]] = {}
 
     def start_worker(self, keys: str) -> subprocess.Popen[bytes]:
         self.hosts += 1
@@ -102,12 +102,14 @@ class Cluster:
             state, self.address, AGENT_STORE_URL=f"s3://{self.bucket}/content", AGENT_ENCRYPTION_KEYS=keys,
             TRANSFER_NOTE_CHARS="8192", **aws_env(self.s3), **self.fake_env,
         )
-        return self.processes.start(f"worker-{self.hosts}", [*worker_argv(self.config, self.task_queue), "--shutdown-grace-seconds", "5"], env)
+        proc = self.processes.start(f"worker-{self.hosts}", [*worker_argv(self.config, self.task_queue), "--shutdown-grace-seconds", "5"], env)
+        self.workers[state.name] = proc
+        return proc
 
     def tool_calls(self, name: str) -> list[dict[str, Any]]:
         rows = []
         for path in self.tmp.glob("host-*/tool-calls.jsonl"):
-            rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            rows += [{**json.loads(line), "host": path.parent.name} for line in path.read_text().splitlines() if line.strip()]
         return [r for r in rows if r["tool"] == name]
 
     def objects(self) -> dict[str, bytes]:
@@ -138,12 +140,14 @@ def cluster(tmp_path: Path, processes: Processes, server_address: str, fake_anth
     return Cluster(tmp_path, processes, server_address, fake_anthropic, s3_endpoint)
 
 
-def think_workers(history: Any) -> set[str]:
-    return {
-        e.activity_task_started_event_attributes.identity
-        for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
-    }
+def workers_of(history: Any) -> set[str]:
+    """The identities of the workers that took part in a run (workflow tasks and activities)."""
+    found = set()
+    for e in history.events:
+        for attr in ("workflow_task_completed_event_attributes", "activity_task_started_event_attributes"):
+            if e.HasField(attr) and getattr(e, attr).identity:
+                found.add(getattr(e, attr).identity)
+    return found
 
 
 class TestSharedS3Store:
@@ -151,13 +155,14 @@ class TestSharedS3Store:
 
     async def test_runs_survive_a_killed_worker_and_leave_no_plaintext(self, cluster: Cluster) -> None:
         keys = new_key("k1")
-        first = cluster.start_worker(keys)
+        cluster.start_worker(keys)
         cluster.start_worker(keys)
         client = await cluster.client(keys)
         handles = [await cluster.start_run(client, f"Task {i}: settle acc-{MARKER}-{i}") for i in range(4)]
-        # Kill one host while transfers run: its runs go on elsewhere, reading what it wrote to S3.
+        # Kill the host running a transfer: its run goes on elsewhere, reading what it wrote to S3.
         await until(lambda: cluster.tool_calls("slow_transfer"), "a transfer to start", 120, cluster.processes.output)
-        Processes.kill(first)
+        transfer = cluster.tool_calls("slow_transfer")[0]
+        Processes.kill(cluster.workers[transfer["host"]])
         cluster.start_worker(keys)
         results = [await cluster.result(h) for h in handles]
 
@@ -166,7 +171,8 @@ class TestSharedS3Store:
             assert result.answer == f"Done: Task {i}: settle acc-{MARKER}-{i}"
             assert result.tools_used == ["echo", "big_output", "big_output", "slow_transfer"]
         histories = [await h.fetch_history() for h in handles]
-        assert len(set().union(*(think_workers(h) for h in histories))) >= 2, "the runs were shared between hosts"
+        shared = [workers_of(h) for h in histories if len(workers_of(h)) >= 2]
+        assert shared, "the killed host's run was finished by another host"
 
         # Nothing readable: not the history as the CLI shows it, not one stored object.
         for handle in handles:
@@ -174,7 +180,9 @@ class TestSharedS3Store:
                 [temporal_cli(), "workflow", "show", "--workflow-id", handle.id, "--output", "json", "--address", cluster.address],
                 capture_output=True, text=True, timeout=60, check=True,
             ).stdout
-            assert handle.id in shown and MARKER not in shown and "x" * 64 not in shown
+            payloads = payload_bytes(shown)
+            assert handle.id in shown and len(payloads) > 20
+            assert not [p for p in payloads if MARKER.encode() in p or b"x" * 64 in p]
         objects = cluster.objects()
         assert len(objects) > 20
         leaks = [k for k, v in objects.items() if MARKER.encode() in v or b"x" * 64 in v or b"big_output" in v]
