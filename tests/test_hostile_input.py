@@ -283,6 +283,21 @@ class TestCarriedState:
         assert [len(r["action"]["args"]["text"]) for r in sink if r["action"]["type"] == "tool_call"] == [1_200_000, 1_200_001]
 
 
+    async def test_large_arguments_are_cut_from_an_approval_notice(self, harness: Harness) -> None:
+        """The reviewer's notice carries the last steps: their large arguments are cut, so it stays under the payload limit."""
+        big = "q" * 300_000
+        script = [tool_use("search_kb", {"query": big}), tool_use("search_kb", {"query": big + "r"}), tool_use("cancel_order", {"order_id": "ord-1001"}), answer("done")]
+        model, _ = harness.scripted(script)
+        async with harness.worker():
+            handle = await harness.start({**CANCEL_1001, "model": model})
+            status = await wait_pending(handle)
+            context = status.pending_approvals[0].context
+            assert [c["step"] for c in context] == [1, 2] and all("_cut" in c["action"]["args"] for c in context), context
+            result = await approve_properly(handle)
+        assert result.status == "success"
+        assert await failed_tasks(handle) == []
+
+
 # ------------------------------------------------------------------ tool results
 
 

@@ -18,9 +18,9 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from durable_agent import contracts, inputs, policy
+    from durable_agent import carry, contracts, inputs, policy
     from durable_agent.errors import validation_problems
-    from durable_agent.schemas import ApprovalRecord, Decision, PendingApproval, ReviewerNotice, ReviewRequest, ToolCall
+    from durable_agent.schemas import ApprovalRecord, Decision, DecisionRecord, PendingApproval, ReviewerNotice, ReviewRequest, ToolCall
 
 from durable_agent.workflows.records import RunRecords
 
@@ -174,7 +174,7 @@ class Approvals(RunRecords):
             reason=decision.reason,
             requested_at=now,
             deadline=now + timedelta(seconds=self.agent.approval.timeout_seconds),
-            context=[r.model_dump(mode="json", include={"step", "action", "observation"}) for r in self.trace[-3:]],
+            context=[r.model_dump(mode="json", include={"step", "action", "observation"}) for r in self._approval_context()],
         )
         self.pending[approval_id] = pending
         info = workflow.info()
@@ -193,6 +193,15 @@ class Approvals(RunRecords):
             retry_policy=RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=2)),
             summary=f"notify reviewer: {approval_id}",
         )
+
+    def _approval_context(self) -> list[DecisionRecord]:
+        """The last steps, for the reviewer, with large arguments cut: the notice must stay under Temporal's payload limit."""
+        records = self.trace[-3:]
+        compacted = [carry.compact_record(record) for record in records]
+        # Runs that opened an approval with a large context before the cut replay as they ran.
+        if any(c is not r for c, r in zip(compacted, records)) and workflow.patched("approval-context-bounded"):
+            return compacted
+        return records
 
     def _show_pending(self) -> None:
         """The run's current details in the Temporal UI: what waits, why, until when, and how to approve it."""
