@@ -21,7 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.api.common.v1 import Payload
+from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.common import RawValue
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -60,6 +62,20 @@ async def _reject_by_update(handle: WorkflowHandle[Any, Any]) -> None:
     await handle.execute_update("review", {"approval_id": status.pending_approvals[0].approval_id, "approved": False, "reviewer": "bob", "comment": "no"})
 
 
+async def _hostile_decisions_then_approved(handle: WorkflowHandle[Any, Any]) -> None:
+    """Decisions of every wrong shape (each refused into the warnings), then a proper approval."""
+    status = await _wait_pending(handle)
+    approval_id = status.pending_approvals[0].approval_id
+    await handle.signal("approve", args=[{"approval_id": approval_id, "reviewer": "bob"}, {"x": 1}])
+    await handle.signal("reject", args=[RawValue(Payload(metadata={"encoding": b"json/plain"}, data=b'{"reviewer": "\xff"}'))])
+    await handle.signal("approve", {"approval_id": approval_id, "reviewer": "r" * 1_000})
+    try:
+        await handle.execute_update("review", args=[{"approval_id": approval_id, "approved": True}, {"x": 1}])
+    except WorkflowUpdateFailedError:
+        pass  # refused by the validator: not in the history
+    await handle.signal("approve", {"approval_id": approval_id, "reviewer": "alice"})
+
+
 async def _cancel_while_waiting(handle: WorkflowHandle[Any, Any]) -> None:
     await _wait_pending(handle)
     await handle.cancel()
@@ -73,6 +89,7 @@ SCENARIOS: list[Scenario] = [
     ("offline_refund_rejected", {"task": "Refund order ord-789"}, None, None, _reject_by_update),
     ("offline_approval_timed_out", {"task": "Cancel order ord-1001"}, {"approval": {"timeout_seconds": 1}}, None, None),
     ("offline_cancelled", {"task": "Cancel order ord-1001"}, None, None, _cancel_while_waiting),
+    ("offline_hostile_decisions", {"task": "Cancel order ord-1001"}, None, None, _hostile_decisions_then_approved),
     ("read_only_refusal", {"task": "Refund 20 USD on order ord-789", "autonomy": "read_only"}, None, None, None),
     ("budget_exceeded", {"task": "Refund 20 USD on order ord-789", "budget_usd": 0.0001, "model": "SCRIPTED"}, None,
      [tool_use("lookup_order", {"order_id": "ord-789"})], None),
