@@ -9,6 +9,13 @@ stop reason, ``message_stop``). Errors have the API's shape
 ``{"type": "error", "error": {"type": "rate_limit_error", "message": "..."}}``
 and any headers a test likes (``retry-after``, ``anthropic-ratelimit-*-reset``).
 
+Like the API, it can enforce an organisation's rate limits
+(:meth:`FakeAnthropic.limit`: requests and input tokens per window, a 429 with
+``retry-after`` when a request would pass one) and it sends the
+``anthropic-ratelimit-*-limit``, ``-remaining`` and ``-reset`` headers on every
+answer. Input tokens are counted from the request as :func:`count_input_tokens`
+says (about four characters a token).
+
 Replies are scripted, one per request, in order (:meth:`FakeAnthropic.script`);
 when the script runs out the fake answers 400 with a message saying so, which
 the agent does not retry, so a test that expected fewer calls fails at once.
@@ -19,6 +26,7 @@ measure their spacing, and check keys and ``cache_control`` breakpoints.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import http.server
 import itertools
 import json
@@ -141,14 +149,45 @@ def error(
     return Reply(status=status, error_type=type, message=message, headers=dict(headers or {}), delay=delay, mid_stream=mid_stream)
 
 
+def _strip_cache_control(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_cache_control(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [_strip_cache_control(v) for v in value]
+    return value
+
+
+def count_input_tokens(body: dict[str, Any]) -> int:
+    """The input tokens the fake charges a request: its system, tools and messages at four characters a token."""
+    system = body.get("system") or ""
+    if isinstance(system, list):
+        system = "".join(block.get("text", "") for block in system)
+    parts = [system, _strip_cache_control(body.get("tools") or []), _strip_cache_control(body.get("messages") or [])]
+    return sum(len(json.dumps(p, ensure_ascii=False, separators=(",", ":"))) for p in parts) // 4
+
+
+@dataclass
+class RateLimit:
+    """At most ``amount`` of ``dimension`` (``requests`` or ``input_tokens``) in any ``period`` seconds."""
+
+    dimension: str
+    amount: int
+    period: float
+
+
 @dataclass(frozen=True)
 class RecordedRequest:
-    """One request the fake received. ``at`` is ``time.monotonic()`` on arrival."""
+    """One request the fake received. ``at`` is ``time.monotonic()`` on arrival.
+
+    ``limited`` says the fake answered it 429 for its rate limits (nothing was counted).
+    """
 
     at: float
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    input_tokens: int = 0
+    limited: bool = False
 
     @property
     def api_key(self) -> str | None:
@@ -185,6 +224,7 @@ class FakeAnthropic:
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-anthropic", daemon=True
         )
         self._messages = itertools.count(1)
+        self._limits: list[RateLimit] = []
 
     # ------------------------------------------------------------ lifecycle
 
@@ -227,6 +267,50 @@ class FakeAnthropic:
         with self._lock:
             self._fallback = reply
 
+    def limit(self, *, requests: tuple[int, float] | None = None, input_tokens: tuple[int, float] | None = None) -> None:
+        """Enforce rate limits as the API does: ``(amount, period seconds)`` of requests and of input tokens."""
+        with self._lock:
+            self._limits = [RateLimit(dim, amount, period) for dim, spec in (("requests", requests), ("input_tokens", input_tokens)) if spec for amount, period in [spec]]
+
+    def _admit(self, request: RecordedRequest) -> tuple[bool, dict[str, str]]:
+        """Whether ``request`` fits every limit (called under the lock, before it is recorded), and the headers to send."""
+        headers: dict[str, str] = {}
+        admitted = True
+        counted = [r for r in self._requests if not r.limited]
+        for limit in self._limits:
+            window = [r for r in counted if r.at > request.at - limit.period]
+            used = sum(1 if limit.dimension == "requests" else r.input_tokens for r in window)
+            weight = 1 if limit.dimension == "requests" else request.input_tokens
+            fits = used + weight <= limit.amount
+            admitted = admitted and fits
+            left = limit.amount - used - (weight if fits else 0)
+            # The window frees up as its oldest request leaves it.
+            frees = (window[0].at + limit.period - request.at) if window else 0.0
+            name = limit.dimension.replace("_", "-")
+            reset = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + frees)) + f".{int((time.time() + frees) % 1 * 1000):03d}Z"
+            headers.update({
+                f"anthropic-ratelimit-{name}-limit": str(limit.amount),
+                f"anthropic-ratelimit-{name}-remaining": str(max(0, left)),
+                f"anthropic-ratelimit-{name}-reset": reset,
+            })
+            if not fits:
+                headers["retry-after"] = str(max(1, int(frees + 0.999)))
+        return admitted, headers
+
+    def windows_over_limit(self) -> list[str]:
+        """Every window of a limit that held more than the limit (empty when the limits were kept)."""
+        with self._lock:
+            counted = [r for r in self._requests if not r.limited]
+            limits = list(self._limits)
+        over = []
+        for limit in limits:
+            for i, first in enumerate(counted):
+                window = [r for r in counted[i:] if r.at < first.at + limit.period]
+                used = sum(1 if limit.dimension == "requests" else r.input_tokens for r in window)
+                if used > limit.amount:
+                    over.append(f"{used} {limit.dimension} in the {limit.period:g} s from request {i + 1} (limit {limit.amount})")
+        return over
+
     @property
     def requests(self) -> list[RecordedRequest]:
         """Every request received so far, oldest first."""
@@ -255,12 +339,17 @@ class FakeAnthropic:
 
     def _next(self, request: RecordedRequest) -> Reply:
         with self._lock:
+            admitted, headers = self._admit(request)
+            if not admitted:
+                self._requests.append(dataclasses.replace(request, limited=True))
+                return error(429, "fake Anthropic: rate limit exceeded", headers=headers)
             self._requests.append(request)
             number = len(self._requests)
             item = self._script.pop(0) if self._script else self._fallback
         if item is None:
             return error(400, f"fake Anthropic: no scripted reply left for request {number}")
-        return item(request) if callable(item) else item
+        reply = item(request) if callable(item) else item
+        return dataclasses.replace(reply, headers={**headers, **reply.headers}) if headers else reply
 
     def _message(self, reply: Reply, model: str) -> dict[str, Any]:
         stop = reply.stop_reason or ("tool_use" if any(b["type"] == "tool_use" for b in reply.content) else "end_turn")
@@ -344,7 +433,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         except ValueError:
             body = {"_unparsed": raw.decode("utf-8", "replace")}
         request = RecordedRequest(
-            at=time.monotonic(), path=self.path, headers={k.lower(): v for k, v in self.headers.items()}, body=body
+            at=time.monotonic(), path=self.path, headers={k.lower(): v for k, v in self.headers.items()}, body=body,
+            input_tokens=count_input_tokens(body),
         )
         if self.path.split("?")[0] != "/v1/messages":
             self._json(404, error(404, f"fake Anthropic serves only /v1/messages, not {self.path}").error_body(), {})
