@@ -30,8 +30,11 @@ EPSILON_USD = 1e-9
 RESERVATION_TTL = timedelta(hours=1)
 #: How long a ledger outlives its day, so runs that reserved before midnight can settle.
 LEDGER_GRACE = timedelta(hours=2)
-#: Settled reservation ids remembered, so a retried settle is not counted twice.
-REMEMBERED_SETTLEMENTS = 2000
+#: How long a settled reservation or a closed lease is remembered, so a retried
+#: request is answered, never charged twice. By time, not by count: a ledger
+#: remembers everything of the last six hours however busy it is, far longer
+#: than an activity's retries take while the ledger answers.
+REMEMBER_FOR = timedelta(hours=6)
 
 
 def day_of(now: datetime) -> str:
@@ -66,6 +69,24 @@ class Reservation(BaseModel):
     expires_at: datetime
 
 
+class Lease(BaseModel):
+    """A chunk of the day's budget held by one run, spent call by call without asking the ledger."""
+
+    holder: str = Field(description="The run: workflow id / first run id.")
+    seq: int = Field(description="The run's lease number; the next request carries seq + 1.")
+    amount_usd: float
+    created_at: datetime
+    expires_at: datetime
+
+
+class HolderMemo(BaseModel):
+    """The last lease request a run made and its answer, so a retry is answered the same."""
+
+    seq: int
+    answer: "LeaseResult"
+    seen_at: datetime
+
+
 class LedgerState(BaseModel):
     """Everything a ledger knows; carried whole across continue-as-new."""
 
@@ -77,14 +98,18 @@ class LedgerState(BaseModel):
     settled: dict[str, float] = Field(
         default_factory=dict, description="Recently settled or released ids -> cost charged, oldest first."
     )
+    settled_at: dict[str, datetime] = Field(default_factory=dict, description="When each remembered settlement came.")
+    leases: dict[str, Lease] = Field(default_factory=dict, description="Open leases by holder.")
+    holders: dict[str, HolderMemo] = Field(default_factory=dict, description="Runs' last lease requests, kept REMEMBER_FOR.")
     granted: int = 0
     refused: int = 0
     expired: int = 0
+    lease_requests: int = Field(default=0, description="Lease updates applied (grants, renewals and returns).")
 
     @property
     def reserved_usd(self) -> float:
-        """Held by open reservations."""
-        return sum(r.amount_usd for r in self.reservations.values())
+        """Held by open reservations and leases."""
+        return sum(r.amount_usd for r in self.reservations.values()) + sum(lease.amount_usd for lease in self.leases.values())
 
     @property
     def remaining_usd(self) -> float:
@@ -211,13 +236,23 @@ def reserve(state: LedgerState, request: ReserveRequest, now: datetime) -> Reser
     return _result(state, request, True)
 
 
-def _remember(state: LedgerState, reservation_id: str, charged: float) -> None:
+def _remember(state: LedgerState, reservation_id: str, charged: float, now: datetime | None) -> None:
     state.settled[reservation_id] = charged
-    while len(state.settled) > REMEMBERED_SETTLEMENTS:
-        del state.settled[next(iter(state.settled))]
+    if now is not None:
+        state.settled_at[reservation_id] = now
 
 
-def settle(state: LedgerState, request: SettleRequest) -> Balance:
+def forget(state: LedgerState, now: datetime) -> None:
+    """Forget settlements and closed runs not heard of for :data:`REMEMBER_FOR` (by time, never by count)."""
+    oldest = now - REMEMBER_FOR
+    for rid in [rid for rid, at in state.settled_at.items() if at < oldest]:
+        del state.settled_at[rid]
+        state.settled.pop(rid, None)
+    for holder in [h for h, memo in state.holders.items() if memo.seen_at < oldest and h not in state.leases]:
+        del state.holders[holder]
+
+
+def settle(state: LedgerState, request: SettleRequest, now: datetime | None = None) -> Balance:
     """Replace a reservation with the actual cost. Idempotent by reservation id.
 
     An unknown id (its reservation expired meanwhile) is still charged: the money
@@ -227,29 +262,37 @@ def settle(state: LedgerState, request: SettleRequest) -> Balance:
         return balance(state)
     state.reservations.pop(request.reservation_id, None)
     state.spent_usd += request.actual_usd
-    _remember(state, request.reservation_id, request.actual_usd)
+    _remember(state, request.reservation_id, request.actual_usd, now)
     return balance(state)
 
 
-def release(state: LedgerState, request: SettleRequest) -> Balance:
+def release(state: LedgerState, request: SettleRequest, now: datetime | None = None) -> Balance:
     """Give a reservation back without charging it (the call never happened). Idempotent."""
     if state.reservations.pop(request.reservation_id, None) is not None:
-        _remember(state, request.reservation_id, 0.0)
+        _remember(state, request.reservation_id, 0.0, now)
     return balance(state)
 
 
 def expire(state: LedgerState, now: datetime) -> list[str]:
-    """Drop reservations past their time to live; return their ids (oldest first)."""
+    """Drop reservations and leases past their time to live; return their ids (oldest first).
+
+    An expired lease is dropped uncharged: its run is gone for good, or will say
+    what it spent with its next request, which is charged then.
+    """
     gone = [rid for rid, r in state.reservations.items() if r.expires_at <= now]
     for rid in gone:
         del state.reservations[rid]
-    state.expired += len(gone)
-    return gone
+    lapsed = [holder for holder, lease in state.leases.items() if lease.expires_at <= now]
+    for holder in lapsed:
+        del state.leases[holder]
+    state.expired += len(gone) + len(lapsed)
+    return gone + [f"lease of {holder}" for holder in lapsed]
 
 
 def next_expiry(state: LedgerState) -> datetime | None:
-    """When the next open reservation expires, if any is open."""
-    return min((r.expires_at for r in state.reservations.values()), default=None)
+    """When the next open reservation or lease expires, if any is open."""
+    ends = [r.expires_at for r in state.reservations.values()] + [lease.expires_at for lease in state.leases.values()]
+    return min(ends, default=None)
 
 
 def check_request(state: LedgerState, agent: str, day: str) -> str | None:
@@ -257,3 +300,99 @@ def check_request(state: LedgerState, agent: str, day: str) -> str | None:
     if (agent, day) != (state.agent, state.day):
         return f"this is the ledger of agent {state.agent!r} on {state.day}, not of {agent!r} on {day}"
     return None
+
+
+# ---------------------------------------------------------------------- leases
+
+
+#: A run asks for this many calls' worth of budget at a time (its fair share permitting).
+LEASE_CALLS = 10
+#: How long a lease holds budget unreported: longer than a run takes between two model calls.
+LEASE_TTL = timedelta(hours=1)
+
+
+class LeaseRequest(StrictModel):
+    """Payload of the ledger's ``lease`` update: report what the previous lease paid for, ask for the next.
+
+    A run's leases are numbered: request ``seq`` closes lease ``seq - 1`` (charging
+    ``used_usd``, what the run spent from it) and opens lease ``seq``. ``min_usd``
+    is the next call's estimate, the least worth holding; ``0`` only returns.
+    """
+
+    agent: str
+    day: str
+    holder: str = Field(min_length=1, description="The run: workflow id / first run id.")
+    seq: int = Field(ge=1)
+    used_usd: float = Field(default=0.0, ge=0, description="Spent from lease seq - 1 (charged once).")
+    min_usd: float = Field(default=0.0, ge=0, description="The next call's estimate; 0 returns the lease and asks for none.")
+    want_usd: float = Field(default=0.0, ge=0, description="What the run would like to hold (a few calls' worth).")
+    limit_usd: float | None = Field(default=None, ge=0, description="The configured daily budget (None: keep the ledger's).")
+    sent_at: datetime | None = Field(default=None, description="When the run made the request (its workflow clock).")
+    ttl_seconds: float = Field(default=LEASE_TTL.total_seconds(), gt=0)
+
+
+class LeaseResult(Balance):
+    """Answer to a lease request: the lease granted (``amount_usd`` to spend), or a refusal naming the budget."""
+
+    granted: bool
+    seq: int
+    amount_usd: float = 0.0
+    message: str = ""
+    closed: bool = Field(default=False, description="The day's ledger has closed: lease from today's instead.")
+
+
+HolderMemo.model_rebuild()
+
+
+def lease_size(state: LedgerState, request: LeaseRequest, available: float) -> float:
+    """How much to lease: what the run wants, at most a fair share of what is left, at least its next call.
+
+    The fair share is half of what is left divided among the runs holding leases
+    and this one, so many runs on a small budget all get calls, none is starved
+    by an early one holding much, and leases shrink to one call each as the day's
+    budget runs out.
+    """
+    share = available / (2 * (len(state.leases) + 1))
+    return min(available, max(request.min_usd, min(request.want_usd, share)))
+
+
+def lease(state: LedgerState, request: LeaseRequest, now: datetime) -> LeaseResult:
+    """Close the run's previous lease (charging what it used) and grant the next, or refuse it.
+
+    Idempotent by ``(holder, seq)``: a retried request is answered as the first
+    time. The day's spend stays within the limit as long as each call costs no
+    more than the estimate it was admitted with: a lease is granted only from
+    what is neither spent nor leased, and a run calls only within its lease.
+    """
+    memo = state.holders.get(request.holder)
+    if memo is not None and memo.seq >= request.seq:
+        return memo.answer
+    if memo is None and request.sent_at is not None and request.sent_at < now - REMEMBER_FOR:
+        # Older than anything remembered: it may have been applied already; charging it again could double count.
+        return _lease_result(state, request, False, "the request is older than the ledger remembers; ignored")
+    if request.limit_usd is not None:
+        state.limit_usd = request.limit_usd
+    state.leases.pop(request.holder, None)
+    state.spent_usd += request.used_usd
+    state.lease_requests += 1
+    if request.min_usd <= 0:
+        answer = _lease_result(state, request, True, "returned")
+    else:
+        available = state.limit_usd - state.spent_usd - state.reserved_usd
+        if request.min_usd > available + EPSILON_USD:
+            state.refused += 1
+            answer = _lease_result(state, request, False, refusal_message(state, request.min_usd))
+        else:
+            amount = lease_size(state, request, available)
+            state.leases[request.holder] = Lease(
+                holder=request.holder, seq=request.seq, amount_usd=amount, created_at=now,
+                expires_at=now + timedelta(seconds=request.ttl_seconds),
+            )
+            state.granted += 1
+            answer = _lease_result(state, request, True, amount=amount)
+    state.holders[request.holder] = HolderMemo(seq=request.seq, answer=answer, seen_at=now)
+    return answer
+
+
+def _lease_result(state: LedgerState, request: LeaseRequest, granted: bool, message: str = "", amount: float = 0.0) -> LeaseResult:
+    return LeaseResult(granted=granted, seq=request.seq, amount_usd=amount, message=message, **balance(state).model_dump())

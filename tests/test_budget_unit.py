@@ -137,13 +137,92 @@ class TestSettleAndRelease:
         budget.settle(state, _settle("r1", 0.4))
         assert state.spent_usd == 0.0
 
-    def test_remembered_settlements_are_bounded(self) -> None:
+    def test_settlements_are_remembered_by_time_not_by_count(self) -> None:
         state = _state(1e6)
-        for i in range(budget.REMEMBERED_SETTLEMENTS + 10):
-            budget.reserve(state, _reserve(f"r{i}", 0.0, limit=1e6), T0)
-            budget.settle(state, _settle(f"r{i}"))
-        assert len(state.settled) == budget.REMEMBERED_SETTLEMENTS
-        assert "r0" not in state.settled and f"r{budget.REMEMBERED_SETTLEMENTS + 9}" in state.settled
+        for i in range(5000):  # far more than any count-based memory kept
+            budget.reserve(state, _reserve(f"r{i}", 0.01, limit=1e6), T0)
+            budget.settle(state, _settle(f"r{i}", 0.01), T0)
+        budget.forget(state, T0 + budget.REMEMBER_FOR - timedelta(seconds=1))
+        # A late retry of the very first settle is still answered, not charged again.
+        budget.settle(state, _settle("r0", 0.01), T0 + budget.REMEMBER_FOR - timedelta(seconds=1))
+        assert state.spent_usd == pytest.approx(50.0)
+        budget.forget(state, T0 + budget.REMEMBER_FOR + timedelta(seconds=1))
+        assert state.settled == {} and state.settled_at == {}
+
+
+def _lease(holder: str, seq: int, used: float = 0.0, need: float = 0.1, want: float = 1.0, **kw: object) -> budget.LeaseRequest:
+    return budget.LeaseRequest(agent="support", day="2025-03-14", holder=holder, seq=seq, used_usd=used, min_usd=need, want_usd=want, **kw)  # type: ignore[arg-type]
+
+
+class TestLeases:
+    """Runs hold chunks of the day's budget and report what they spent with the next request."""
+
+    def test_a_lease_is_a_fair_share_and_at_least_the_next_call(self) -> None:
+        state = _state(1.0)
+        first = budget.lease(state, _lease("a", 1), T0)
+        second = budget.lease(state, _lease("b", 1), T0)
+        assert first.granted and first.amount_usd == pytest.approx(0.5)  # half of what is left, alone
+        assert second.amount_usd == pytest.approx(0.125)  # half of the 0.5 left, shared with a's lease
+        assert state.remaining_usd == pytest.approx(0.375)
+
+    def test_renewing_charges_what_was_used_and_returning_frees_the_rest(self) -> None:
+        state = _state(1.0)
+        budget.lease(state, _lease("a", 1), T0)
+        renewed = budget.lease(state, _lease("a", 2, used=0.3, need=0.1, want=0.2), T0)
+        assert renewed.amount_usd == pytest.approx(0.2) and state.spent_usd == pytest.approx(0.3)
+        returned = budget.lease(state, _lease("a", 3, used=0.15, need=0.0), T0)
+        assert returned.granted and state.leases == {}
+        assert state.spent_usd == pytest.approx(0.45) and state.remaining_usd == pytest.approx(0.55)
+
+    def test_a_retried_request_is_answered_not_charged_again(self) -> None:
+        state = _state(1.0)
+        budget.lease(state, _lease("a", 1), T0)
+        again = [budget.lease(state, _lease("a", 2, used=0.3), T0 + timedelta(seconds=s)) for s in (0, 60, 3600)]
+        assert all(a == again[0] for a in again) and state.spent_usd == pytest.approx(0.3)
+        assert state.lease_requests == 2
+
+    def test_refused_when_the_next_call_does_not_fit(self) -> None:
+        state = _state(0.25, spent=0.2)
+        refused = budget.lease(state, _lease("a", 1, need=0.1), T0)
+        assert not refused.granted and "has $0.0500 left" in refused.message
+        # Spend never passes the limit: leases are granted only from what nobody spent or holds.
+        state = _state(1.0)
+        held = 0.0
+        for i in range(40):
+            answer = budget.lease(state, _lease(f"r{i}", 1, need=0.05, want=0.5), T0)
+            held += answer.amount_usd
+            assert held <= 1.0 + budget.EPSILON_USD
+        assert held == pytest.approx(1.0 - state.remaining_usd)
+
+    def test_the_configured_limit_applies_to_running_runs(self) -> None:
+        state = _state(1.0)
+        budget.lease(state, _lease("a", 1, need=0.1, want=0.1), T0)
+        lowered = budget.lease(state, _lease("a", 2, used=0.1, need=0.1, limit_usd=0.15), T0)
+        assert not lowered.granted and state.limit_usd == 0.15
+        # A request without a limit keeps the ledger's.
+        budget.lease(state, _lease("b", 1, need=0.0), T0)
+        assert state.limit_usd == 0.15
+
+    def test_an_expired_lease_frees_the_budget_and_a_late_report_still_charges(self) -> None:
+        state = _state(1.0)
+        budget.lease(state, _lease("a", 1, ttl_seconds=60), T0)
+        assert budget.next_expiry(state) == T0 + timedelta(seconds=60)
+        assert budget.expire(state, T0 + timedelta(seconds=60)) == ["lease of a"]
+        assert state.remaining_usd == pytest.approx(1.0)
+        budget.lease(state, _lease("a", 2, used=0.2, need=0.0), T0 + timedelta(seconds=90))
+        assert state.spent_usd == pytest.approx(0.2)
+
+    def test_closed_runs_are_forgotten_by_time_and_stale_requests_ignored(self) -> None:
+        state = _state(1.0)
+        budget.lease(state, _lease("a", 1), T0)
+        budget.lease(state, _lease("a", 2, used=0.2, need=0.0), T0)
+        budget.forget(state, T0 + budget.REMEMBER_FOR - timedelta(seconds=1))
+        assert "a" in state.holders
+        later = T0 + budget.REMEMBER_FOR + timedelta(seconds=1)
+        budget.forget(state, later)
+        assert state.holders == {}
+        stale = budget.lease(state, _lease("a", 2, used=0.2, need=0.0, sent_at=T0), later)
+        assert not stale.granted and state.spent_usd == pytest.approx(0.2)
 
 
 class TestExpiry:

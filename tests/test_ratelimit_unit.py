@@ -62,7 +62,7 @@ class TestSlots:
             ratelimit.acquire(state, _ask(f"r{i}"), T0)
         again = ratelimit.acquire(state, _ask("r2"), T0 + timedelta(seconds=1))
         assert _seconds(again.go_at) == 10 and again.wait_seconds == pytest.approx(9)
-        assert state.granted == 3 and len(state.grants) == 3
+        assert state.granted == 3 and len(state.lanes[''].grants) == 3
 
     def test_callers_with_a_stricter_limit_wait_longer_on_the_shared_history(self) -> None:
         state = BucketState(tool="search")
@@ -70,6 +70,58 @@ class TestSlots:
         ratelimit.acquire(state, _ask("loose-2", limit=5, period=10), T0)
         strict = ratelimit.acquire(state, _ask("strict", limit=2, period=10), T0)
         assert _seconds(strict.go_at) == 10
+
+
+class TestLanes:
+    """Each limit owner is held to its own limit; mixed limits on one tool never queue behind each other."""
+
+    def test_a_strict_caller_does_not_delay_a_loose_one(self) -> None:
+        state = BucketState(tool="search")
+        hourly = [ratelimit.acquire(state, _ask(f"h{i}", 1, 3600).model_copy(update={"lane": "agent:slow"}), T0) for i in range(3)]
+        loose = [ratelimit.acquire(state, _ask(f"l{i}", 30, 60), T0 + timedelta(seconds=1)) for i in range(31)]
+        assert [_seconds(r.go_at) for r in hourly] == [0, 3600, 7200]
+        # The 30/min caller goes at once 30 times and waits one period for the 31st, never an hour.
+        assert [_seconds(r.go_at) for r in loose] == [1] * 30 + [61]
+
+    def test_lanes_from_an_old_limiter_state_are_read(self) -> None:
+        old = BucketState.model_validate({"tool": "search", "grants": [T0.isoformat(), T0.isoformat()], "horizon_seconds": 10})
+        assert _seconds(ratelimit.acquire(old, _ask("r"), T0 + timedelta(seconds=1)).go_at) == 10
+
+
+class TestWeightedWindows:
+    """A model's limits: requests and tokens per window, each call weighing its estimate."""
+
+    WINDOWS = {
+        "requests": ratelimit.Window(amount=50, period_seconds=60),
+        "input_tokens": ratelimit.Window(amount=1000, period_seconds=60),
+    }
+
+    def _ask(self, rid: str, tokens: float, observed: list[ratelimit.Observation] | None = None) -> AcquireRequest:
+        return AcquireRequest(
+            tool="model:m", request_id=rid, lane="model", windows=self.WINDOWS, weights={"input_tokens": tokens}, observed=observed or []
+        )
+
+    def test_no_window_holds_more_tokens_than_the_limit(self) -> None:
+        state = BucketState(tool="model:m")
+        slots = [ratelimit.acquire(state, self._ask(f"r{i}", 300), T0 + timedelta(seconds=i)).go_at for i in range(7)]
+        assert [_seconds(s) for s in slots] == [0, 1, 2, 60, 61, 62, 120]
+
+    def test_a_call_bigger_than_the_window_goes_alone(self) -> None:
+        state = BucketState(tool="model:m")
+        first = ratelimit.acquire(state, self._ask("small", 10), T0)
+        huge = ratelimit.acquire(state, self._ask("huge", 5000), T0)
+        assert _seconds(first.go_at) == 0 and _seconds(huge.go_at) == 60
+
+    def test_headers_that_say_less_is_left_hold_the_difference_back(self) -> None:
+        state = BucketState(tool="model:m")
+        ratelimit.acquire(state, self._ask("r0", 100), T0)
+        # The provider says only 200 tokens are left until T0 + 30 s (someone else spends too).
+        seen = ratelimit.Observation(dimension="input_tokens", remaining=200, reset_at=T0 + timedelta(seconds=30), observed_at=T0)
+        slot = ratelimit.acquire(state, self._ask("r1", 300, [seen]), T0 + timedelta(seconds=1)).go_at
+        assert _seconds(slot) == 30 and state.adjusted == 1
+        # Headers that say more is left than the lane counted change nothing.
+        plenty = seen.model_copy(update={"remaining": 1000})
+        assert not ratelimit.observe(state.lanes["model"], self.WINDOWS, plenty)
 
 
 class TestFailFast:
@@ -83,7 +135,7 @@ class TestFailFast:
         assert refused.wait_seconds == pytest.approx(3540)
         assert "RATE_LIMITED: search allows 1 call per 3600 s" in refused.message
         # A refusal takes no slot: the next waiting caller is not pushed back by it.
-        assert state.refused == 1 and len(state.grants) == 1
+        assert state.refused == 1 and len(state.lanes[''].grants) == 1
 
     def test_granted_when_a_slot_is_free(self) -> None:
         state = BucketState(tool="search")
@@ -99,7 +151,7 @@ class TestHousekeeping:
             ratelimit.acquire(state, _ask(f"r{i}"), T0)
         later = T0 + ratelimit.IDLE_AFTER + timedelta(seconds=60)
         ratelimit.prune(state, later)
-        assert state.grants == [] and state.requests == {}
+        assert state.lanes == {} and state.requests == {}
 
     def test_idle_since(self) -> None:
         state = BucketState(tool="search")

@@ -1,8 +1,11 @@
 """``BudgetLedger``: the daily budget of one agent, shared by every run on every worker.
 
 One workflow per agent and UTC day, id ``budget-<agent>-<YYYY-MM-DD>``, started
-on demand by the first reservation of the day (update-with-start, see
-:mod:`activities.budget`). Its updates are applied one at a time by Temporal, so
+on demand by the first lease of the day (update-with-start, see
+:mod:`activities.budget`); a day once closed is never started again. Runs lease
+the budget in chunks (``lease``) and spend them call by call, so the ledger sees
+a fraction of an update per step; ``reserve``/``settle``/``release`` serve runs
+begun before leases. Its updates are applied one at a time by Temporal, so
 a grant is atomic however many runs ask at once; its state is its history, so it
 survives any worker crash. A new day is a new ledger: this one ends a grace
 period after its day, once late settlements had time to arrive. The arithmetic
@@ -20,7 +23,16 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from durable_agent import budget, contracts
-    from durable_agent.budget import Balance, LedgerStart, LedgerState, ReserveRequest, ReserveResult, SettleRequest
+    from durable_agent.budget import (
+        Balance,
+        LeaseRequest,
+        LeaseResult,
+        LedgerStart,
+        LedgerState,
+        ReserveRequest,
+        ReserveResult,
+        SettleRequest,
+    )
 
 from durable_agent.workflows.entity import EntityWorkflow
 
@@ -49,9 +61,20 @@ class BudgetLedger(EntityWorkflow):
     def _validate_reserve(self, request: ReserveRequest) -> None:
         self._check(request.agent, request.day)
 
+    @workflow.update(name=contracts.UPDATE_LEASE, description="Charge what a run spent from its last lease and lease it the next chunk (idempotent by run and number).")
+    def lease(self, request: LeaseRequest) -> LeaseResult:
+        result = budget.lease(self.state, request, workflow.now())
+        held = self.state.leases.get(request.holder)
+        self._applied(wake_by=held.expires_at if held else None)
+        return result
+
+    @lease.validator
+    def _validate_lease(self, request: LeaseRequest) -> None:
+        self._check(request.agent, request.day)
+
     @workflow.update(name=contracts.UPDATE_SETTLE, description="Replace a reservation with the actual cost of the call (idempotent).")
     def settle(self, request: SettleRequest) -> Balance:
-        return self._applied_with(budget.settle(self.state, request))
+        return self._applied_with(budget.settle(self.state, request, workflow.now()))
 
     @settle.validator
     def _validate_settle(self, request: SettleRequest) -> None:
@@ -59,7 +82,7 @@ class BudgetLedger(EntityWorkflow):
 
     @workflow.update(name=contracts.UPDATE_RELEASE, description="Give a reservation back uncharged: its call never happened (idempotent).")
     def release(self, request: SettleRequest) -> Balance:
-        return self._applied_with(budget.release(self.state, request))
+        return self._applied_with(budget.release(self.state, request, workflow.now()))
 
     @release.validator
     def _validate_release(self, request: SettleRequest) -> None:
@@ -87,9 +110,9 @@ class BudgetLedger(EntityWorkflow):
         s = self.state
         workflow.set_current_details(
             f"**Daily budget of {s.agent}** on {s.day} UTC: spent ${s.spent_usd:.4f} of ${s.limit_usd:.4f}, "
-            f"${s.reserved_usd:.4f} reserved by {len(s.reservations)} open reservations, "
+            f"${s.reserved_usd:.4f} held by {len(s.leases)} leases and {len(s.reservations)} reservations, "
             f"${s.remaining_usd:.4f} left.\n\n"
-            f"{s.granted} granted, {s.refused} refused, {s.expired} expired."
+            f"{s.granted} granted, {s.refused} refused, {s.expired} expired, {s.lease_requests} lease requests."
         )
 
     # ---------------------------------------------------------------------- run
@@ -100,6 +123,7 @@ class BudgetLedger(EntityWorkflow):
         self._show()
         while True:
             now = workflow.now()
+            budget.forget(self.state, now)
             expired = budget.expire(self.state, now)
             if expired:
                 workflow.logger.warning("reservations expired unsettled: %s", ", ".join(expired))

@@ -1,11 +1,12 @@
-"""``RateLimiter``: the rate limit of one tool, shared by every run on every worker.
+"""``RateLimiter``: the rate limits of one tool or model, shared by every run on every worker.
 
-One workflow per tool, id ``ratelimit-<tool>``, started on demand by the first
-``acquire`` (update-with-start, see :mod:`activities.budget`). Each acquire is
-promised the next free slot of the tool's token bucket
-(:mod:`durable_agent.ratelimit`) and the caller waits for it with a durable
-timer, so callers go in the order they asked, and a worker restart loses
-neither the slots nor anyone's place. The limiter ends once no promised slot is
+One workflow per tool, id ``ratelimit-<tool>`` (per model: ``ratelimit-model:<model>``),
+started on demand by the first ``acquire`` (update-with-start, see
+:mod:`activities.budget`). Each acquire is promised the next free slot of its
+lane (the limit owner: the tool itself, a profile, a model; see
+:mod:`durable_agent.ratelimit`) and the caller waits for it, so callers of one
+limit go in the order they asked, callers of different limits never queue
+behind each other, and a worker restart loses neither the slots nor anyone's place. The limiter ends once no promised slot is
 inside the window any more; the next acquire starts a fresh one, which then
 knows all it needs to.
 
@@ -38,10 +39,11 @@ class RateLimiter(EntityWorkflow):
     def acquire(self, request: AcquireRequest) -> AcquireResult:
         result = ratelimit.acquire(self.state, request, workflow.now())
         self._applied()
-        queued = sum(1 for slot in self.state.grants if slot > workflow.now())
+        lane = f" (lane {request.lane})" if request.lane else ""
         workflow.set_current_details(
-            f"**Rate limit of {self.state.tool}**: {ratelimit.describe_limit(request.limit, request.period_seconds)}; "
-            f"{queued} callers waiting for their slot, {self.state.granted} granted, {self.state.refused} refused."
+            f"**Rate limit of {self.state.tool}**{lane}: {ratelimit.describe_windows(request.all_windows())}; "
+            f"{ratelimit.waiting(self.state, workflow.now())} callers waiting for their slot, {len(self.state.lanes)} lanes, "
+            f"{self.state.granted} granted, {self.state.refused} refused, {self.state.adjusted} adjustments from provider headers."
         )
         return result
 
