@@ -20,7 +20,7 @@ import urllib.request
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -33,6 +33,7 @@ from durable_agent.models import ModelError, ModelRequest, is_anthropic, provide
 from durable_agent.policy import approve_command
 from durable_agent.pricing import find_price
 from durable_agent.profiles import AgentsConfig
+from durable_agent.ratelimit import estimate_input_tokens, profile_lane
 from durable_agent.retry import TOOL_RETRY_POLICIES, ErrorKind, model_retry_delay, next_delay
 from durable_agent.schemas import (
     ResolveAgentInput,
@@ -48,6 +49,9 @@ from durable_agent.stops import think_timeout
 from durable_agent.store import ContentStore, MissingContent
 from durable_agent.tools import ToolContext, ToolRegistry
 from durable_agent.tools import registry as default_registry
+
+if TYPE_CHECKING:
+    from durable_agent.activities.budget import ModelRateLimits
 
 log = logging.getLogger("durable_agent.activities")
 
@@ -117,13 +121,21 @@ class AgentActivities:
     """Activities bound to one worker's configuration, content store and tool registry."""
 
     def __init__(
-        self, config: AgentsConfig, store: ContentStore, tools: ToolRegistry | None = None, *, tool_executor: Executor | None = None
+        self,
+        config: AgentsConfig,
+        store: ContentStore,
+        tools: ToolRegistry | None = None,
+        *,
+        tool_executor: Executor | None = None,
+        model_limits: ModelRateLimits | None = None,
     ) -> None:
         self.config = config
         self.store = store
         self.tools = tools or default_registry
         #: The worker's bounded pool for synchronous tools.
         self.tool_executor = tool_executor
+        #: Shared model rate limits (``[models."NAME".rate_limits]``), waited for before each call.
+        self.model_limits = model_limits
 
     # ---------------------------------------------------------------- resolve
 
@@ -161,6 +173,7 @@ class AgentActivities:
             info = tool.info.model_copy()
             if tool_name in profile.rate_limits:
                 info.rate_limit = profile.rate_limits[tool_name]
+                info.rate_limit_lane = profile_lane(name)  # held to its own limit, apart from other callers
             if tool_name in profile.rate_limit_wait:
                 info.rate_limit_wait = profile.rate_limit_wait[tool_name]
             tools.append(info)
@@ -205,11 +218,14 @@ class AgentActivities:
             timeout_seconds=think_timeout(request.max_tokens).total_seconds(),
         )
         attempt = activity.info().attempt
+        await self._wait_for_model_rate_limit(model_request)
         started = time.monotonic()
         try:
             async with _heartbeating():
                 response = await provider_for(request.model).complete(model_request)
         except ModelError as exc:
+            if self.model_limits is not None:
+                self.model_limits.note_headers(request.model, exc.rate_limit_headers)
             delay = model_retry_delay(
                 exc.kind, attempt, retry_after=exc.retry_after, should_retry=exc.should_retry, unit_random=random.random()
             )
@@ -221,6 +237,8 @@ class AgentActivities:
             raise _retry_error(exc.message, exc.kind, delay, status_code=exc.status_code, request_id=exc.request_id) from None
         duration_ms = int((time.monotonic() - started) * 1000)
         log.info("think step %s attempt %s: request %s, stop %s", request.step, attempt, response.request_id or "-", response.stop_reason)
+        if self.model_limits is not None:
+            self.model_limits.note_headers(request.model, response.rate_limit_headers)
         assert head is not None
         cut = response.stop_reason in stops.CUT_REPLIES
         if cut or response.stop_reason == "refusal":
@@ -251,6 +269,26 @@ class AgentActivities:
             truncated=cut,
             cut_tool_calls=[c.name for c in calls] if cut else [],
             request_id=response.request_id,
+            daily_budget_usd=self._configured_daily_budget(request.agent),
+        )
+
+    def _configured_daily_budget(self, agent: str) -> float | None:
+        profile = self.config.agents.get(agent)
+        return profile.daily_budget_usd if profile is not None else None
+
+    async def _wait_for_model_rate_limit(self, call: ModelRequest) -> None:
+        """Take this call's slot of the model's shared rate limits (when it has any) and wait for it."""
+        if self.model_limits is None or self.model_limits.windows(call.model) is None:
+            return
+        info = activity.info()
+        # One slot per attempt: every attempt is a request the provider counts.
+        await self.model_limits.wait_turn(
+            call.model,
+            input_tokens=estimate_input_tokens(call.system, call.tools, call.messages),
+            output_tokens=call.max_tokens,
+            request_id=f"{info.workflow_id}/{info.workflow_run_id}/{info.activity_id}/{info.attempt}",
+            queue=info.task_queue,
+            holder=info.workflow_id or "",
         )
 
     async def _conversation(self, request: ThinkInput) -> tuple[str | None, dict[str, Any], list[dict[str, Any]]]:

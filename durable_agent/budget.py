@@ -344,6 +344,29 @@ class LeaseResult(Balance):
 HolderMemo.model_rebuild()
 
 
+class HeldLease(BaseModel):
+    """A run's side of its lease: carried in the run's state (and across continue-as-new)."""
+
+    day: str
+    seq: int
+    amount_usd: float = 0.0
+    used_usd: float = 0.0
+    open: bool = False
+    ledger_remaining_usd: float = Field(default=0.0, description="What the ledger had left, beyond every lease, when it answered.")
+    limit_usd: float = Field(default=0.0, description="The daily budget the lease was granted under.")
+    renew: bool = Field(default=False, description="The configured budget went down since: ask the ledger before the next call.")
+
+    @property
+    def left_usd(self) -> float:
+        """What this run may still spend from its lease."""
+        return self.amount_usd - self.used_usd if self.open else 0.0
+
+    @property
+    def daily_remaining_usd(self) -> float:
+        """The day's budget left as this run knows it: the ledger's, plus what is left of its own lease."""
+        return round(max(0.0, self.ledger_remaining_usd + max(0.0, self.left_usd)), 9)
+
+
 def lease_size(state: LedgerState, request: LeaseRequest, available: float) -> float:
     """How much to lease: what the run wants, at most a fair share of what is left, at least its next call.
 

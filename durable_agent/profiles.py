@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 
 from durable_agent.errors import ConfigError, ToolDefinitionError
 from durable_agent.pricing import DEFAULT_FALLBACK_PRICE, DEFAULT_PRICES
+from durable_agent.ratelimit import Window
 from durable_agent.schemas import AnomalyThresholds, ApprovalPolicy, Autonomy, ModelPrice, StrictModel
 from durable_agent.tools import parse_rate_limit, registry
 
@@ -52,6 +53,37 @@ class Profile(StrictModel):
         return value
 
 
+class ModelRateLimits(StrictModel):
+    """A model's rate limits, as the provider counts them per organisation: ``"N/period"`` each."""
+
+    requests: str | None = Field(default=None, description="Requests per period, e.g. '50/min'.")
+    input_tokens: str | None = Field(default=None, description="Input tokens per period, e.g. '30000/min'.")
+    output_tokens: str | None = Field(default=None, description="Output tokens per period, e.g. '8000/min'.")
+
+    @field_validator("requests", "input_tokens", "output_tokens")
+    @classmethod
+    def _parse(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_rate_limit(value)
+        return value
+
+    def windows(self) -> dict[str, Window]:
+        """Dimension -> its window, for the limits that are set."""
+        found = {}
+        for dimension in ("requests", "input_tokens", "output_tokens"):
+            spec = getattr(self, dimension)
+            if spec is not None:
+                amount, period = parse_rate_limit(spec)
+                found[dimension] = Window(amount=amount, period_seconds=period)
+        return found
+
+
+class ModelSettings(StrictModel):
+    """``[models."NAME"]``: what applies to every run of a model, whatever the profile."""
+
+    rate_limits: ModelRateLimits = Field(default_factory=ModelRateLimits)
+
+
 class Defaults(StrictModel):
     agent: str | None = None
     model: str = "auto"
@@ -68,6 +100,9 @@ class AgentsConfig(StrictModel):
     tool_modules: list[str] = Field(default_factory=list, description="Modules imported for their @tool functions.")
     defaults: Defaults = Field(default_factory=Defaults)
     pricing: Pricing = Field(default_factory=Pricing)
+    models: dict[str, ModelSettings] = Field(
+        default_factory=dict, description='Per model (name or name prefix): [models."NAME".rate_limits], shared by every run and worker.'
+    )
     agents: dict[str, Profile]
 
     @model_validator(mode="after")
@@ -81,6 +116,10 @@ class AgentsConfig(StrictModel):
     @property
     def default_agent(self) -> str:
         return self.defaults.agent or next(iter(self.agents))
+
+    def model_rate_limits(self) -> dict[str, dict[str, Window]]:
+        """Model name (or prefix) -> its rate-limit windows, for the models that have any."""
+        return {name: windows for name, settings in self.models.items() if (windows := settings.rate_limits.windows())}
 
     def prices(self) -> dict[str, ModelPrice]:
         merged = dict(DEFAULT_PRICES)

@@ -45,6 +45,7 @@ Phase = Literal[
     "acting",
     "waiting_for_approval",
     "waiting_for_rate_limit",
+    "waiting_for_budget",
     "continuing",
     "done",
 ]
@@ -247,6 +248,7 @@ class ToolInfo(BaseModel):
     retry: str = "tool_default"
     rate_limit: str | None = None
     rate_limit_wait: bool = Field(default=True, description="Over the limit: wait for a slot, or tell the model at once.")
+    rate_limit_lane: str = Field(default="", description="Whose limit it is: '' the tool's own, agent:<name> a profile's.")
     heartbeat_seconds: float | None = None
 
 
@@ -358,6 +360,9 @@ class ThinkOutput(BaseModel):
     truncated: bool = Field(default=False, description="Cut by max_tokens (or the window): kept out of the conversation, never acted on.")
     cut_tool_calls: list[str] = Field(default_factory=list, description="Tools whose calls the cut reply was writing.")
     request_id: str | None = Field(default=None, description="The API's id of the request that answered.")
+    daily_budget_usd: float | None = Field(
+        default=None, description="The agent's daily budget as configured on the worker now: a lowered one ends the run's lease early."
+    )
 
 
 class ToolCallInput(BaseModel):

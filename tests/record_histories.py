@@ -103,11 +103,19 @@ SCENARIOS: list[Scenario] = [
     ("scripted_daily_budget_and_rate_limit", {"task": "x", "model": "SCRIPTED"},
      {"daily_budget_usd": 5.0, "rate_limits": {"search_kb": "1/2s"}},
      [tool_use("search_kb", {"query": "a"}), tool_use("search_kb", {"query": "b"}), answer("done")], None),
+    # The same through a leased daily budget and a profile's own rate-limit lane (issue 12).
+    ("scripted_leased_budget_and_lane", {"task": "x", "model": "SCRIPTED"},
+     {"daily_budget_usd": 5.0, "rate_limits": {"search_kb": "1/2s"}},
+     [tool_use("search_kb", {"query": "a"}), tool_use("search_kb", {"query": "b"}), answer("done")], None),
 ]
 
 #: Entity workflows a scenario drives, recorded after it: (file name, workflow id template).
 ENTITIES = {
     "scripted_daily_budget_and_rate_limit": [
+        ("ledger", "budget-support-{day}@{queue}"),
+        ("rate_limiter", "ratelimit-search_kb@{queue}"),
+    ],
+    "scripted_leased_budget_and_lane": [
         ("ledger", "budget-support-{day}@{queue}"),
         ("rate_limiter", "ratelimit-search_kb@{queue}"),
     ],

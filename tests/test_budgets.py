@@ -119,7 +119,8 @@ class TestDailyBudget:
         assert sum(r.steps for r in results) == 5
         assert sum(r.total_cost for r in results) == pytest.approx(5 * CALL_USD)
         assert state.spent_usd == pytest.approx(5 * CALL_USD) and state.reservations == {}
-        assert (state.granted, state.refused) == (5, 2)
+        # Each run was refused once, at the end; its leases all came back.
+        assert state.refused == 2 and state.leases == {}
         assert min(r.daily_budget_remaining or 0.0 for r in results) == pytest.approx(0.0)
 
     async def test_status_and_records_show_the_daily_budget_left(self, harness: Harness) -> None:

@@ -4,6 +4,8 @@ from durable_agent.workflows.agent import AgentWorkflow
 from durable_agent.workflows.ledger import BudgetLedger
 from durable_agent.workflows.ratelimit import RateLimiter
 
-WORKFLOWS: list[type] = [AgentWorkflow, BudgetLedger, RateLimiter]
+#: The shared entities: they run on the limits task queue (and on the agents' queue for older ones).
+ENTITY_WORKFLOWS: list[type] = [BudgetLedger, RateLimiter]
+WORKFLOWS: list[type] = [AgentWorkflow, *ENTITY_WORKFLOWS]
 
-__all__ = ["AgentWorkflow", "BudgetLedger", "RateLimiter", "WORKFLOWS"]
+__all__ = ["AgentWorkflow", "BudgetLedger", "ENTITY_WORKFLOWS", "RateLimiter", "WORKFLOWS"]

@@ -155,6 +155,7 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
                 self.status = "cancelled"
                 self.answer = self.answer or "The run was cancelled."
                 result = self._result()
+        await self._return_daily_lease()  # what the run spent is charged, the rest goes back
         self.phase = "done"
         self.pending.clear()  # a closed run takes no more decisions; do not advertise any
         workflow.set_current_details(f"**{result.status}** after {result.steps} steps, ${result.total_cost:.4f}")
@@ -237,7 +238,7 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
         self.usage = self.usage + out.usage
         self.total_cost += step_cost
         self.last_usage = out.usage
-        await self._settle_daily(step_cost)
+        await self._settle_daily(step_cost, out.daily_budget_usd)
         cost = CostRecord(
             **out.usage.model_dump(),
             estimated_cost=round(step_cost, 8),

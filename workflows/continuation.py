@@ -14,6 +14,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from durable_agent import carry, inputs
+    from durable_agent.budget import HeldLease
     from durable_agent.schemas import ApprovalRecord, DecisionRecord, ResolvedAgent, ToolResultPart, Usage
 
 from durable_agent.workflows.records import RunRecords
@@ -37,6 +38,7 @@ class CarriedState(BaseModel):
     last_usage: Usage | None = None
     pending_chars: int = 0
     sent_task: bool = True
+    daily_lease: HeldLease | None = None
 
 
 class Continuation(RunRecords):
@@ -69,6 +71,7 @@ class Continuation(RunRecords):
             last_usage=self.last_usage,
             pending_chars=self.pending_chars,
             sent_task=self.sent_task,
+            daily_lease=self.daily_lease,
         )
         start = self.input.model_dump(mode="json", exclude_none=True)
         workflow.continue_as_new(args=[start, self._within_payload_limit(start, carried)])
@@ -117,3 +120,4 @@ class Continuation(RunRecords):
         self.pending_chars = carried.pending_chars
         self.started_at_step = carried.step
         self.sent_task = carried.sent_task
+        self.daily_lease = carried.daily_lease

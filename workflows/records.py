@@ -134,7 +134,7 @@ class RunRecords(RunState):
                 telemetry.record_step_metrics(record, (now - started).total_seconds() * 1000, self.agent.model)
 
     def _details(self, text: str) -> None:
-        if self.phase not in ("waiting_for_approval", "waiting_for_rate_limit"):
+        if self.phase not in ("waiting_for_approval", "waiting_for_rate_limit", "waiting_for_budget"):
             self.waiting_for = None
         left = []
         if self.budget_usd is not None:

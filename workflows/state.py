@@ -14,7 +14,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from durable_agent.budget import SettleRequest
+    from durable_agent.budget import HeldLease, SettleRequest
     from durable_agent.schemas import (
         AgentInput,
         ApprovalRecord,
@@ -83,6 +83,8 @@ class RunState:
     #: The run was cancelled while a world-changing tool ran, and the tool finished its work
     #: (such tools are waited for): the step is recorded, then the run ends as cancelled.
     cancelled_during_tool: bool
+    #: The run's lease of the agent's daily budget (runs begun before leases reserve per call instead).
+    daily_lease: HeldLease | None
 
     def __init__(self) -> None:
         self.input = None
@@ -117,3 +119,4 @@ class RunState:
         self.daily_reservation = None
         self.step_request_ids = []
         self.cancelled_during_tool = False
+        self.daily_lease = None

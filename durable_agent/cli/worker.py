@@ -28,6 +28,8 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from durable_agent import telemetry, trace, worker_options
 from durable_agent.activities import AgentActivities, BudgetActivities
+from durable_agent.activities.budget import ModelRateLimits
+from durable_agent.activities.budget import limits_task_queue as limits_task_queue_for
 from durable_agent.connection import connect, target_address
 from durable_agent.connection import task_queue as default_task_queue
 from durable_agent.converter import guarded_client
@@ -37,7 +39,7 @@ from durable_agent.profiles import AgentsConfig, load_config
 from durable_agent.store import ContentStore, open_store
 from durable_agent.tools import ToolRegistry
 from durable_agent.worker_options import WorkerTuning, shutdown_grace
-from durable_agent.workflows import WORKFLOWS
+from durable_agent.workflows import ENTITY_WORKFLOWS, WORKFLOWS
 
 log = logging.getLogger("durable_agent.worker")
 
@@ -65,6 +67,44 @@ def workflow_runner() -> SandboxedWorkflowRunner:
     )
 
 
+class WorkerGroup:
+    """The workers of one process: the agents' task queue, and the limits queue beside it.
+
+    ``async with`` runs them all; :meth:`run` runs them until cancelled.
+    """
+
+    def __init__(self, workers: list[Worker]) -> None:
+        self.workers = workers
+
+    @property
+    def agents(self) -> Worker:
+        """The worker of the agents' task queue."""
+        return self.workers[0]
+
+    def config(self) -> Any:
+        """The agents worker's configuration (``Worker.config``)."""
+        return self.agents.config()
+
+    async def __aenter__(self) -> "WorkerGroup":
+        entered: list[Worker] = []
+        try:
+            for worker in self.workers:
+                await worker.__aenter__()
+                entered.append(worker)
+        except BaseException:
+            for worker in reversed(entered):
+                await worker.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        # Shut down together: each waits for its own tasks in flight.
+        await asyncio.gather(*(worker.__aexit__(*exc) for worker in self.workers))
+
+    async def run(self) -> None:
+        await asyncio.gather(*(worker.run() for worker in self.workers))
+
+
 def create_worker(
     client: Client,
     config: AgentsConfig,
@@ -75,8 +115,10 @@ def create_worker(
     activity_executor: ThreadPoolExecutor | None = None,
     tuning: WorkerTuning | None = None,
     tool_executor: Executor | None = None,
-) -> Worker:
-    """A worker that runs every durable-agent workflow and activity.
+    limits_task_queue: str | None = None,
+    serve_limits: bool = True,
+) -> WorkerGroup:
+    """The workers that run every durable-agent workflow and activity, as one group.
 
     Args:
         client: A client using the pydantic data converter (see :func:`durable_agent.connection.connect`);
@@ -89,8 +131,15 @@ def create_worker(
         tuning: Concurrency, pollers and the shutdown grace period. Without it (tests, the embedded
             default) the worker uses the SDK's sizing and stops without waiting for activities.
         tool_executor: The bounded pool synchronous tools run in (the loop's default pool without one).
+        limits_task_queue: Where daily-budget ledgers and rate limiters start: ``AGENT_LIMITS_TASK_QUEUE``,
+            else ``<task_queue>-limits``, their own queue so agent load cannot starve them.
+        serve_limits: Poll the limits queue too (the default); ``False`` when other workers serve it.
     """
-    activities = AgentActivities(config, store or ContentStore(), tool_executor=tool_executor)
+    queue = task_queue or default_task_queue()
+    limits_queue = limits_task_queue_for(queue, limits_task_queue or os.environ.get("AGENT_LIMITS_TASK_QUEUE") or None)
+    model_windows = config.model_rate_limits()
+    model_limits = ModelRateLimits(client, model_windows, limits_queue) if model_windows else None
+    activities = AgentActivities(config, store or ContentStore(), tool_executor=tool_executor, model_limits=model_limits)
     sizing: dict[str, Any] = {}
     if tuning is not None:
         sizing = {
@@ -103,16 +152,26 @@ def create_worker(
         }
     if max_cached_workflows is not None:
         sizing["max_cached_workflows"] = max_cached_workflows
-    return Worker(
-        # Whatever a client sends, the workflows get a value they can refuse by name (see durable_agent.converter).
-        guarded_client(client),
-        task_queue=task_queue or default_task_queue(),
-        workflows=WORKFLOWS,
-        activities=activities.all() + BudgetActivities(client).all(),
-        workflow_runner=workflow_runner(),
-        activity_executor=activity_executor,
-        **sizing,
-    )
+    # Whatever a client sends, the workflows get a value they can refuse by name (see durable_agent.converter).
+    guarded = guarded_client(client)
+    workers = [
+        Worker(
+            guarded,
+            task_queue=queue,
+            # The entity workflows too: ledgers and limiters started here before they had a queue of their own.
+            workflows=WORKFLOWS,
+            activities=activities.all() + BudgetActivities(client, config, limits_queue).all(),
+            workflow_runner=workflow_runner(),
+            activity_executor=activity_executor,
+            **sizing,
+        )
+    ]
+    if serve_limits and limits_queue != queue:
+        entity_sizing = {k: v for k, v in sizing.items() if k in ("max_cached_workflows", "workflow_task_poller_behavior")}
+        workers.append(
+            Worker(guarded, task_queue=limits_queue, workflows=ENTITY_WORKFLOWS, workflow_runner=workflow_runner(), **entity_sizing)
+        )
+    return WorkerGroup(workers)
 
 
 def tool_timeouts(config: AgentsConfig, tools: ToolRegistry) -> list[float]:
@@ -134,6 +193,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tools", action="append", default=[], metavar="MODULE", help="import extra @tool modules (repeatable; env AGENT_TOOL_MODULES)")
     parser.add_argument("--config", default=default_config_path(), metavar="FILE", help="agent profiles (default: agents.toml)")
     parser.add_argument("--task-queue", default=None, help="default: AGENT_TASK_QUEUE or 'agents'")
+    parser.add_argument(
+        "--limits-task-queue", default=None, metavar="QUEUE",
+        help="where daily-budget ledgers and rate limiters run (default: AGENT_LIMITS_TASK_QUEUE or '<task queue>-limits')",
+    )
+    parser.add_argument("--no-limits", action="store_true", help="do not poll the limits task queue (other workers serve it)")
     parser.add_argument("--address", default=None, help="Temporal address (default: TEMPORAL_ADDRESS or localhost:7233)")
     parser.add_argument("--log-level", default=os.environ.get("AGENT_LOG_LEVEL", "INFO"))
     parser.add_argument(
@@ -193,7 +257,10 @@ async def main(args: argparse.Namespace) -> int:
         await store.close()
         return 0
     tool_pool = ThreadPoolExecutor(max_workers=tuning.tool_threads, thread_name_prefix="tool")
-    worker = create_worker(client, config, task_queue=queue, store=store, tuning=tuning, tool_executor=tool_pool)
+    worker = create_worker(
+        client, config, task_queue=queue, store=store, tuning=tuning, tool_executor=tool_pool,
+        limits_task_queue=args.limits_task_queue, serve_limits=not args.no_limits,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -102,6 +102,11 @@ def retry_after_from_headers(headers: Mapping[str, str], now: float | None = Non
     return None
 
 
+def rate_limit_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The ``anthropic-ratelimit-*`` headers of a response (lower-cased names)."""
+    return {k.lower(): v for k, v in headers.items() if k.lower().startswith("anthropic-ratelimit-")}
+
+
 #: The HTTP status the API uses for each ``error.type``, for errors sent inside a stream.
 _STATUS_OF_ERROR_TYPE = {
     "invalid_request_error": 400,
@@ -130,6 +135,8 @@ def classify(exc: BaseException) -> ModelError:
         error.request_id = exc.request_id
         verdict = (exc.response.headers.get("x-should-retry") or "").strip().lower()
         error.should_retry = {"true": True, "false": False}.get(verdict)
+        if isinstance(error, ModelError) and error.kind == ErrorKind.RATE_LIMIT:
+            error.rate_limit_headers = rate_limit_headers(exc.response.headers)
         return error
     return ModelError(ErrorKind.SERVER, f"unexpected error calling the Anthropic API: {exc!r}")
 
@@ -235,12 +242,15 @@ class AnthropicModel:
             if self.stream:
                 async with client.messages.stream(**kwargs) as stream:
                     request_id = stream.request_id
+                    headers = rate_limit_headers(stream.response.headers)
                     async for _event in stream:
                         request.on_progress()
                     message = await stream.get_final_message()
             else:
-                message = await client.messages.create(**kwargs)
-                request_id = message._request_id
+                raw = await client.messages.with_raw_response.create(**kwargs)
+                headers = rate_limit_headers(raw.headers)
+                message = await raw.parse()
+                request_id = message._request_id or raw.headers.get("request-id")
         except Exception as exc:
             error = classify(exc)
             error.request_id = error.request_id or request_id
@@ -259,4 +269,5 @@ class AnthropicModel:
             stop_reason=message.stop_reason,
             model=message.model,
             request_id=request_id,
+            rate_limit_headers=headers,
         )

@@ -32,6 +32,8 @@ class ModelResponse:
     model: str
     #: The API's id of the request that produced this response (``request-id`` header).
     request_id: str | None = None
+    #: The provider's ``anthropic-ratelimit-*`` response headers (what its rate limits have left).
+    rate_limit_headers: dict[str, str] = field(default_factory=dict)
 
 
 class ModelError(Exception):
@@ -44,6 +46,7 @@ class ModelError(Exception):
         status_code: The HTTP status, when there was one.
         request_id: The API's request id, when the request reached it.
         should_retry: The API's ``x-should-retry`` header: ``True``/``False`` overrides the kind's plan.
+        rate_limit_headers: The response's ``anthropic-ratelimit-*`` headers, when there were any.
     """
 
     def __init__(
@@ -55,6 +58,7 @@ class ModelError(Exception):
         status_code: int | None = None,
         request_id: str | None = None,
         should_retry: bool | None = None,
+        rate_limit_headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
@@ -65,6 +69,7 @@ class ModelError(Exception):
         self.request_id = request_id
         #: The API's own ``x-should-retry`` verdict, when it sent one.
         self.should_retry = should_retry
+        self.rate_limit_headers = rate_limit_headers or {}
 
 
 class ModelProvider(Protocol):
