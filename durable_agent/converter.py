@@ -9,6 +9,12 @@ approval handlers take ``*payloads``) without ever raising: a payload it cannot
 read becomes :class:`~durable_agent.inputs.Undecodable`, which the run's own
 checks refuse by name, failing the run at once or listing the refusal in its
 warnings. Typed values (activity inputs and results) decode exactly as before.
+
+The same holds for a payload codec (encryption): a payload it cannot decode
+(garbage claiming to be encrypted) would fail the whole activation, so the
+worker's codec hands it on as a marker instead, which untyped arguments refuse
+by name and typed values still fail on (a missing key is then retried until the
+worker is fixed).
 """
 
 from __future__ import annotations
@@ -21,11 +27,13 @@ from typing import Any
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.contrib.pydantic import PydanticPayloadConverter
-from temporalio.converter import DataConverter
+from temporalio.converter import DataConverter, PayloadCodec
 
 from durable_agent.inputs import Undecodable, quoted
 
 JSON_PLAIN = b"json/plain"
+#: What :class:`TolerantCodec` puts in place of a payload its codec could not decode; the data says why.
+UNDECODABLE = b"binary/undecodable"
 
 
 class GuardedPayloadConverter(PydanticPayloadConverter):
@@ -42,6 +50,8 @@ class GuardedPayloadConverter(PydanticPayloadConverter):
         except Exception as exc:  # noqa: BLE001 - whatever the decoder raises, the run must get a value it can refuse
             first = exc
         encoding = payload.metadata.get("encoding", b"")
+        if encoding == UNDECODABLE:
+            return Undecodable(f"it could not be decoded by the payload codec ({payload.data.decode('utf-8', 'replace')})")
         if encoding == JSON_PLAIN:
             # pydantic's parser stops at 200 levels and at lone surrogates; Python's goes
             # further, so the run's checks can name the field and the limit instead.
@@ -57,11 +67,38 @@ class GuardedPayloadConverter(PydanticPayloadConverter):
         return Undecodable(f"encoding {label} cannot be read as JSON ({quoted(str(first), 120)})", encoding=label)
 
 
+class TolerantCodec(PayloadCodec):
+    """A worker's payload codec that turns a payload it cannot decode into an ``UNDECODABLE`` marker."""
+
+    def __init__(self, inner: PayloadCodec) -> None:
+        self.inner = inner
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return list(await self.inner.encode(payloads))
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        try:
+            return list(await self.inner.decode(payloads))
+        except Exception:  # noqa: BLE001 - find the payloads at fault, one by one
+            pass
+        out: list[Payload] = []
+        for payload in payloads:
+            try:
+                out.extend(await self.inner.decode([payload]))
+            except Exception as exc:  # noqa: BLE001 - whatever the codec raises, the run gets a value it can refuse
+                reason = quoted(f"{type(exc).__name__}: {exc}", 200)
+                out.append(Payload(metadata={"encoding": UNDECODABLE}, data=reason.encode("utf-8")))
+        return out
+
+
 def guarded(converter: DataConverter) -> DataConverter:
-    """``converter`` with :class:`GuardedPayloadConverter`, keeping its codec and failure converter."""
+    """``converter`` with :class:`GuardedPayloadConverter` and its codec made tolerant; its failure converter kept."""
     if issubclass(converter.payload_converter_class, GuardedPayloadConverter):
         return converter
-    return dataclasses.replace(converter, payload_converter_class=GuardedPayloadConverter)
+    codec = converter.payload_codec
+    if codec is not None and not isinstance(codec, TolerantCodec):
+        codec = TolerantCodec(codec)
+    return dataclasses.replace(converter, payload_converter_class=GuardedPayloadConverter, payload_codec=codec)
 
 
 #: The pydantic data converter with the guard: for replayers and anything else that runs workflows.

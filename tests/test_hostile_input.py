@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -23,10 +24,13 @@ import pydantic
 import pytest
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import RawValue
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 
+from durable_agent.cli.worker import create_worker
+from durable_agent.encryption import KeyRing, with_encryption
 from durable_agent.schemas import AgentResult, StatusView
 from durable_agent.testing import answer, tool_use
 from tests import tools_for_tests
@@ -203,6 +207,33 @@ class TestMalformedDecisions:
             assert status.pending_approvals
             result = await approve_properly(handle)
         assert result.status == "success"
+
+
+class TestEncryptedGarbage:
+    """With payload encryption on, garbage claiming to be encrypted is refused by name, not a wedge."""
+
+    async def test_garbage_signal_and_start_input(self, harness: Harness) -> None:
+        ring = KeyRing([("k1", os.urandom(32))])
+        encrypted = Client(**{**harness.client.config(), "data_converter": with_encryption(pydantic_data_converter, ring)})
+        garbage = RawValue(Payload(metadata={"encoding": b"binary/encrypted", "encryption-key-id": b"k1"}, data=b"not a ciphertext"))
+        worker = create_worker(encrypted, make_config(), task_queue=harness.task_queue, store=harness.store, max_cached_workflows=0)
+        async with worker:
+            handle = await encrypted.start_workflow(
+                "AgentWorkflow", CANCEL_1001, id=f"run-{uuid.uuid4().hex[:12]}", task_queue=harness.task_queue, result_type=AgentResult
+            )
+            status = await wait_pending(handle)
+            # Sent without the codec, so it arrives as it is: a payload the worker's codec cannot decrypt.
+            await harness.client.get_workflow_handle(handle.id).signal("approve", garbage)
+            status = await wait_pending(handle)
+            assert any("could not be decoded by the payload codec" in w and "does not verify" in w for w in status.warnings), status.warnings
+            result = await approve_properly(handle)
+            started = await start_raw(harness, garbage)
+            # The failure is encrypted too (its message as well): read it through the codec.
+            failure = await failure_of(encrypted.get_workflow_handle(started.id, result_type=AgentResult))
+        assert result.status == "success"
+        assert await failed_tasks(handle) == []
+        assert "could not be decoded by the payload codec" in failure.message, failure.message
+        assert await failed_tasks(started) == []
 
 
 # ------------------------------------------------------------------ start input
