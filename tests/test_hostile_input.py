@@ -236,6 +236,41 @@ class TestEncryptedGarbage:
         assert await failed_tasks(started) == []
 
 
+class TestSharedEntities:
+    """The budget ledger and the rate limiter take any payloads too: refused by name, never wedged."""
+
+    async def test_ledger_refuses_malformed_updates_and_goes_on(self, harness: Harness) -> None:
+        day = "2026-11-26"
+        start = {"agent": "support", "day": day, "limit_usd": 5.0}
+        reserve = {"agent": "support", "day": day, "limit_usd": 5.0, "reservation_id": "r-1", "amount_usd": 1.0}
+        async with harness.worker():
+            ledger = await harness.client.start_workflow("BudgetLedger", start, id=f"ledger-{uuid.uuid4().hex[:8]}", task_queue=harness.task_queue)
+            for payloads, expected in (
+                ([reserve, {"x": 1}], "reserve takes one JSON object, got 2 payloads"),
+                ([raw_json(b'{"agent": "\xff"}')], "could not be decoded: it is not UTF-8 text"),
+                ([{**reserve, "amount_usd": "Infinity"}], "amount_usd: must be a finite number"),
+            ):
+                with pytest.raises(WorkflowUpdateFailedError) as info:
+                    await asyncio.wait_for(ledger.execute_update("reserve", args=payloads), PATIENCE)
+                cause = info.value.cause
+                assert isinstance(cause, ApplicationError) and cause.non_retryable and expected in cause.message, cause
+            granted = await asyncio.wait_for(ledger.execute_update("reserve", reserve), PATIENCE)
+            state = await ledger.query("state", args=[{"extra": True}])
+            await ledger.terminate("test done")
+        assert granted["granted"] is True and state["limit_usd"] == 5.0
+        assert await failed_tasks(ledger) == []
+
+    @pytest.mark.parametrize("workflow", ["BudgetLedger", "RateLimiter"])
+    async def test_an_entity_started_with_junk_fails_at_once(self, harness: Harness, workflow: str) -> None:
+        async with harness.worker():
+            handle = await harness.client.start_workflow(
+                workflow, args=[raw_json(b'{"agent": 5, "tool": [1]}'), {"x": 1}], id=f"entity-{uuid.uuid4().hex[:8]}", task_queue=harness.task_queue
+            )
+            failure = await failure_of(handle)
+        assert failure.non_retryable and f"{workflow} takes one JSON object, got 2 payloads" in failure.message, failure.message
+        assert await failed_tasks(handle) == []
+
+
 # ------------------------------------------------------------------ start input
 
 

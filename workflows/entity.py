@@ -11,12 +11,34 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
+from pydantic import BaseModel, ValidationError
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from durable_agent import inputs
+    from durable_agent.errors import validation_problems
 
 #: Shortest timer an entity arms; a deadline already past still yields once.
 MIN_TIMER = timedelta(milliseconds=10)
+
+_Request = TypeVar("_Request", bound=BaseModel)
+
+
+def parse_one(model: type[_Request], payloads: tuple[Any, ...], name: str) -> _Request:
+    """The one payload of an update (or the start) as ``model``, or a non-retryable refusal naming what is wrong.
+
+    Entity handlers take ``*payloads`` untyped, so that no number or shape of
+    payloads, nor one the converter could not decode, can fail a workflow task.
+    """
+    try:
+        return model.model_validate(inputs.single_payload(payloads, name))
+    except inputs.PayloadRefused as exc:
+        raise ApplicationError(f"invalid payload: {exc}", type="InvalidPayload", non_retryable=True) from None
+    except ValidationError as exc:
+        raise ApplicationError(f"invalid payload: {validation_problems(exc)}", type="InvalidPayload", non_retryable=True) from None
 
 
 class EntityWorkflow:

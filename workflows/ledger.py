@@ -17,6 +17,7 @@ Inspect it with ``temporal workflow query --workflow-id budget-support-2025-01-3
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
@@ -34,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
         SettleRequest,
     )
 
-from durable_agent.workflows.entity import EntityWorkflow
+from durable_agent.workflows.entity import EntityWorkflow, parse_one
 
 
 @workflow.defn(name=contracts.BUDGET_LEDGER_WORKFLOW)
@@ -42,7 +43,14 @@ class BudgetLedger(EntityWorkflow):
     """Reservations against one agent's budget for one UTC day. Input: :class:`LedgerStart`."""
 
     @workflow.init
-    def __init__(self, start: LedgerStart) -> None:
+    def __init__(self, *args: Any) -> None:
+        # Untyped, as every handler here: a start the ledger cannot read fails the run at once (in run).
+        try:
+            self.start: LedgerStart | None = parse_one(LedgerStart, args, contracts.BUDGET_LEDGER_WORKFLOW)
+            self.refusal: ApplicationError | None = None
+        except ApplicationError as exc:
+            self.start, self.refusal = None, exc
+        start = self.start or LedgerStart(agent="", day="1970-01-01", limit_usd=0.0)
         super().__init__(start.continue_after_updates)
         # Set in __init__, not in run: with update-with-start the first update is
         # handled in the same task that starts the run.
@@ -51,45 +59,53 @@ class BudgetLedger(EntityWorkflow):
     # ------------------------------------------------------------------ updates
 
     @workflow.update(name=contracts.UPDATE_RESERVE, description="Reserve the estimated cost of a model call: granted, or refused with what is left.")
-    def reserve(self, request: ReserveRequest) -> ReserveResult:
+    def reserve(self, *payloads: Any) -> ReserveResult:
+        request = parse_one(ReserveRequest, payloads, contracts.UPDATE_RESERVE)
         result = budget.reserve(self.state, request, workflow.now())
         reservation = self.state.reservations.get(request.reservation_id)
         self._applied(wake_by=reservation.expires_at if reservation else None)
         return result
 
     @reserve.validator
-    def _validate_reserve(self, request: ReserveRequest) -> None:
+    def _validate_reserve(self, *payloads: Any) -> None:
+        request = parse_one(ReserveRequest, payloads, contracts.UPDATE_RESERVE)
         self._check(request.agent, request.day)
 
     @workflow.update(name=contracts.UPDATE_LEASE, description="Charge what a run spent from its last lease and lease it the next chunk (idempotent by run and number).")
-    def lease(self, request: LeaseRequest) -> LeaseResult:
+    def lease(self, *payloads: Any) -> LeaseResult:
+        request = parse_one(LeaseRequest, payloads, contracts.UPDATE_LEASE)
         result = budget.lease(self.state, request, workflow.now())
         held = self.state.leases.get(request.holder)
         self._applied(wake_by=held.expires_at if held else None)
         return result
 
     @lease.validator
-    def _validate_lease(self, request: LeaseRequest) -> None:
+    def _validate_lease(self, *payloads: Any) -> None:
+        request = parse_one(LeaseRequest, payloads, contracts.UPDATE_LEASE)
         self._check(request.agent, request.day)
 
     @workflow.update(name=contracts.UPDATE_SETTLE, description="Replace a reservation with the actual cost of the call (idempotent).")
-    def settle(self, request: SettleRequest) -> Balance:
+    def settle(self, *payloads: Any) -> Balance:
+        request = parse_one(SettleRequest, payloads, contracts.UPDATE_SETTLE)
         return self._applied_with(budget.settle(self.state, request, workflow.now()))
 
     @settle.validator
-    def _validate_settle(self, request: SettleRequest) -> None:
+    def _validate_settle(self, *payloads: Any) -> None:
+        request = parse_one(SettleRequest, payloads, contracts.UPDATE_SETTLE)
         self._check(request.agent, request.day)
 
     @workflow.update(name=contracts.UPDATE_RELEASE, description="Give a reservation back uncharged: its call never happened (idempotent).")
-    def release(self, request: SettleRequest) -> Balance:
+    def release(self, *payloads: Any) -> Balance:
+        request = parse_one(SettleRequest, payloads, contracts.UPDATE_RELEASE)
         return self._applied_with(budget.release(self.state, request, workflow.now()))
 
     @release.validator
-    def _validate_release(self, request: SettleRequest) -> None:
+    def _validate_release(self, *payloads: Any) -> None:
+        request = parse_one(SettleRequest, payloads, contracts.UPDATE_RELEASE)
         self._check(request.agent, request.day)
 
     @workflow.query(name=contracts.QUERY_STATE, description="Limit, spent, open reservations and counters of this ledger.")
-    def get_state(self) -> LedgerState:
+    def get_state(self, *_ignored: Any) -> LedgerState:
         return self.state
 
     def _applied(self, wake_by: datetime | None = None) -> None:
@@ -118,7 +134,10 @@ class BudgetLedger(EntityWorkflow):
     # ---------------------------------------------------------------------- run
 
     @workflow.run
-    async def run(self, start: LedgerStart) -> LedgerState:
+    async def run(self, *args: Any) -> LedgerState:
+        if self.refusal is not None or self.start is None:
+            raise self.refusal or ApplicationError("no start input", type="InvalidPayload", non_retryable=True)
+        start = self.start
         closes = budget.day_end(start.day) + timedelta(seconds=start.grace_seconds)
         self._show()
         while True:

@@ -15,6 +15,8 @@ Inspect it with ``temporal workflow query --workflow-id ratelimit-search_kb --ty
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
@@ -22,7 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from durable_agent import contracts, ratelimit
     from durable_agent.ratelimit import AcquireRequest, AcquireResult, BucketState, LimiterStart
 
-from durable_agent.workflows.entity import EntityWorkflow
+from durable_agent.workflows.entity import EntityWorkflow, parse_one
 
 
 @workflow.defn(name=contracts.RATE_LIMITER_WORKFLOW)
@@ -30,13 +32,21 @@ class RateLimiter(EntityWorkflow):
     """The token bucket of one tool. Input: :class:`LimiterStart`."""
 
     @workflow.init
-    def __init__(self, start: LimiterStart) -> None:
+    def __init__(self, *args: Any) -> None:
+        # Untyped, as every handler here: a start the limiter cannot read fails the run at once (in run).
+        try:
+            self.start: LimiterStart | None = parse_one(LimiterStart, args, contracts.RATE_LIMITER_WORKFLOW)
+            self.refusal: ApplicationError | None = None
+        except ApplicationError as exc:
+            self.start, self.refusal = None, exc
+        start = self.start or LimiterStart(tool="")
         super().__init__(start.continue_after_updates)
         # Set in __init__: with update-with-start the first acquire comes with the start.
         self.state: BucketState = start.state or BucketState(tool=start.tool)
 
     @workflow.update(name=contracts.UPDATE_ACQUIRE, description="Take the next free slot of this tool's rate limit; returns when the caller may go.")
-    def acquire(self, request: AcquireRequest) -> AcquireResult:
+    def acquire(self, *payloads: Any) -> AcquireResult:
+        request = parse_one(AcquireRequest, payloads, contracts.UPDATE_ACQUIRE)
         result = ratelimit.acquire(self.state, request, workflow.now())
         self._applied()
         lane = f" (lane {request.lane})" if request.lane else ""
@@ -48,18 +58,22 @@ class RateLimiter(EntityWorkflow):
         return result
 
     @acquire.validator
-    def _validate_acquire(self, request: AcquireRequest) -> None:
+    def _validate_acquire(self, *payloads: Any) -> None:
+        request = parse_one(AcquireRequest, payloads, contracts.UPDATE_ACQUIRE)
         if request.tool != self.state.tool:
             raise ApplicationError(
                 f"this is the rate limiter of {self.state.tool!r}, not of {request.tool!r}", type="WrongLimiter", non_retryable=True
             )
 
     @workflow.query(name=contracts.QUERY_STATE, description="Promised slots and counters of this rate limiter.")
-    def get_state(self) -> BucketState:
+    def get_state(self, *_ignored: Any) -> BucketState:
         return self.state
 
     @workflow.run
-    async def run(self, start: LimiterStart) -> BucketState:
+    async def run(self, *args: Any) -> BucketState:
+        if self.refusal is not None or self.start is None:
+            raise self.refusal or ApplicationError("no start input", type="InvalidPayload", non_retryable=True)
+        start = self.start
         started = workflow.now()
         while True:
             ends = (ratelimit.idle_since(self.state) or started) + ratelimit.IDLE_AFTER
