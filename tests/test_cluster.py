@@ -25,7 +25,9 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 
 from durable_agent.encryption import DecryptionError, KeyRing, with_encryption
 from durable_agent.schemas import AgentResult
-from tests.conftest import subprocess_env, temporal_cli
+from tests.conftest import Harness, subprocess_env, temporal_cli
+from tests.test_approvals import REFUND_4999, wait_pending
+from tests.test_processes import cli
 from tests.fake_anthropic import FakeAnthropic, RecordedRequest, Reply, text, tool_use
 from tests.s3_server import aws_env, create_bucket, moto_server, payload_bytes
 from tests.test_crash_recovery import Processes, worker_argv
@@ -215,3 +217,29 @@ class TestKeyRotation:
                     payloads = getattr(event, attr).input if "scheduled" in attr else getattr(event, attr).result
                     kids += [p.metadata["encryption-key-id"].decode() for p in payloads.payloads]
         assert kids[0] == "k1" and kids[-1] == "k2", kids
+
+
+class TestPlainInputWithEncryptionOn:
+    """A signal typed as plain JSON (the UI, the CLI without a codec) still reaches an encrypted run."""
+
+    async def test_cli_signal_approves_an_encrypted_run(self, state_dir: Path, server_address: str) -> None:
+        keys = new_key("k1")
+        client = await Client.connect(server_address, data_converter=with_encryption(pydantic_data_converter, KeyRing.parse(keys)))
+        harness = Harness(client, state_dir)
+        async with harness.worker():
+            handle = await harness.start(REFUND_4999)
+            status = await wait_pending(handle)
+            approval_id = status.pending_approvals[0].approval_id
+            await asyncio.to_thread(
+                cli, server_address, "workflow", "signal", "--workflow-id", handle.id, "--name", "approve",
+                "--input", json.dumps({"approval_id": approval_id, "reviewer": "alice"}),
+            )
+            result = await asyncio.wait_for(handle.result(), 60)
+            history = await handle.fetch_history()
+        assert result.status == "success"
+        assert [(a.status, a.reviewer) for a in result.approvals] == [("approved", "alice")]
+        signal_payloads = [
+            p for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")
+            for p in e.workflow_execution_signaled_event_attributes.input.payloads
+        ]
+        assert [p.metadata["encoding"] for p in signal_payloads] == [b"json/plain"], "typed in plain, and read"
