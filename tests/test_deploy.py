@@ -193,3 +193,16 @@ class TestMissingContent:
         assert "is not in the store at" in message and str(root) in message and "sha256:" in message, message
         assert attempts(history, "think") == [1, 1], "not retried: the content will not appear"
         assert len(fake.requests) == 1
+
+
+class TestStarterSettings:
+    """The starter refuses bad keys as a configuration error, before it looks for a server."""
+
+    def test_bad_keys(self, server_address: str, tmp_path: Path) -> None:
+        env = subprocess_env(tmp_path, server_address, AGENT_ENCRYPTION_KEYS="k1:not-a-key!")
+        result = subprocess.run(
+            [sys.executable, "starter.py", "Refund 20 USD on order ord-789"], cwd=ROOT, env=env,
+            capture_output=True, text=True, timeout=120, check=False,
+        )
+        assert result.returncode == 2
+        assert "starter: configuration error: AGENT_ENCRYPTION_KEYS: key 'k1' is not valid base64" in result.stderr

@@ -34,6 +34,7 @@ from temporalio.exceptions import ApplicationError
 
 from durable_agent import contracts, policy, telemetry, trace
 from durable_agent.cli.ports import port_owner, server_log_cause, what_to_do
+from durable_agent.encryption import EncryptionConfigError, KeyRing
 from durable_agent.connection import connect, find_executable, target_address, task_queue as default_task_queue
 from durable_agent.schemas import AgentResult, DecisionRecord, StatusView
 from durable_agent.store import state_dir
@@ -175,11 +176,14 @@ async def in_process_worker(client: Client, args: argparse.Namespace, task_queue
     config = load_or_exit(args.config or default_config_path(), env_tool_modules() + args.tools)
     trace_file = os.environ.get("AGENT_TRACE_FILE") or str(state_dir() / "trace.jsonl")
     trace.configure(trace_file)
-    from durable_agent.encryption import KeyRing
     from durable_agent.store import open_store
 
     # The same store (and keys) as any other worker of the deployment.
-    store = open_store(KeyRing.from_env())
+    try:
+        store = open_store(KeyRing.from_env())
+    except ValueError as exc:
+        print(f"starter: configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     worker = create_worker(client, config, task_queue=task_queue, store=store)
     try:
         async with worker:
@@ -340,6 +344,11 @@ def print_result(result: AgentResult, out: Any) -> None:
 
 async def run(args: argparse.Namespace, client: Client | None = None, out: Any = None) -> int:
     out = out or sys.stdout
+    try:
+        KeyRing.from_env()  # bad keys are a configuration error, not "no server answers"
+    except EncryptionConfigError as exc:
+        print(f"starter: configuration error: {exc}", file=sys.stderr)
+        return 2
     telemetry.setup()  # before connecting: the client then carries the tracing plugin
     display = open(os.devnull, "w") if args.json else out  # noqa: ASYNC230 - opening /dev/null does not block
     address = f"127.0.0.1:{args.port}" if getattr(args, "port", None) else target_address()
