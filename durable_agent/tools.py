@@ -13,6 +13,7 @@ import contextlib
 import contextvars
 import functools
 import inspect
+import math
 import re
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -190,7 +191,8 @@ def _args_model(fn: Callable[..., Any], name: str) -> type[BaseModel]:
         default = ... if param.default is param.empty else param.default
         fields[param.name] = (annotation, default)
     model_name = "".join(part.capitalize() for part in re.split(r"[_-]", name)) + "Args"
-    return pydantic.create_model(model_name, __config__=ConfigDict(extra="forbid"), **fields)
+    # Infinity and NaN (also as the strings a model may send) would slip past every amount limit.
+    return pydantic.create_model(model_name, __config__=ConfigDict(extra="forbid", allow_inf_nan=False), **fields)
 
 
 def _description(fn: Callable[..., Any]) -> str:
@@ -249,8 +251,10 @@ def tool(
             raise ToolDefinitionError(f"tool {tool_name!r} cannot be both read_only and destructive")
         if risk is not None and risk not in ("low", "medium", "high"):
             raise ToolDefinitionError(f"tool {tool_name!r}: risk must be low, medium or high, not {risk!r}")
-        if timeout <= 0:
-            raise ToolDefinitionError(f"tool {tool_name!r}: timeout must be positive")
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ToolDefinitionError(f"tool {tool_name!r}: timeout must be a positive finite number of seconds")
+        if heartbeat is not None and not (math.isfinite(heartbeat) and heartbeat > 0):
+            raise ToolDefinitionError(f"tool {tool_name!r}: heartbeat must be a positive finite number of seconds")
         if rate_limit is not None:
             try:
                 parse_rate_limit(rate_limit)

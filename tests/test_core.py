@@ -57,7 +57,9 @@ class TestToolDecorator:
             ({"retry": "forever"}, "unknown retry policy 'forever'"),
             ({"amount_arg": "price"}, "'price' is not one of its arguments"),
             ({"risk": "extreme"}, "risk must be low, medium or high"),
-            ({"timeout": 0}, "timeout must be positive"),
+            ({"timeout": 0}, "timeout must be a positive finite number"),
+            ({"timeout": float("inf")}, "timeout must be a positive finite number"),
+            ({"heartbeat": float("nan")}, "heartbeat must be a positive finite number"),
             ({"name": "has space"}, "must match"),
         ],
     )

@@ -402,6 +402,17 @@ class TestNumbers:
         assert "finite number" in str(info.value) and field in str(info.value)
 
 
+    @pytest.mark.parametrize("amount", [float("inf"), float("nan"), "Infinity", "NaN"])
+    def test_tool_arguments_must_be_finite(self, amount: object) -> None:
+        from durable_agent.errors import InvalidToolArguments
+        from durable_agent.tools import registry
+
+        refund = registry.get("issue_refund")
+        assert refund is not None
+        with pytest.raises(InvalidToolArguments, match="amount: Input should be a finite number"):
+            refund.validate({"order_id": "ord-789", "amount": amount, "currency": "USD"})
+
+
 # ------------------------------------------------------------------ starter
 
 
