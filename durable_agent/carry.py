@@ -10,8 +10,11 @@ are cut; the trace sink keeps every record whole. Pure functions.
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
+from durable_agent.budget import HeldLease
 from durable_agent.inputs import json_size
-from durable_agent.schemas import DecisionRecord
+from durable_agent.schemas import ApprovalRecord, DecisionRecord, ResolvedAgent, ToolResultPart, Usage
 
 #: Most bytes a run's continue-as-new input may take (Temporal's limit is 2 MB; codecs add a little).
 CARRIED_STATE_BYTES = 1_000_000
@@ -19,6 +22,37 @@ CARRIED_STATE_BYTES = 1_000_000
 CARRIED_ARGS_BYTES = 4_096
 #: Reasoning and observation texts are cut to this many characters in carried records.
 CARRIED_TEXT_CHARS = 2_000
+#: Tool names a continuation carries (the latest); earlier ones are only counted.
+CARRIED_TOOLS_USED = 200
+#: Approval records a continuation carries (the latest); earlier ones are only counted.
+CARRIED_APPROVALS = 100
+
+
+class CarriedState(BaseModel):
+    """What a run hands to its continuation (continue-as-new).
+
+    Bounded however long the run: the latest :data:`CARRIED_TOOLS_USED` tool names
+    and :data:`CARRIED_APPROVALS` approvals are listed, the rest counted.
+    """
+
+    agent: ResolvedAgent
+    step: int
+    usage: Usage
+    total_cost: float
+    tools_used: list[str]
+    tools_used_unlisted: int = 0
+    warnings: list[str]
+    warnings_unlisted: dict[str, int] = {}
+    approvals: list[ApprovalRecord]
+    approvals_unlisted: int = 0
+    head: str | None
+    pending_results: list[ToolResultPart]
+    recent_actions: list[str]
+    trace: list[DecisionRecord]
+    last_usage: Usage | None = None
+    pending_chars: int = 0
+    sent_task: bool = True
+    daily_lease: HeldLease | None = None
 
 
 def compact_record(record: DecisionRecord) -> DecisionRecord:

@@ -8,37 +8,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from durable_agent import carry, inputs
-    from durable_agent.budget import HeldLease
-    from durable_agent.schemas import ApprovalRecord, DecisionRecord, ResolvedAgent, ToolResultPart, Usage
+    # Defined in the core, not here: a pydantic model built in every run's sandbox costs milliseconds.
+    from durable_agent.carry import CarriedState
+
+__all__ = ["CarriedState", "Continuation"]
 
 from durable_agent.workflows.records import RunRecords
-
-
-class CarriedState(BaseModel):
-    """What a run hands to its continuation (continue-as-new)."""
-
-    agent: ResolvedAgent
-    step: int
-    usage: Usage
-    total_cost: float
-    tools_used: list[str]
-    warnings: list[str]
-    warnings_unlisted: dict[str, int] = {}
-    approvals: list[ApprovalRecord]
-    head: str | None
-    pending_results: list[ToolResultPart]
-    recent_actions: list[str]
-    trace: list[DecisionRecord]
-    last_usage: Usage | None = None
-    pending_chars: int = 0
-    sent_task: bool = True
-    daily_lease: HeldLease | None = None
 
 
 class Continuation(RunRecords):
@@ -60,10 +40,12 @@ class Continuation(RunRecords):
             step=self.step,
             usage=self.usage,
             total_cost=self.total_cost,
-            tools_used=self.tools_used,
+            tools_used=self.tools_used[-carry.CARRIED_TOOLS_USED :],
+            tools_used_unlisted=self.tools_used_unlisted + max(0, len(self.tools_used) - carry.CARRIED_TOOLS_USED),
             warnings=self.warnings,
             warnings_unlisted=self.warnings_unlisted,
-            approvals=self.approvals,
+            approvals=self.approvals[-carry.CARRIED_APPROVALS :],
+            approvals_unlisted=self.approvals_unlisted + max(0, len(self.approvals) - carry.CARRIED_APPROVALS),
             head=self.head,
             pending_results=self.pending_results,
             recent_actions=self.recent_actions,
@@ -121,3 +103,5 @@ class Continuation(RunRecords):
         self.started_at_step = carried.step
         self.sent_task = carried.sent_task
         self.daily_lease = carried.daily_lease
+        self.tools_used_unlisted = carried.tools_used_unlisted
+        self.approvals_unlisted = carried.approvals_unlisted
