@@ -29,6 +29,19 @@ DEFAULT_PRICES: dict[str, ModelPrice] = {
 #: Used for a model with no price: the dearest list price, so budgets err on the safe side.
 DEFAULT_FALLBACK_PRICE = ModelPrice(input=15.0, output=75.0)
 
+#: Every amount a run shows (a step's cost, the total, budgets left) is rounded to this many decimal places.
+COST_DECIMALS = 8
+
+
+def shown_usd(amount: float) -> float:
+    """``amount`` as runs show it: rounded to :data:`COST_DECIMALS` places, the one rounding rule.
+
+    A run adds up the steps' shown costs, so its ``total_cost`` is the sum of its
+    decision records' ``estimated_cost`` exactly as they show.
+    """
+    return round(amount, COST_DECIMALS)
+
+
 CACHE_WRITE_FACTOR = 1.25
 CACHE_READ_FACTOR = 0.10
 

@@ -195,10 +195,12 @@ class AgentResult(BaseModel):
     answer: str | None = None
     steps: int = 0
     tools_used: list[str] = Field(default_factory=list)
+    tools_used_unlisted: int = Field(default=0, description="Earlier tool calls not listed in tools_used (long runs list the latest).")
     total_cost: float = 0.0
     usage: Usage = Field(default_factory=Usage)
     warnings: list[str] = Field(default_factory=list)
     approvals: list[ApprovalRecord] = Field(default_factory=list)
+    approvals_unlisted: int = Field(default=0, description="Earlier approvals not listed (long runs list the latest).")
     error: str | None = None
     model: str | None = None
     agent: str | None = None
@@ -218,6 +220,7 @@ class StatusView(BaseModel):
     total_cost: float
     usage: Usage
     tools_used: list[str]
+    tools_used_unlisted: int = 0
     pending_approvals: list[PendingApproval]
     warnings: list[str]
     budget_remaining: float | None

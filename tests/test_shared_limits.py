@@ -223,3 +223,49 @@ class TestModelRateLimits:
         # The limit was what paced them: 40 requests' tokens do not fit in one window.
         assert sum(r.input_tokens for r in requests) > 2 * tokens
 
+
+
+class TestCostsAddUp:
+    """One rounding rule: the total is the sum of the decision records' costs as they show."""
+
+    async def test_total_cost_is_the_sum_of_the_records(self, harness: Harness) -> None:
+        model, _ = harness.scripted(
+            [tool_use("echo", {"text": str(i)}) for i in range(6)] + [answer("done")], usage=Usage(input_tokens=1001, output_tokens=333)
+        )
+        config = make_config({"costly": {"tools": ["echo"], "model": model}}, pricing={"models": {model: {"input": 3.14159, "output": 15.7}}})
+        async with harness.worker(config):
+            handle = await harness.start({"task": "echo"})
+            result = await handle.result()
+            status = await handle.query("status", result_type=StatusView)
+            records = await handle.query("trace", result_type=list[DecisionRecord])
+        shown = [r.cost.estimated_cost for r in records]
+        assert len(shown) == 7 and shown[0] == 0.00837283  # 8 places, however many the price makes
+        assert result.total_cost == status.total_cost == round(sum(shown), 8)
+
+
+class TestBoundedState:
+    """The trace query stays under its byte cap however large the records."""
+
+    async def test_the_trace_query_keeps_the_latest_records_that_fit(self, harness: Harness) -> None:
+        big = "x" * 200_000
+        model, _ = harness.scripted([tool_use("echo", {"text": f"{i}{big}"}) for i in range(8)] + [answer("done")])
+        async with harness.worker(make_config({"big": {"tools": ["echo"], "model": model}})):
+            handle = await harness.start({"task": "echo big"})
+            result = await handle.result()
+            records = await handle.query("trace", result_type=list[DecisionRecord])
+        assert result.status == "success" and result.steps == 9
+        assert sum(len(r.model_dump_json()) for r in records) <= 1_000_000
+        assert 1 < len(records) < 9 and records[-1].action.type == "final_answer"
+        assert [r.step for r in records] == list(range(10 - len(records), 10))
+
+    async def test_tools_used_carried_across_continue_as_new_are_capped_and_counted(
+        self, harness: Harness, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from durable_agent import carry
+
+        monkeypatch.setattr(carry, "CARRIED_TOOLS_USED", 2)
+        model, _ = harness.scripted([tool_use("echo", {"text": str(i)}) for i in range(8)] + [answer("done")])
+        async with harness.worker(make_config({"long": {"tools": ["echo"], "model": model, "continue_as_new_every": 3}})):
+            result = await harness.run({"task": "echo"})
+        assert result.status == "success" and result.steps == 9
+        assert len(result.tools_used) < 8 and len(result.tools_used) + result.tools_used_unlisted == 8

@@ -99,9 +99,10 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
             phase=self.phase,
             agent=self.agent.name if self.agent else None,
             model=self.agent.model if self.agent else None,
-            total_cost=round(self.total_cost, 6),
+            total_cost=pricing.shown_usd(self.total_cost),
             usage=self.usage,
             tools_used=list(self.tools_used),
+            tools_used_unlisted=self.tools_used_unlisted,
             pending_approvals=list(self.pending.values()),
             warnings=self._warnings_view(),
             budget_remaining=self._budget_remaining(),
@@ -236,12 +237,18 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
         self.step += 1
         step_cost = pricing.cost_usd(out.usage, price)
         self.usage = self.usage + out.usage
-        self.total_cost += step_cost
+        # One rounding rule: the total is the sum of the steps' costs as their records show them.
+        # Runs begun before it add unrounded costs, as they were recorded doing.
+        if workflow.patched("costs-rounded-once"):
+            step_cost = pricing.shown_usd(step_cost)
+            self.total_cost = pricing.shown_usd(self.total_cost + step_cost)
+        else:
+            self.total_cost += step_cost
         self.last_usage = out.usage
         await self._settle_daily(step_cost, out.daily_budget_usd)
         cost = CostRecord(
             **out.usage.model_dump(),
-            estimated_cost=round(step_cost, 8),
+            estimated_cost=pricing.shown_usd(step_cost),
             budget_remaining=self._budget_remaining(),
             daily_budget_remaining=self.daily_remaining,
         )

@@ -28,6 +28,8 @@ from durable_agent.workflows.state import RunState
 
 #: Decision records kept in workflow state for the ``trace`` query (the sink has all).
 TRACE_KEPT = 500
+#: Most bytes of JSON the ``trace`` query answers with: the latest records that fit.
+TRACE_QUERY_BYTES = 1_000_000
 #: Run-level warnings of one kind listed in the status and the result; more are only counted.
 WARNINGS_PER_KIND = 10
 
@@ -44,7 +46,16 @@ class RunRecords(RunState):
 
     @workflow.query(name=contracts.QUERY_TRACE, description="The decision records of this run, one per step, in order.")
     def get_trace(self, *_ignored: Any) -> list[DecisionRecord]:
-        return list(self.trace)
+        """The latest records, oldest first, at most ``TRACE_QUERY_BYTES`` of JSON (the sink has every one)."""
+        kept: list[DecisionRecord] = []
+        size = 0
+        for record in reversed(self.trace):
+            size += len(record.model_dump_json())
+            if size > TRACE_QUERY_BYTES and kept:
+                break
+            kept.append(record)
+        kept.reverse()
+        return kept
 
     def _observe(self, call: ToolCall, status: str, text: str, *, error: bool, approval_id: str | None = None) -> dict[str, Any]:
         """An observation the workflow writes itself (nothing ran); the model reads ``text``."""
@@ -62,7 +73,7 @@ class RunRecords(RunState):
     def _budget_remaining(self) -> float | None:
         if self.budget_usd is None:
             return None
-        return round(max(0.0, self.budget_usd - self.total_cost), 6)
+        return pricing.shown_usd(max(0.0, self.budget_usd - self.total_cost))
 
     def _stop_for_budget(self, message: str) -> AgentResult:
         self.status = "budget_exceeded"
@@ -150,10 +161,12 @@ class RunRecords(RunState):
             answer=self.answer,
             steps=self.step,
             tools_used=list(self.tools_used),
-            total_cost=round(self.total_cost, 6),
+            tools_used_unlisted=self.tools_used_unlisted,
+            total_cost=pricing.shown_usd(self.total_cost),
             usage=self.usage,
             warnings=self._warnings_view(),
             approvals=list(self.approvals),
+            approvals_unlisted=self.approvals_unlisted,
             error=error,
             model=self.agent.model if self.agent else None,
             agent=self.agent.name if self.agent else None,

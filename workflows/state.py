@@ -56,6 +56,9 @@ class RunState:
     usage: Usage
     total_cost: float
     tools_used: list[str]
+    #: Tool calls and approvals of earlier executions no longer listed (continue-as-new carries the latest).
+    tools_used_unlisted: int
+    approvals_unlisted: int
     warnings: list[str]
     warnings_unlisted: dict[str, int]
     approvals: list[ApprovalRecord]
@@ -96,6 +99,8 @@ class RunState:
         self.usage = Usage()
         self.total_cost = 0.0
         self.tools_used = []
+        self.tools_used_unlisted = 0
+        self.approvals_unlisted = 0
         self.warnings = []
         self.warnings_unlisted = {}
         self.approvals = []
