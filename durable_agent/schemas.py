@@ -273,6 +273,12 @@ class AnomalyThresholds(StrictModel):
     loop_repeats: int = Field(default=3, ge=2, description="Same tool with same args this many times in a row.")
     step_cost_usd: float = Field(default=0.50, gt=0, description="One step costing more than this is HIGH_COST.")
     step_tokens: int = Field(default=50_000, gt=0, description="One step using more tokens is HIGH_TOKEN_USAGE.")
+    cycle_repeats: int = Field(default=2, ge=2, description="A cycle of 2-3 identical calls (A-B-A-B) repeated this many times.")
+    median_factor: float = Field(default=10.0, gt=1, description="A step costing this many times the run's median step is HIGH_COST.")
+    median_min_steps: int = Field(default=5, ge=1, description="Earlier steps needed before the median rule applies.")
+    on_loop: Literal["warn", "pause", "stop"] = Field(default="warn", description="What POSSIBLE_LOOP does to the run.")
+    on_high_cost: Literal["warn", "pause", "stop"] = Field(default="warn", description="What HIGH_COST does to the run.")
+    on_high_tokens: Literal["warn", "pause", "stop"] = Field(default="warn", description="What HIGH_TOKEN_USAGE does to the run.")
 
 
 class ResolvedAgent(BaseModel):
