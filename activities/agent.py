@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from durable_agent import contracts, stops
+from durable_agent import contracts, genai, stops
 from durable_agent.encryption import DecryptionError
 from durable_agent.errors import InvalidToolArguments, ToolAuthError, ToolError, ToolRateLimited, ToolTimeout
 from durable_agent.jsonsafe import json_safe
@@ -34,7 +34,7 @@ from durable_agent.policy import approve_command
 from durable_agent.pricing import find_price
 from durable_agent.profiles import AgentsConfig
 from durable_agent.ratelimit import estimate_input_tokens, profile_lane
-from durable_agent.retry import TOOL_RETRY_POLICIES, ErrorKind, model_retry_delay, next_delay
+from durable_agent.retry import TOOL_RETRY_POLICIES, ErrorKind, RetryPlan, model_retry_delay, next_delay
 from durable_agent.schemas import (
     ResolveAgentInput,
     ResolvedAgent,
@@ -47,7 +47,7 @@ from durable_agent.schemas import (
 )
 from durable_agent.stops import think_timeout
 from durable_agent.store import ContentStore, MissingContent
-from durable_agent.tools import ToolContext, ToolRegistry
+from durable_agent.tools import Tool, ToolContext, ToolRegistry
 from durable_agent.tools import registry as default_registry
 
 if TYPE_CHECKING:
@@ -221,8 +221,18 @@ class AgentActivities:
         await self._wait_for_model_rate_limit(model_request)
         started = time.monotonic()
         try:
-            async with _heartbeating():
-                response = await provider_for(request.model).complete(model_request)
+            with genai.chat_span(
+                request.model, system=model_request.system, messages=model_request.messages, max_tokens=request.max_tokens
+            ) as chat:
+                async with _heartbeating():
+                    response = await provider_for(request.model).complete(model_request)
+                chat.set_response(
+                    model=response.model,
+                    response_id=response.response_id,
+                    stop_reason=response.stop_reason,
+                    usage=response.usage,
+                    content=response.content,
+                )
         except ModelError as exc:
             if self.model_limits is not None:
                 self.model_limits.note_headers(request.model, exc.rate_limit_headers)
@@ -331,6 +341,14 @@ class AgentActivities:
         )
         plan = TOOL_RETRY_POLICIES.get(tool.info.retry, TOOL_RETRY_POLICIES["tool_default"])
         started = time.monotonic()
+        with genai.tool_span(call.name, call.id, args=call.args, description=tool.info.description) as span:
+            output = await self._invoke_tool(tool, call, context, plan, started)
+            genai.tool_outcome(span, output.status, output.preview if output.ref else None, output.error)
+        return output
+
+    async def _invoke_tool(self, tool: Tool, call: ToolCall, context: ToolContext, plan: RetryPlan, started: float) -> ToolCallOutput:
+        """Invoke the tool; a final outcome is returned, a retryable failure raised with its delay."""
+        info = activity.info()
         try:
             # At the pace the tool asked for: the workflow's heartbeat timeout follows it.
             async with _heartbeating(min(HEARTBEAT_EVERY, tool.info.heartbeat_seconds or HEARTBEAT_EVERY)):

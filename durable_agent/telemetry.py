@@ -10,7 +10,11 @@ step's span is the parent of its ``think`` and ``run_tool`` activity spans.
 Export is over OTLP/HTTP when the standard variables say so
 (``OTEL_EXPORTER_OTLP_ENDPOINT``, or the ``..._TRACES_ENDPOINT`` /
 ``..._METRICS_ENDPOINT`` ones, plus headers and the rest as the exporter reads
-them). Without them nothing leaves the process.
+them). Without them nothing leaves the process. A Prometheus scrape endpoint serves
+the same metrics when a port is given (``worker --metrics-port N`` or
+``AGENT_METRICS_PORT``), and :func:`temporal_runtime` routes the Temporal SDK's
+own metrics (task latencies, poll counts, slots...) into the same meter provider.
+The GenAI-convention spans and metrics are in :mod:`durable_agent.genai`.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ import hashlib
 import logging
 import os
 import threading
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from opentelemetry import metrics, trace
 from opentelemetry.sdk.metrics import MeterProvider
@@ -36,6 +41,7 @@ SPAN_AGENT_STEP = "agent_step"
 
 _lock = threading.Lock()
 _configured = False
+_metrics_exported = False
 
 
 class _EvictionDetachFilter(logging.Filter):
@@ -59,11 +65,44 @@ def _otlp_wanted(signal: str) -> bool:
     return bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"))
 
 
+def metrics_port(flag: int | None = None) -> int | None:
+    """The Prometheus port: ``flag`` if given, else ``AGENT_METRICS_PORT``, else none.
+
+    Raises:
+        ValueError: when ``AGENT_METRICS_PORT`` is not a port number.
+    """
+    if flag is not None:
+        return flag
+    raw = os.environ.get("AGENT_METRICS_PORT", "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ValueError(f"AGENT_METRICS_PORT must be a port number (1-65535), got {raw!r}")
+    return int(raw)
+
+
+def _prometheus_reader(port: int, host: str) -> MetricReader:
+    """A reader that serves every metric of this process at ``http://host:port/metrics``."""
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import start_http_server
+
+    reader = PrometheusMetricReader()
+    start_http_server(port, addr=host)
+    return reader
+
+
+def metrics_exported() -> bool:
+    """Whether metrics leave this process (OTLP or Prometheus), so the SDK's own are worth collecting."""
+    return _metrics_exported
+
+
 def setup(
     service_name: str = "durable-agent",
     *,
     span_processors: Sequence[SpanProcessor] = (),
     metric_readers: Sequence[MetricReader] = (),
+    prometheus_port: int | None = None,
+    prometheus_host: str = "0.0.0.0",
 ) -> bool:
     """Install the process's tracer and meter providers (once; later calls do nothing).
 
@@ -71,11 +110,16 @@ def setup(
         service_name: ``service.name`` of the resource, unless ``OTEL_SERVICE_NAME`` says otherwise.
         span_processors: Extra span processors (tests pass an in-memory exporter).
         metric_readers: Extra metric readers (tests pass an in-memory reader).
+        prometheus_port: Serve the metrics for Prometheus on this port (``/metrics``).
+        prometheus_host: The address the Prometheus endpoint listens on.
+
+    Raises:
+        OSError: when the Prometheus port cannot be bound (in use, or not allowed).
 
     Returns:
         Whether this call installed them.
     """
-    global _configured
+    global _configured, _metrics_exported
     with _lock:
         if _configured:
             return False
@@ -94,6 +138,9 @@ def setup(
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
             readers.append(PeriodicExportingMetricReader(OTLPMetricExporter()))
+        if prometheus_port is not None:
+            readers.append(_prometheus_reader(prometheus_port, prometheus_host))
+        _metrics_exported = _otlp_wanted("METRICS") or prometheus_port is not None
         logging.getLogger("opentelemetry.context").addFilter(_EvictionDetachFilter())
         trace.set_tracer_provider(tracer_provider)
         metrics.set_meter_provider(ReplaySafeMeterProvider(MeterProvider(resource=resource, metric_readers=readers)))
@@ -104,6 +151,22 @@ def setup(
 def is_configured() -> bool:
     """Whether :func:`setup` has installed this process's providers."""
     return _configured
+
+
+def temporal_runtime() -> tuple[Any, Any]:
+    """A Temporal runtime whose SDK metrics go to this process's meter provider, and the exporter to run.
+
+    Returns:
+        ``(runtime, exporter)``: pass ``runtime`` to ``Client.connect`` and keep
+        ``async with exporter:`` open while the worker runs (it drains the SDK's
+        metric buffer every second into OTLP and Prometheus alike).
+    """
+    from temporalio.contrib.opentelemetry import MetricsExporter
+    from temporalio.runtime import MetricBuffer, MetricBufferDurationFormat, Runtime, TelemetryConfig
+
+    buffer = MetricBuffer(10_000, duration_format=MetricBufferDurationFormat.SECONDS)
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer))
+    return runtime, MetricsExporter(buffer)
 
 
 def plugin() -> Any:
@@ -154,6 +217,13 @@ class _Instruments:
         )
         self.tokens = meter.create_counter("agent.tokens", unit="{token}", description="Model tokens, by kind")
         self.cost = meter.create_counter("agent.cost", unit="USD", description="Estimated model cost")
+        self.approvals_waiting = meter.create_up_down_counter(
+            "agent.approvals.waiting", unit="{approval}", description="Actions (and paused runs) waiting for a reviewer, summed over workers"
+        )
+        self.anomalies = meter.create_counter("agent.anomalies", unit="{anomaly}", description="Anomalies found, by kind and action")
+        self.daily_budget_remaining = meter.create_gauge(
+            "agent.daily_budget.remaining", unit="USD", description="An agent's shared daily budget left, as last seen"
+        )
 
 
 _instruments: _Instruments | None = None
@@ -185,3 +255,22 @@ def record_step_metrics(record: DecisionRecord, duration_ms: float, model: str) 
             inst.tokens.add(amount, {**base, "model": model, "kind": kind})
     if record.cost.estimated_cost:
         inst.cost.add(record.cost.estimated_cost, {**base, "model": model})
+
+
+# Workflow code calls these: the meter provider is Temporal's replay-safe one, so a
+# replayed step records nothing again.
+
+
+def count_approvals_waiting(agent: str, delta: int) -> None:
+    """One more (``+1``) or one fewer (``-1``) action or paused run waiting for a reviewer."""
+    _get_instruments().approvals_waiting.add(delta, {"agent": agent})
+
+
+def count_anomaly(agent: str, kind: str, action: str) -> None:
+    """An anomaly of ``kind`` was found, and the run did ``action`` (warn, pause, stop)."""
+    _get_instruments().anomalies.add(1, {"agent": agent, "kind": kind, "action": action})
+
+
+def set_daily_budget_remaining(agent: str, remaining: float) -> None:
+    """The agent's shared daily budget left, as the ledger last answered."""
+    _get_instruments().daily_budget_remaining.set(remaining, {"agent": agent})

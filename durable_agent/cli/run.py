@@ -32,7 +32,7 @@ from typing import Any, AsyncIterator, Sequence
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.exceptions import ApplicationError
 
-from durable_agent import contracts, policy, telemetry, trace
+from durable_agent import contracts, genai, policy, telemetry, trace
 from durable_agent.cli.ports import port_owner, server_log_cause, what_to_do
 from durable_agent.encryption import EncryptionConfigError, KeyRing
 from durable_agent.connection import connect, find_executable, target_address, task_queue as default_task_queue
@@ -375,7 +375,9 @@ async def run(args: argparse.Namespace, client: Client | None = None, out: Any =
             print("No ANTHROPIC_API_KEY: the offline model thinks (a deterministic playbook, no LLM).", file=display)
         request = build_input(args)
         workflow_id = args.workflow_id or f"run-{uuid.uuid4().hex[:8]}"
-        handle = await client.start_workflow(contracts.AGENT_WORKFLOW, request, id=workflow_id, task_queue=task_queue)
+        # The starter's span: Temporal's tracing carries it into the run, whose spans become its descendants.
+        with genai.start_span(request.get("agent"), workflow_id):
+            handle = await client.start_workflow(contracts.AGENT_WORKFLOW, request, id=workflow_id, task_queue=task_queue)
         print(f"Run {workflow_id}: {args.task}", file=display)
         if args.no_wait:
             print(workflow_id, file=out)

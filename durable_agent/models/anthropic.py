@@ -267,6 +267,7 @@ class AnthropicModel:
                 cache_read_input_tokens=usage.cache_read_input_tokens or 0,
             ),
             stop_reason=message.stop_reason,
+            response_id=message.id,
             model=message.model,
             request_id=request_id,
             rate_limit_headers=headers,

@@ -34,6 +34,8 @@ class ModelResponse:
     request_id: str | None = None
     #: The provider's ``anthropic-ratelimit-*`` response headers (what its rate limits have left).
     rate_limit_headers: dict[str, str] = field(default_factory=dict)
+    #: The provider's id of this response (``gen_ai.response.id``), when it gives one.
+    response_id: str | None = None
 
 
 class ModelError(Exception):
