@@ -2,5 +2,6 @@
 
 from durable_agent.activities.agent import AgentActivities
 from durable_agent.activities.budget import BudgetActivities, LimitsClient
+from durable_agent.activities.records import RecordActivities
 
-__all__ = ["AgentActivities", "BudgetActivities", "LimitsClient"]
+__all__ = ["AgentActivities", "BudgetActivities", "LimitsClient", "RecordActivities"]

@@ -134,9 +134,13 @@ class DirectoryBackend(BlobBackend):
             return None
 
     async def list(self, prefix: str = "") -> AsyncIterator[BlobInfo]:
+        # Walk only the folder the prefix names (a trace read lists one run's records, not the store).
+        folder = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        start = self._path(folder) if folder else self.root
+
         def scan() -> list[BlobInfo]:
             found = []
-            for dirpath, _dirs, files in os.walk(self.root):
+            for dirpath, _dirs, files in os.walk(start):
                 for name in files:
                     if name.startswith(".tmp-"):
                         continue

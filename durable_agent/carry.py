@@ -53,6 +53,8 @@ class CarriedState(BaseModel):
     pending_chars: int = 0
     sent_task: bool = True
     daily_lease: HeldLease | None = None
+    #: The latest step costs, for the anomaly rule that compares a step with the run's median.
+    step_costs: list[float] = []
 
 
 def compact_record(record: DecisionRecord) -> DecisionRecord:

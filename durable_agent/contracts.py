@@ -19,6 +19,7 @@ ACTIVITY_RESOLVE_AGENT = "resolve_agent"
 ACTIVITY_THINK = "think"
 ACTIVITY_RUN_TOOL = "run_tool"
 ACTIVITY_NOTIFY_REVIEWER = "notify_reviewer"
+ACTIVITY_RECORD_DECISIONS = "record_decisions"
 
 # Budgets and rate limits: entity workflows shared by every run on every worker.
 RATE_LIMITER_WORKFLOW = "RateLimiter"

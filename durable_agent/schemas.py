@@ -178,6 +178,7 @@ class CostRecord(BaseModel):
 class DecisionRecord(BaseModel):
     """One line of the decision trace: what the agent decided at a step and what came of it."""
 
+    record_id: str | None = Field(default=None, description="{workflow id}/{first run id}/{step}/{call}: stable, unique.")
     timestamp: datetime
     agent_id: str
     session_id: str
@@ -186,6 +187,7 @@ class DecisionRecord(BaseModel):
     observation: dict[str, Any]
     cost: CostRecord
     warnings: list[str] = Field(default_factory=list)
+    truncated: bool = Field(default=False, description="Text was cut for the trace query; the store has it whole.")
 
 
 class AgentResult(BaseModel):
@@ -390,3 +392,9 @@ class ToolCallOutput(BaseModel):
     duration_ms: int = 0
     chars: int = Field(default=0, description="Size of the full result, for the next call's cost estimate.")
     warnings: list[str] = Field(default_factory=list, description="What had to be changed to keep the result (RESULT_CONVERTED, RESULT_NOT_STORED).")
+
+
+class RecordDecisionsInput(BaseModel):
+    """Input of the ``record_decisions`` activity: one step's decision records, whole."""
+
+    records: list[DecisionRecord]

@@ -1,69 +1,139 @@
-"""The decision-trace sink: one JSON line per decision record.
+"""Decision records, each kept once: in the content store under its id, and as a JSON line in the sink.
 
-The worker points it at a file (``AGENT_TRACE_FILE``) or standard output once,
-at start. The workflow calls :func:`emit` only when it is not replaying, and the
-sink also drops a record it has already written in this process (a workflow task
-retried on the same worker), so replays and retries add no duplicate lines.
+Every record has a stable ``record_id``: ``{workflow id}/{run}/{step}/{call}``,
+where *run* is the first run id of the workflow's chain of runs (it survives
+continue-as-new) and *call* is the call's place in its step (0 for an answer).
+
+The ``record_decisions`` activity (see :mod:`durable_agent.activities`) calls
+:func:`publish` for each of a step's records. The store is the record of
+truth: the record is created under its id if absent, so a step retried on
+another worker, or two workers writing at once, leave one record. The JSON-lines
+sink (``AGENT_TRACE_FILE``, else standard output) is a view of it: a file sink
+appends each id once even across processes and crashes, by a lock and a marker
+per id saying where its line starts (a writer killed between the marker and the
+line is noticed by the next one, which finds another line, or none, there).
+Standard output cannot be read back, so there each process writes what it
+created in the store.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
+import hashlib
+import json
 import os
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from durable_agent.schemas import DecisionRecord
+from durable_agent.store import ContentStore
+
+#: The folder of the content store that holds the records.
+RECORDS = "records"
+#: Longest reasoning and argument text a record keeps in the ``trace`` query (the store keeps it whole).
+QUERY_TEXT_CHARS = 500
+#: The most the ``trace`` query returns, in bytes of JSON; the oldest records go first beyond it.
+QUERY_MAX_BYTES = 256_000
+
+
+def record_id(workflow_id: str, chain_run_id: str, step: int, call: int) -> str:
+    """The stable id of the record of ``call`` (0-based) of ``step`` in a workflow's chain of runs."""
+    return f"{workflow_id}/{chain_run_id}/{step}/{call}"
+
+
+def _name_segment(text: str) -> str:
+    """Free text (a workflow id) as one segment of a store name: other characters as ``:XX`` bytes."""
+    out = []
+    for char in text:
+        if char.isascii() and (char.isalnum() or char in "_-"):
+            out.append(char)
+        else:
+            out.extend(f":{byte:02X}" for byte in char.encode("utf-8"))
+    return "".join(out)
+
+
+def _run_folder(workflow_id: str) -> str:
+    return f"{RECORDS}/{_name_segment(workflow_id)}"
+
+
+def record_name(record: DecisionRecord) -> str:
+    """Where a record lives in the store: ``records/<workflow id>/<run>/<step>-<call>``, sortable."""
+    assert record.record_id is not None
+    workflow_id, run, step, call = record.record_id.rsplit("/", 3)
+    return f"{_run_folder(workflow_id)}/{_name_segment(run)}/{int(step):09d}-{int(call):04d}"
+
+
+# ----------------------------------------------------------------------- the sink
 
 
 class TraceSink:
-    """Where decision records go: appended to a file, or written to a stream.
+    """The JSON-lines view: a file appended once per record id, or a stream."""
 
-    The file is opened once, in append mode, and each record is one ``write``
-    of one whole line: no open, mkdir and close on the workflow thread per step,
-    and lines from several processes on one file never interleave.
-    """
-
-    def __init__(self, path: str | None = None, stream: TextIO | None = None) -> None:
+    def __init__(self, path: str | os.PathLike[str] | None = None, stream: TextIO | None = None) -> None:
         self.path = Path(path) if path else None
         self.stream = stream
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
-        self._fd: int | None = None
 
-    def _file(self) -> int:
-        if self._fd is None:
-            assert self.path is not None
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        return self._fd
-
-    def close(self) -> None:
-        """Close the file (a later record opens it again)."""
+    def append(self, record: DecisionRecord) -> bool:
+        """Add ``record``'s line unless its id already has one; return whether it was added."""
+        key = record.record_id or f"{record.session_id}/{record.step}/{record.timestamp.isoformat()}"
+        line = (record.model_dump_json() + "\n").encode("utf-8")
         with self._lock:
-            if self._fd is not None:
-                os.close(self._fd)
-                self._fd = None
-
-    def write(self, key: str, record: DecisionRecord) -> bool:
-        """Write ``record`` unless ``key`` was written already; return whether it was written."""
-        line = record.model_dump_json() + "\n"
-        with self._lock:
-            if key in self._seen:
-                return False
-            self._seen[key] = None
-            while len(self._seen) > 100_000:
-                self._seen.popitem(last=False)
-            if self.path is not None:
-                data = line.encode("utf-8")
-                while data:  # one write for a line, unless the system takes it in parts
-                    data = data[os.write(self._file(), data):]
-            else:
+            if self.path is None:
+                if key in self._seen:
+                    return False
+                self._remember(key)
                 out = self.stream or sys.stdout
-                out.write(line)
+                out.write(line.decode("utf-8"))
                 out.flush()
+                return True
+            return self._append_once(key, line)
+
+    def _remember(self, key: str) -> None:
+        self._seen[key] = None
+        while len(self._seen) > 100_000:
+            self._seen.popitem(last=False)
+
+    @contextlib.contextmanager
+    def _file_lock(self) -> Iterator[None]:
+        assert self.path is not None
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(f"{self.path}.lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # across processes; released when the file closes
+            yield
+
+    def _marker(self, key: str) -> Path:
+        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+        return Path(f"{self.path}.ids") / digest[:2] / digest
+
+    def _append_once(self, key: str, line: bytes) -> bool:
+        assert self.path is not None
+        marker = self._marker(key)
+        with self._file_lock():
+            if marker.exists():
+                offset = int(marker.read_text() or -1)
+                if offset >= 0 and self.path.exists():
+                    with self.path.open("rb") as fh:
+                        fh.seek(offset)
+                        if fh.readline() == line:
+                            return False  # written before; this is a retry
+            # Say where the line will start before writing it: a crash in between is seen next time.
+            offset = self.path.stat().st_size if self.path.exists() else 0
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            tmp = marker.with_suffix(".tmp")
+            tmp.write_text(str(offset))
+            os.replace(tmp, marker)
+            with self.path.open("ab") as fh:
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
         return True
 
 
@@ -73,15 +143,115 @@ _sink: TraceSink | None = None
 def configure(path: str | None = None, stream: TextIO | None = None) -> TraceSink:
     """Set the process's sink (the worker calls this once)."""
     global _sink
-    if _sink is not None:
-        _sink.close()
     _sink = TraceSink(path, stream)
     return _sink
 
 
-def emit(key: str, record: DecisionRecord) -> None:
-    """Write a record to the configured sink; without one, to standard output."""
+def sink() -> TraceSink:
+    """The process's sink; standard output when none was configured."""
     global _sink
     if _sink is None:
         _sink = TraceSink()
-    _sink.write(key, record)
+    return _sink
+
+
+def emit(record: DecisionRecord) -> None:
+    """Write a record to the sink only (runs recorded before records were stored call this from the workflow)."""
+    sink().append(record)
+
+
+async def publish(store: ContentStore, record: DecisionRecord) -> bool:
+    """Keep ``record`` under its id in the store (if absent), then add it to the sink's view.
+
+    Returns:
+        Whether this call created the stored record.
+    """
+    created = await store.create_named(record_name(record), record.model_dump(mode="json"))
+    out = sink()
+    if created or out.path is not None:  # a file sink checks its own markers; a stream cannot
+        await asyncio.to_thread(out.append, record)  # a file lock and an fsync: off the event loop
+    return created
+
+
+# ----------------------------------------------------------------- reading back
+
+
+async def _names(store: ContentStore, folder: str) -> list[str]:
+    return sorted([name async for name in store.list_named(folder + "/")])
+
+
+async def runs_of(store: ContentStore, workflow_id: str) -> list[str]:
+    """The chains of runs that recorded under ``workflow_id`` (their first run ids), oldest first."""
+    folder = _run_folder(workflow_id)
+    firsts: dict[str, str] = {}
+    for name in await _names(store, folder):
+        run = name[len(folder) + 1 :].split("/", 1)[0]
+        if run in firsts:
+            continue  # names sort by step: the first one met is the chain's first record
+        record = await store.read_named(name)
+        if record is not None:
+            firsts[run] = str(record.get("timestamp"))
+    return sorted(firsts, key=firsts.__getitem__)
+
+
+async def read_records(store: ContentStore, workflow_id: str, run: str | None = None) -> list[DecisionRecord]:
+    """One chain's records, in order (the latest chain when ``run`` is None)."""
+    if run is None:
+        chains = await runs_of(store, workflow_id)
+        if not chains:
+            return []
+        run = chains[-1]
+    records = []
+    for name in await _names(store, f"{_run_folder(workflow_id)}/{_name_segment(run)}"):
+        value = await store.read_named(name)
+        if value is not None:
+            records.append(DecisionRecord.model_validate(value))
+    return records
+
+
+# ------------------------------------------------------------- the trace query
+
+
+def _clip(text: str, limit: int) -> tuple[str, bool]:
+    if len(text) <= limit:
+        return text, False
+    return text[:limit] + f"... [{len(text) - limit} more characters in the store]", True
+
+
+def for_query(record: DecisionRecord, same_reasoning_as: str | None = None) -> DecisionRecord:
+    """``record`` as the ``trace`` query keeps it: long reasoning and arguments cut, whole in the store.
+
+    Args:
+        record: The whole record.
+        same_reasoning_as: The id of the turn's first record, for a turn's later calls: their
+            reasoning is the same, so the query says so instead of repeating it.
+    """
+    action = record.action
+    cut = False
+    reasoning = action.reasoning
+    if reasoning and same_reasoning_as:
+        reasoning, cut = f"(as in {same_reasoning_as})", True
+    elif reasoning:
+        reasoning, cut = _clip(reasoning, QUERY_TEXT_CHARS)
+    args: dict[str, Any] | None = action.args
+    if args is not None:
+        text = json.dumps(args, sort_keys=True, default=str, ensure_ascii=False)
+        if len(text) > QUERY_TEXT_CHARS:
+            args, cut = {"_truncated": _clip(text, QUERY_TEXT_CHARS)[0]}, True
+    if not cut:
+        return record
+    return record.model_copy(update={"action": action.model_copy(update={"reasoning": reasoning, "args": args}), "truncated": True})
+
+
+def capped(records: list[DecisionRecord], max_bytes: int = QUERY_MAX_BYTES) -> list[DecisionRecord]:
+    """The newest records whose JSON fits in ``max_bytes`` (the query's answer must stay small)."""
+    kept: list[DecisionRecord] = []
+    total = 2
+    for record in reversed(records):
+        size = len(record.model_dump_json()) + 1
+        if total + size > max_bytes:
+            break
+        kept.append(record)
+        total += size
+    kept.reverse()
+    return kept

@@ -107,6 +107,10 @@ SCENARIOS: list[Scenario] = [
     ("scripted_leased_budget_and_lane", {"task": "x", "model": "SCRIPTED"},
      {"daily_budget_usd": 5.0, "rate_limits": {"search_kb": "1/2s"}},
      [tool_use("search_kb", {"query": "a"}), tool_use("search_kb", {"query": "b"}), answer("done")], None),
+    # Records kept by the record_decisions activity (patch decision-records-stored), and a loop that stops the run.
+    ("scripted_records_stored_loop_stopped", {"task": "x", "model": "SCRIPTED"}, {"anomalies": {"on_loop": "stop"}},
+     [tool_use("search_kb", {"query": "a"}), tool_use("search_kb", {"query": "b"}),
+      tool_use("search_kb", {"query": "a"}), tool_use("search_kb", {"query": "b"}), answer("never")], None),
 ]
 
 #: Entity workflows a scenario drives, recorded after it: (file name, workflow id template).

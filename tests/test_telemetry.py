@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import uuid
 
 import pytest
@@ -12,7 +13,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from durable_agent import telemetry
+from durable_agent import genai, telemetry
 from durable_agent.connection import connect
 from durable_agent.schemas import AgentResult, StatusView
 from tests.conftest import make_config
@@ -102,3 +103,130 @@ class TestShutdown:
         await handle.terminate("test over")
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
         assert errors == [], [r.getMessage() for r in errors]
+
+
+def _run_spans(workflow_id: str) -> list:
+    """The finished spans of the trace whose ``invoke_agent`` (or starter) span names ``workflow_id``."""
+    spans = SPANS.get_finished_spans()
+    traces = {s.context.trace_id for s in spans if (s.attributes or {}).get("gen_ai.conversation.id") == workflow_id}
+    assert len(traces) == 1, traces
+    return [s for s in spans if s.context.trace_id in traces]
+
+
+async def _offline_run(server_address: str, task: str, *, wait: bool = True) -> tuple[str, object]:
+    client = await connect(server_address)
+    queue = f"genai-{uuid.uuid4().hex[:8]}"
+    workflow_id = f"genai-{uuid.uuid4().hex[:8]}"
+    async with create_worker(client, make_config(), task_queue=queue, max_cached_workflows=0):
+        handle = await client.start_workflow("AgentWorkflow", {"task": task}, id=workflow_id, task_queue=queue, result_type=AgentResult)
+        result = await handle.result() if wait else handle
+    return workflow_id, result
+
+
+class TestGenAIConventions:
+    """Spans and metrics named as the OpenTelemetry GenAI conventions name them, once each."""
+
+    async def test_a_run_is_invoke_agent_with_chat_and_execute_tool_spans(self, server_address: str, state_dir) -> None:
+        workflow_id, result = await _offline_run(server_address, "Refund 20 USD on order ord-789")
+        assert isinstance(result, AgentResult) and result.status == "success"
+        spans = _run_spans(workflow_id)
+        # Every workflow task replayed the whole history (no cache), yet nothing is there twice.
+        assert len({s.context.span_id for s in spans}) == len(spans)
+        runs = [s for s in spans if s.name == "invoke_agent support"]
+        assert len(runs) == 1
+        run = runs[0]
+        assert run.attributes["gen_ai.operation.name"] == "invoke_agent"
+        assert run.attributes["gen_ai.agent.name"] == "support"
+        assert run.attributes["gen_ai.conversation.id"] == workflow_id
+        steps = [s for s in spans if s.name == "agent_step"]
+        assert len(steps) == 4 and all(s.parent is not None and s.parent.span_id == run.context.span_id for s in steps)
+
+        chats = [s for s in spans if s.name == "chat offline"]
+        assert len(chats) == 4  # one per model call
+        for chat in chats:
+            attrs = chat.attributes
+            assert attrs["gen_ai.operation.name"] == "chat"
+            assert attrs["gen_ai.provider.name"] == "offline"
+            assert attrs["gen_ai.request.model"] == attrs["gen_ai.response.model"] == "offline"
+            assert attrs["gen_ai.response.finish_reasons"][0] in ("tool_use", "end_turn")
+            assert attrs["gen_ai.usage.input_tokens"] > 0 and attrs["gen_ai.usage.output_tokens"] > 0
+            assert attrs["gen_ai.usage.cache_read.input_tokens"] == 0
+            assert "gen_ai.input.messages" not in attrs  # content is opt-in
+        assert sum(c.attributes["gen_ai.usage.output_tokens"] for c in chats) == result.usage.output_tokens
+        tools = sorted((s for s in spans if s.name.startswith("execute_tool ")), key=lambda s: s.start_time)
+        assert [s.name for s in tools] == ["execute_tool lookup_order", "execute_tool search_kb", "execute_tool issue_refund"]
+        assert all(s.attributes["gen_ai.tool.call.id"].startswith("toolu_offline_") for s in tools)
+        assert [s.attributes["gen_ai.tool.name"] for s in tools] == ["lookup_order", "search_kb", "issue_refund"]
+        assert "gen_ai.tool.call.arguments" not in tools[0].attributes
+
+        usage = [p for p in _metric_points("gen_ai.client.token.usage") if p.attributes.get("gen_ai.request.model") == "offline"]
+        assert {p.attributes["gen_ai.token.type"] for p in usage} == {"input", "output"}
+        durations = [p for p in _metric_points("gen_ai.client.operation.duration") if p.attributes.get("gen_ai.request.model") == "offline"]
+        assert sum(p.count for p in durations) >= 4
+
+    async def test_message_content_only_when_asked(self, server_address: str, state_dir, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+        workflow_id, _ = await _offline_run(server_address, "Refund 20 USD on order ord-789")
+        spans = _run_spans(workflow_id)
+        first_chat = min((s for s in spans if s.name == "chat offline"), key=lambda s: s.start_time)
+        assert "Refund 20 USD on order ord-789" in first_chat.attributes["gen_ai.input.messages"]
+        assert "tool_call" in first_chat.attributes["gen_ai.output.messages"]
+        lookup = next(s for s in spans if s.name == "execute_tool lookup_order")
+        assert "ord-789" in lookup.attributes["gen_ai.tool.call.arguments"]
+
+    def test_never_with_payload_encryption(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+        assert genai.capture_content()
+        monkeypatch.setenv("AGENT_ENCRYPTION_KEYS", "k1:" + "A" * 43 + "=")
+        assert not genai.capture_content()
+        monkeypatch.delenv("AGENT_ENCRYPTION_KEYS")
+        monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "false")
+        assert not genai.capture_content()
+
+    async def test_spans_are_visible_while_the_run_runs(self, server_address: str, state_dir) -> None:
+        client = await connect(server_address)
+        queue = f"genai-live-{uuid.uuid4().hex[:8]}"
+        workflow_id = f"genai-live-{uuid.uuid4().hex[:8]}"
+        async with create_worker(client, make_config(), task_queue=queue, max_cached_workflows=0):
+            handle = await client.start_workflow("AgentWorkflow", {"task": "Refund order ord-789"}, id=workflow_id, task_queue=queue)
+            for _ in range(200):
+                status = await handle.query("status", result_type=StatusView)
+                if status.pending_approvals:
+                    break
+                await asyncio.sleep(0.1)
+            assert status.pending_approvals
+            spans = SPANS.get_finished_spans()
+            await handle.terminate("test over")
+        # Temporal's span of the start names the workflow: it gives the run's trace.
+        trace_ids = {
+            s.context.trace_id for s in spans if s.name.startswith("StartWorkflow") and (s.attributes or {}).get("temporalWorkflowID") == workflow_id
+        }
+        assert len(trace_ids) == 1
+        names = [s.name for s in spans if s.context.trace_id in trace_ids]
+        # The steps done so far, with their model and tool calls, are exported; the run's own span is still open.
+        assert names.count("agent_step") >= 2 and names.count("chat offline") >= 2, names
+        assert "execute_tool lookup_order" in names
+        assert "invoke_agent support" not in names
+
+    async def test_the_starters_span_is_the_runs_root(self, server_address: str, state_dir, monkeypatch: pytest.MonkeyPatch) -> None:
+        from durable_agent.cli import run as run_cli
+
+        client = await connect(server_address)
+        queue = f"genai-start-{uuid.uuid4().hex[:8]}"
+        monkeypatch.setenv("AGENT_TASK_QUEUE", queue)
+        workflow_id = f"genai-start-{uuid.uuid4().hex[:8]}"
+        args = run_cli.parse_args(["Refund 20 USD on order ord-789", "--workflow-id", workflow_id, "--no-wait"])
+        async with create_worker(client, make_config(), task_queue=queue, max_cached_workflows=0):
+            assert await run_cli.run(args, client=client, out=open(os.devnull, "w")) == 0  # noqa: SIM115
+            await client.get_workflow_handle(workflow_id).result()
+        spans = _run_spans(workflow_id)
+        by_id = {s.context.span_id: s for s in spans}
+        starter = next(s for s in spans if s.name == "start_agent_run")
+        run = next(s for s in spans if s.name == "invoke_agent support")
+        ancestors = []
+        node = run
+        while node.parent is not None and node.parent.span_id in by_id:
+            node = by_id[node.parent.span_id]
+            ancestors.append(node.name)
+        assert ancestors[-1] == "start_agent_run", ancestors
+        assert starter.attributes["gen_ai.conversation.id"] == workflow_id

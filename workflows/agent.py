@@ -27,7 +27,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from durable_agent import context, contracts, inputs, policy, pricing, stops, telemetry
+    from durable_agent import context, contracts, genai, inputs, policy, pricing, stops, telemetry
     from durable_agent.errors import failure_message, validation_problems
     from durable_agent.retry import MODEL_RETRY, TOOL_RETRY_POLICIES, temporal_policy
     from durable_agent.schemas import (
@@ -144,7 +144,9 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
         self.budget_usd = self.input.budget_usd if self.input.budget_usd is not None else self.agent.budget_usd
 
         try:
-            result = await self._loop()
+            # The run's span in the GenAI conventions; every step's span is its child.
+            with genai.agent_span(self.agent.name, workflow.info().workflow_id, self.agent.model):
+                result = await self._loop()
         except (asyncio.CancelledError, CancelledError, ActivityError) as exc:
             if isinstance(exc, ActivityError) and not is_cancellation(exc):
                 # A model call that failed for good (bad key, invalid request, retries spent).
@@ -157,6 +159,7 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
                 self.answer = self.answer or "The run was cancelled."
                 result = self._result()
         await self._return_daily_lease()  # what the run spent is charged, the rest goes back
+        await self._records_written()  # every record kept before the run reports its end
         self.phase = "done"
         self.pending.clear()  # a closed run takes no more decisions; do not advertise any
         workflow.set_current_details(f"**{result.status}** after {result.steps} steps, ${result.total_cost:.4f}")
@@ -200,6 +203,7 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
                 self.step_span = span
                 outcome = await self._run_step(max_steps)
             self.step_span = None
+            self._flush_records()
             if outcome is not None:
                 return outcome
         self.status = "max_steps_exceeded"
@@ -259,7 +263,7 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
             return self._end_on_stop(out, move, cost, step_warnings, think_started)
         if not out.tool_calls:
             self.answer = out.text.strip()
-            warnings = step_warnings + self._anomalies(None, step_cost, out.usage)
+            warnings = step_warnings + self._anomalies(None, step_cost, out.usage)[0]
             if move is None and out.stop_reason == "max_tokens":
                 warnings.append("TRUNCATED: the answer hit max_tokens")
             self._record(
@@ -274,10 +278,13 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
 
         self.turn_calls = out.tool_calls
         for index, call in enumerate(out.tool_calls):
-            warnings = self._anomalies(call, step_cost if index == 0 else 0.0, out.usage if index == 0 else Usage())
+            warnings, action, why = self._anomalies(call, step_cost if index == 0 else 0.0, out.usage if index == 0 else Usage())
             if index == 0:
                 warnings = step_warnings + warnings
-            observation = await self._act(call, index)
+            if action == "stop":
+                observation = self._observe(call, "stopped", f"STOPPED by an anomaly rule: {why}. The action was not executed.", error=True)
+            else:
+                observation = await self._act(call, index)
             warnings = warnings + observation.pop(RESULT_WARNINGS, [])
             if index == 0:
                 observation.update(self._request_ids(out))
@@ -290,6 +297,8 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
             )
             if observation.get("status") == "budget_exceeded":
                 return self._result()
+            if observation.get("status") == "stopped":
+                return self._stop_for_anomaly(why)
             if self.cancelled_during_tool:
                 raise asyncio.CancelledError
         return None

@@ -34,6 +34,7 @@ class Continuation(RunRecords):
     async def _continue_as_new(self) -> None:
         assert self.input is not None and self.agent is not None
         self.phase = "continuing"
+        await self._records_written()
         await workflow.wait_condition(workflow.all_handlers_finished)
         carried = CarriedState(
             agent=self.agent,
@@ -54,6 +55,7 @@ class Continuation(RunRecords):
             pending_chars=self.pending_chars,
             sent_task=self.sent_task,
             daily_lease=self.daily_lease,
+            step_costs=self.step_costs,
         )
         start = self.input.model_dump(mode="json", exclude_none=True)
         workflow.continue_as_new(args=[start, self._within_payload_limit(start, carried)])
@@ -102,6 +104,7 @@ class Continuation(RunRecords):
         self.pending_chars = carried.pending_chars
         self.started_at_step = carried.step
         self.sent_task = carried.sent_task
+        self.step_costs = list(carried.step_costs)
         self.daily_lease = carried.daily_lease
         self.tools_used_unlisted = carried.tools_used_unlisted
         self.approvals_unlisted = carried.approvals_unlisted

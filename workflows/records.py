@@ -1,16 +1,23 @@
-"""Decision records, run warnings, current details and the result of an agent run.
+"""Decision records, run warnings, anomalies, current details and the result of an agent run.
 
-One decision record per step (per tool call of a turn) goes to the ``trace``
-query and, once and never on replay, to the trace sink and the metrics.
+One decision record per step (per tool call of a turn), each with a stable
+``record_id``. The whole records of a step go to the ``record_decisions``
+activity at the end of the step, which keeps each once in the content store and
+the trace sink (see :mod:`durable_agent.trace`); the ``trace`` query keeps a
+slim copy (long texts cut) under a byte cap. Metrics and log lines are emitted
+once, never on replay.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from durable_agent import anomalies, contracts, pricing, telemetry, trace
@@ -19,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         AgentResult,
         CostRecord,
         DecisionRecord,
+        RecordDecisionsInput,
         ToolCall,
         ToolResultPart,
         Usage,
@@ -26,10 +34,13 @@ with workflow.unsafe.imports_passed_through():
 
 from durable_agent.workflows.state import RunState
 
-#: Decision records kept in workflow state for the ``trace`` query (the sink has all).
+#: Decision records kept in workflow state for the ``trace`` query (the store has all, whole).
 TRACE_KEPT = 500
-#: Most bytes of JSON the ``trace`` query answers with: the latest records that fit.
-TRACE_QUERY_BYTES = 1_000_000
+#: Recording a step's records: retried for up to ten minutes while the store is unreachable.
+RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+RECORD_TIMEOUT = timedelta(minutes=10)
+#: Step costs the median rule remembers (carried across continue-as-new).
+COSTS_KEPT = 50
 #: Run-level warnings of one kind listed in the status and the result; more are only counted.
 WARNINGS_PER_KIND = 10
 
@@ -44,18 +55,9 @@ def _warning_kind(text: str) -> str:
 class RunRecords(RunState):
     """Records, warnings, details and the result: what a run tells the world about itself."""
 
-    @workflow.query(name=contracts.QUERY_TRACE, description="The decision records of this run, one per step, in order.")
+    @workflow.query(name=contracts.QUERY_TRACE, description="The decision records of this run, one per step, in order (long texts cut; whole in the store).")
     def get_trace(self, *_ignored: Any) -> list[DecisionRecord]:
-        """The latest records, oldest first, at most ``TRACE_QUERY_BYTES`` of JSON (the sink has every one)."""
-        kept: list[DecisionRecord] = []
-        size = 0
-        for record in reversed(self.trace):
-            size += len(record.model_dump_json())
-            if size > TRACE_QUERY_BYTES and kept:
-                break
-            kept.append(record)
-        kept.reverse()
-        return kept
+        return trace.capped(self.trace)
 
     def _observe(self, call: ToolCall, status: str, text: str, *, error: bool, approval_id: str | None = None) -> dict[str, Any]:
         """An observation the workflow writes itself (nothing ran); the model reads ``text``."""
@@ -81,7 +83,19 @@ class RunRecords(RunState):
         self._warn(f"BUDGET_EXCEEDED: {message}")
         return self._result()
 
-    def _anomalies(self, call: ToolCall | None, step_cost: float, usage: Usage) -> list[str]:
+    def _stop_for_anomaly(self, reason: str) -> AgentResult:
+        """End the run with status ``stopped``: an anomaly rule (or a reviewer of a paused run) said so."""
+        self.status = "stopped"
+        self.answer = f"Stopped: {reason}."
+        return self._result()
+
+    def _anomalies(self, call: ToolCall | None, step_cost: float, usage: Usage) -> tuple[list[str], anomalies.AnomalyAction, str]:
+        """The step's anomalies as warnings, what the profile says they make the run do, and why.
+
+        Returns:
+            ``(warnings, action, reason)``: ``action`` is ``warn``, ``pause`` or ``stop``;
+            ``reason`` names the anomalies that call for it.
+        """
         assert self.agent is not None
         if call is not None:
             self.recent_actions.append(anomalies.action_signature(call.name, call.args))
@@ -91,10 +105,16 @@ class RunRecords(RunState):
             step_cost=step_cost,
             step_tokens=usage.total_tokens,
             thresholds=self.agent.anomalies,
+            previous_costs=self.step_costs,
         )
-        for warning in found:
-            self._warn(f"step {self.step}: {warning}")
-        return found
+        if step_cost > 0:  # a turn's later calls carry no cost of their own
+            self.step_costs = [*self.step_costs, step_cost][-COSTS_KEPT:]
+        # A final answer ends the run anyway: its anomalies only warn.
+        action, acting = anomalies.strongest_action(found, self.agent.anomalies) if call is not None else ("warn", [])
+        for anomaly in found:
+            self._warn(f"step {self.step}: {anomaly}")
+            telemetry.count_anomaly(self.agent.name, anomaly.kind, action if anomaly in acting else "warn")
+        return [str(a) for a in found], action, "; ".join(str(a) for a in acting)
 
     def _warn(self, text: str) -> None:
         """Record a run-level warning: listed up to WARNINGS_PER_KIND per kind, counted beyond.
@@ -121,28 +141,80 @@ class RunRecords(RunState):
         assert self.agent is not None
         now = workflow.now()
         observation.setdefault("duration_ms", int((now - started).total_seconds() * 1000))
+        info = workflow.info()
+        if self.step_records and self.step_records[0].step != self.step:
+            self._flush_records()  # a step that ended the loop without passing its end (it cannot, but be sure)
         record = DecisionRecord(
+            record_id=trace.record_id(info.workflow_id, info.first_execution_run_id, self.step, len(self.step_records)),
             timestamp=now,
             agent_id=self.agent.name,
-            session_id=workflow.info().workflow_id,
+            session_id=info.workflow_id,
             step=self.step,
             action=action,
             observation=observation,
             cost=cost,
             warnings=warnings,
         )
-        self.trace.append(record)
+        first = self.step_records[0] if self.step_records else None
+        self.step_records.append(record)
+        same_reasoning = first is not None and first.action.reasoning == action.reasoning
+        self.trace.append(trace.for_query(record, first.record_id if first is not None and same_reasoning else None))
         if len(self.trace) > TRACE_KEPT:
             del self.trace[: len(self.trace) - TRACE_KEPT]
         if self.step_span is not None:
             telemetry.describe_step(self.step_span, record)
-        if not workflow.unsafe.is_replaying():
-            # The record's place within its step: the trace's own length stops growing at TRACE_KEPT.
-            nth = sum(1 for kept in self.trace if kept.step == self.step)
-            key = f"{workflow.info().workflow_id}/{workflow.info().first_execution_run_id}/{self.step}/{nth}/{action.tool}"
-            with workflow.unsafe.sandbox_unrestricted():
-                trace.emit(key, record)
-                telemetry.record_step_metrics(record, (now - started).total_seconds() * 1000, self.agent.model)
+        # Replay-safe: the meter drops what a replay records, the workflow logger logs nothing then.
+        telemetry.record_step_metrics(record, (now - started).total_seconds() * 1000, self.agent.model)
+        if self.daily_remaining is not None:
+            telemetry.set_daily_budget_remaining(self.agent.name, self.daily_remaining)
+        workflow.logger.info(
+            "step %d: %s -> %s", self.step, action.tool or "answer", observation.get("status"),
+            extra={"step": self.step, "tool": action.tool, "record_id": record.record_id, "agent": self.agent.name},
+        )
+
+    def _records_stored(self) -> bool:
+        """Whether this run keeps its records through the ``record_decisions`` activity (all new runs)."""
+        return workflow.patched("decision-records-stored")
+
+    def _flush_records(self) -> None:
+        """Hand the step's records to the ``record_decisions`` activity, without waiting for it."""
+        if not self.step_records:
+            return
+        records, self.step_records = self.step_records, []
+        if not self._records_stored():
+            # A run begun before records were stored writes its lines from here, as it did then.
+            if not workflow.unsafe.is_replaying():
+                with workflow.unsafe.sandbox_unrestricted():
+                    for record in records:
+                        trace.emit(record)
+            return
+        self.record_writes.append(
+            workflow.start_activity(
+                contracts.ACTIVITY_RECORD_DECISIONS,
+                RecordDecisionsInput(records=records),
+                schedule_to_close_timeout=RECORD_TIMEOUT,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RECORD_RETRY,
+                summary=f"record step {records[0].step}",
+            )
+        )
+        self.record_writes = [handle for handle in self.record_writes if not handle.done()]
+
+    async def _records_written(self) -> None:
+        """Wait until every step handed over is recorded (before the run ends or continues as new).
+
+        A store that stays unreachable for RECORD_TIMEOUT costs the run its records, not its
+        result: that is said in its warnings.
+        """
+        self._flush_records()
+        writes, self.record_writes = self.record_writes, []
+        for handle in writes:
+            try:
+                await handle
+            except ActivityError as exc:
+                self._warn(f"RECORDS_NOT_STORED: {exc.cause or exc}")
+            except asyncio.CancelledError:
+                return  # cancelled while closing: the activities go on, the run ends
 
     def _details(self, text: str) -> None:
         if self.phase not in ("waiting_for_approval", "waiting_for_rate_limit", "waiting_for_budget"):

@@ -88,6 +88,12 @@ class RunState:
     cancelled_during_tool: bool
     #: The run's lease of the agent's daily budget (runs begun before leases reserve per call instead).
     daily_lease: HeldLease | None
+    #: The costs of the latest steps, for the anomaly rule that compares a step with the run's median.
+    step_costs: list[float]
+    #: The current step's decision records, whole, until they are handed to ``record_decisions``.
+    step_records: list[DecisionRecord]
+    #: ``record_decisions`` activities started and not yet awaited.
+    record_writes: list[workflow.ActivityHandle[Any]]
 
     def __init__(self) -> None:
         self.input = None
@@ -124,4 +130,7 @@ class RunState:
         self.daily_reservation = None
         self.step_request_ids = []
         self.cancelled_during_tool = False
+        self.step_costs = []
+        self.step_records = []
+        self.record_writes = []
         self.daily_lease = None

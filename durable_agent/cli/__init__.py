@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("durable_agent.cli.worker", "poll a task queue and run agent workflows and activities"),
     "store": ("durable_agent.cli.store", "look after the content store (gc: delete old content)"),
     "codec-server": ("durable_agent.cli.codec_server", "decrypt payloads for the Temporal UI and CLI (bearer token required)"),
+    "trace": ("durable_agent.cli.trace", "print one run's decision records as a table (--json, --follow)"),
 }
 
 

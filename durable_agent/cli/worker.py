@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import pkgutil
@@ -26,8 +27,8 @@ from temporalio.client import Client
 from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from durable_agent import telemetry, trace, worker_options
-from durable_agent.activities import AgentActivities, BudgetActivities
+from durable_agent import logs, telemetry, trace, worker_options
+from durable_agent.activities import AgentActivities, BudgetActivities, RecordActivities
 from durable_agent.activities.budget import ModelRateLimits
 from durable_agent.activities.budget import limits_task_queue as limits_task_queue_for
 from durable_agent.connection import connect, target_address
@@ -139,7 +140,8 @@ def create_worker(
     limits_queue = limits_task_queue_for(queue, limits_task_queue or os.environ.get("AGENT_LIMITS_TASK_QUEUE") or None)
     model_windows = config.model_rate_limits()
     model_limits = ModelRateLimits(client, model_windows, limits_queue) if model_windows else None
-    activities = AgentActivities(config, store or ContentStore(), tool_executor=tool_executor, model_limits=model_limits)
+    store = store or ContentStore()
+    activities = AgentActivities(config, store, tool_executor=tool_executor, model_limits=model_limits)
     sizing: dict[str, Any] = {}
     if tuning is not None:
         sizing = {
@@ -160,7 +162,7 @@ def create_worker(
             task_queue=queue,
             # The entity workflows too: ledgers and limiters started here before they had a queue of their own.
             workflows=WORKFLOWS,
-            activities=activities.all() + BudgetActivities(client, config, limits_queue).all(),
+            activities=activities.all() + BudgetActivities(client, config, limits_queue).all() + RecordActivities(store).all(),
             workflow_runner=workflow_runner(),
             activity_executor=activity_executor,
             **sizing,
@@ -205,6 +207,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="check the configuration, the keys, the content store (write and read) and Temporal, then exit: 0 when all is well",
     )
+    parser.add_argument(
+        "--log-format", choices=logs.FORMATS, default=None, help="text (default) or json lines with run id, step and tool (env AGENT_LOG_FORMAT)"
+    )
+    parser.add_argument(
+        "--metrics-port", type=int, default=None, metavar="N", help="serve Prometheus metrics on http://0.0.0.0:N/metrics (env AGENT_METRICS_PORT)"
+    )
     worker_options.add_arguments(parser)
 
 
@@ -232,7 +240,12 @@ async def main(args: argparse.Namespace) -> int:
 
     With ``--check``, stop after the checks a worker makes at start and exit 0 if they pass.
     """
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        log_format = logs.log_format(args.log_format)
+        port = telemetry.metrics_port(args.metrics_port)
+    except ValueError as exc:
+        fail(2, f"configuration error: {exc}")
+    logs.configure(args.log_level, log_format)
     config = load_or_exit(args.config, env_tool_modules() + args.tools)
     try:
         tuning = worker_options.from_args(args)
@@ -245,10 +258,19 @@ async def main(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - any client error means the store is unusable; it is reported whole
         fail(1, f"the content store at {store.location} is not usable: {exc}")
     trace.configure(os.environ.get("AGENT_TRACE_FILE") or None)
-    telemetry.setup()
-    address = target_address(args.address)
     try:
-        client = await connect(args.address)
+        telemetry.setup(prometheus_port=None if args.check else port)
+    except OSError as exc:
+        fail(2, f"cannot serve metrics on port {port}: {exc}")
+    address = target_address(args.address)
+    sdk_metrics: Any = contextlib.nullcontext()
+    overrides: dict[str, Any] = {}
+    if telemetry.metrics_exported():
+        # The Temporal SDK's own metrics (task latencies, polls, slots) go out beside ours.
+        runtime, sdk_metrics = telemetry.temporal_runtime()
+        overrides["runtime"] = runtime
+    try:
+        client = await connect(args.address, **overrides)
     except Exception as exc:  # noqa: BLE001 - reported with the address, then exit
         fail(1, f"cannot connect to Temporal at {address}: {exc}")
     queue = args.task_queue or default_task_queue()
@@ -269,8 +291,10 @@ async def main(args: argparse.Namespace) -> int:
         "worker polling task queue %r on %s (agents: %s; store: %s; encryption: %s)",
         queue, address, ", ".join(config.agents), store.location, "on" if ring else "off",
     )
+    if port is not None:
+        log.info("metrics for Prometheus at http://0.0.0.0:%d/metrics", port)
     try:
-        async with worker:
+        async with sdk_metrics, worker:
             await stop.wait()
             grace = worker.config().get("graceful_shutdown_timeout")
             log.info("stopping: no new tasks; activities in flight get up to %s to finish", grace)
