@@ -31,6 +31,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from durable_agent.carry import compact_record
+from durable_agent.inputs import json_size
 from durable_agent.schemas import DecisionRecord
 from durable_agent.store import ContentStore
 
@@ -40,6 +42,8 @@ RECORDS = "records"
 QUERY_TEXT_CHARS = 500
 #: The most the ``trace`` query returns, in bytes of JSON; the oldest records go first beyond it.
 QUERY_MAX_BYTES = 256_000
+#: The most one ``record_decisions`` activity carries, in bytes of JSON (Temporal refuses payloads over 2 MB).
+BATCH_MAX_BYTES = 1_800_000
 
 
 def record_id(workflow_id: str, chain_run_id: str, step: int, call: int) -> str:
@@ -237,7 +241,8 @@ def for_query(record: DecisionRecord, same_reasoning_as: str | None = None) -> D
     if args is not None:
         text = json.dumps(args, sort_keys=True, default=str, ensure_ascii=False)
         if len(text) > QUERY_TEXT_CHARS:
-            args, cut = {"_truncated": _clip(text, QUERY_TEXT_CHARS)[0]}, True
+            size = json_size(args)
+            args, cut = {"_cut": f"{size:,} bytes of arguments, whole in the store; they begin {text[:QUERY_TEXT_CHARS]}"}, True
     if not cut:
         return record
     return record.model_copy(update={"action": action.model_copy(update={"reasoning": reasoning, "args": args}), "truncated": True})
@@ -255,3 +260,26 @@ def capped(records: list[DecisionRecord], max_bytes: int = QUERY_MAX_BYTES) -> l
         total += size
     kept.reverse()
     return kept
+
+
+def batches(records: list[DecisionRecord], max_bytes: int = BATCH_MAX_BYTES) -> list[list[DecisionRecord]]:
+    """``records`` in groups whose JSON stays under ``max_bytes``, for one activity each.
+
+    A record larger than that on its own has its large arguments and texts cut
+    (:func:`durable_agent.carry.compact_record`): the conversation in the store
+    still has the call whole, and an activity input over Temporal's payload limit
+    would stop the run.
+    """
+    groups: list[list[DecisionRecord]] = []
+    used = 0
+    for record in records:
+        size = len(record.model_dump_json())
+        if size > max_bytes:
+            record = compact_record(record).model_copy(update={"truncated": True})
+            size = len(record.model_dump_json())
+        if not groups or used + size > max_bytes:
+            groups.append([])
+            used = 0
+        groups[-1].append(record)
+        used += size
+    return groups

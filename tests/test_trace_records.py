@@ -110,3 +110,20 @@ class TestQueryCap:
         kept = trace.capped(records, max_bytes=20_000)
         assert kept and kept[-1].step == 100 and len(kept) < 100
         assert len(json.dumps([r.model_dump(mode="json") for r in kept], separators=(",", ":"))) <= 20_000
+
+
+class TestBatches:
+    """A step's records go to the recording activity in groups under Temporal's payload limit."""
+
+    def test_grouped_under_the_limit(self) -> None:
+        records = [make_record(1, call, reasoning="r" * 8_000) for call in range(5)]
+        groups = trace.batches(records, max_bytes=20_000)
+        assert [len(g) for g in groups] == [2, 2, 1]
+        assert [r for g in groups for r in g] == records
+
+    def test_a_record_over_the_limit_alone_is_cut(self) -> None:
+        giant = make_record(2, args={"text": "g" * 50_000})
+        [[cut]] = trace.batches([giant], max_bytes=20_000)
+        assert cut.truncated and cut.record_id == giant.record_id
+        assert "50,011 bytes of arguments" in (cut.action.args or {})["_cut"]
+        assert len(cut.model_dump_json()) <= 20_000

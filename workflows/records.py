@@ -188,17 +188,18 @@ class RunRecords(RunState):
                     for record in records:
                         trace.emit(record)
             return
-        self.record_writes.append(
-            workflow.start_activity(
-                contracts.ACTIVITY_RECORD_DECISIONS,
-                RecordDecisionsInput(records=records),
-                schedule_to_close_timeout=RECORD_TIMEOUT,
-                start_to_close_timeout=timedelta(seconds=60),
-                retry_policy=RECORD_RETRY,
-                summary=f"record step {records[0].step}",
-            )
-        )
         self.record_writes = [handle for handle in self.record_writes if not handle.done()]
+        for batch in trace.batches(records):
+            self.record_writes.append(
+                workflow.start_activity(
+                    contracts.ACTIVITY_RECORD_DECISIONS,
+                    RecordDecisionsInput(records=batch),
+                    schedule_to_close_timeout=RECORD_TIMEOUT,
+                    start_to_close_timeout=timedelta(seconds=60),
+                    retry_policy=RECORD_RETRY,
+                    summary=f"record step {batch[0].step}",
+                )
+            )
 
     async def _records_written(self) -> None:
         """Wait until every step handed over is recorded (before the run ends or continues as new).
