@@ -39,6 +39,8 @@ TRACE_KEPT = 500
 #: Recording a step's records: retried for up to ten minutes while the store is unreachable.
 RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 RECORD_TIMEOUT = timedelta(minutes=10)
+#: One attempt: a few file or object writes. Short, so a killed worker's attempt is retried soon.
+RECORD_ATTEMPT_TIMEOUT = timedelta(seconds=20)
 #: Step costs the median rule remembers (carried across continue-as-new).
 COSTS_KEPT = 50
 #: Run-level warnings of one kind listed in the status and the result; more are only counted.
@@ -195,7 +197,7 @@ class RunRecords(RunState):
                     contracts.ACTIVITY_RECORD_DECISIONS,
                     RecordDecisionsInput(records=batch),
                     schedule_to_close_timeout=RECORD_TIMEOUT,
-                    start_to_close_timeout=timedelta(seconds=60),
+                    start_to_close_timeout=RECORD_ATTEMPT_TIMEOUT,
                     retry_policy=RECORD_RETRY,
                     summary=f"record step {batch[0].step}",
                 )
