@@ -27,6 +27,7 @@ from temporalio.exceptions import ApplicationError
 
 from durable_agent import contracts, genai, stops
 from durable_agent.encryption import DecryptionError
+from durable_agent.activities.approvals import ApprovalIndex
 from durable_agent.errors import InvalidToolArguments, ToolAuthError, ToolError, ToolRateLimited, ToolTimeout
 from durable_agent.jsonsafe import json_safe
 from durable_agent.models import ModelError, ModelRequest, is_anthropic, provider_for
@@ -128,6 +129,7 @@ class AgentActivities:
         *,
         tool_executor: Executor | None = None,
         model_limits: ModelRateLimits | None = None,
+        index: ApprovalIndex | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -136,6 +138,8 @@ class AgentActivities:
         self.tool_executor = tool_executor
         #: Shared model rate limits (``[models."NAME".rate_limits]``), waited for before each call.
         self.model_limits = model_limits
+        #: Tells runs whether to mark themselves for the reviewer inbox (None: never).
+        self.index = index
 
     # ---------------------------------------------------------------- resolve
 
@@ -198,6 +202,7 @@ class AgentActivities:
             prices={model: price} if price is not None else {},
             fallback_price=self.config.pricing.fallback,
             warnings=warnings,
+            approval_index=await self.index.available() if self.index is not None else None,
         )
 
     # ------------------------------------------------------------------ think
@@ -419,8 +424,12 @@ class AgentActivities:
         url = notice.webhook_url
         if not url:
             return
+        fields: dict[str, Any] = {"approve_command": command}
+        link = inbox_link(self.config, notice)
+        if link:
+            fields["inbox_url"] = link
         body = json.dumps(
-            {"event": "approval_requested", **notice.model_dump(mode="json", exclude={"webhook_url"}), "approve_command": command}
+            {"event": "approval_requested", **notice.model_dump(mode="json", exclude={"webhook_url"}), **fields}
         ).encode()
         # Webhook URLs often carry a token in the path: errors name the host only.
         host = urllib.parse.urlsplit(url).netloc or "(no host)"
@@ -449,6 +458,17 @@ def _error_text(exc: BaseException) -> str:
     except Exception:  # noqa: BLE001 - a __str__ that fails must not fail the call
         text = type(exc).__name__
     return _cut(text.encode("utf-8", "replace").decode("utf-8"), ERROR_CHARS)
+
+
+def inbox_link(config: AgentsConfig, notice: ReviewerNotice) -> str | None:
+    """The address of this approval in the reviewer inbox, when the agent's profile names the inbox."""
+    profile = config.agents.get(notice.agent)
+    base = profile.approval.inbox_url if profile is not None else None
+    if not base:
+        return None
+    workflow_id = urllib.parse.quote(notice.workflow_id, safe="")
+    approval_id = urllib.parse.quote(notice.approval.approval_id, safe="")
+    return f"{base.rstrip('/')}/approvals/{workflow_id}/{approval_id}"
 
 
 def _ms(started: float) -> int:

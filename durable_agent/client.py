@@ -10,6 +10,10 @@
     record = await agents.approve(run_id, pending.approval_id, reviewer="alice", comment="VIP customer")
     result = await agents.result(run_id)
 
+For a profile that requires signed decisions, pass the reviewer's key
+(``key=signing.load_key_file("alice.key")``): the decision is then signed and
+bound to the execution and the arguments the approval waits with.
+
 A run is an ``AgentWorkflow`` execution and ``run_id`` is its workflow id. Decisions
 go through the ``review`` update rather than the ``approve``/``reject`` signals, so
 the caller learns at once whether its decision was applied and gets the decided
@@ -26,24 +30,31 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from datetime import datetime, timezone
 from typing import Any
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.service import RPCError
 from temporalio.exceptions import ApplicationError
 
 from durable_agent import connection, contracts
+from durable_agent.decisions import signed_review
 from durable_agent.errors import DurableAgentError, failure_message
+from durable_agent.signing import SigningKey
 from durable_agent.schemas import AgentInput, AgentResult, ApprovalRecord, PendingApproval, ReviewRequest, StatusView
 
 __all__ = ["AgentClient", "ApprovalRefused"]
 
 #: Longest static summary shown for a run in the Temporal UI's workflow list.
 SUMMARY_CHARS = 200
+#: How long a signed decision stays valid when the caller does not say.
+DEFAULT_DECISION_TTL_SECONDS = 600
 
 
 class ApprovalRefused(DurableAgentError):
-    """The run refused a decision: an unknown or already decided approval id, a missing id while
-    several approvals wait, a reviewer not on the profile's allow-list, or a malformed payload.
+    """The run refused a decision: an unknown or already decided approval id, a missing id, arguments
+    that differ from the action's, a reviewer not on the allow-list, a missing or bad signature
+    (profiles that require one), or a malformed payload.
 
     Attributes:
         run_id: The run that refused it.
@@ -155,14 +166,26 @@ class AgentClient:
                 raise TimeoutError(f"no approval waited in run {run_id} within {timeout:g} s (phase {status.phase})")
             await asyncio.sleep(poll_interval)
 
-    async def approve(self, run_id: str, approval_id: str | None = None, *, reviewer: str, comment: str | None = None) -> ApprovalRecord:
+    async def approve(
+        self,
+        run_id: str,
+        approval_id: str,
+        *,
+        reviewer: str,
+        comment: str | None = None,
+        key: SigningKey | None = None,
+        expires_in: int = DEFAULT_DECISION_TTL_SECONDS,
+    ) -> ApprovalRecord:
         """Approve a held action; it runs after this returns.
 
         Args:
-            run_id: The run.
-            approval_id: The approval to decide; may be ``None`` when exactly one waits.
+            run_id: The run (its workflow id).
+            approval_id: The approval to decide (ids are unique across executions of a workflow id).
             reviewer: Who decides (checked against the profile's ``reviewers``).
             comment: Kept in the record; the model does not see it on approval.
+            key: The signing key, for profiles that require signed decisions: the
+                reviewer's own, or a delegate's (such as the inbox's) signing for them.
+            expires_in: Seconds the signature stays valid.
 
         Returns:
             The decided record.
@@ -170,21 +193,60 @@ class AgentClient:
         Raises:
             ApprovalRefused: the run refused the decision (see the class).
         """
-        return await self._review(run_id, approval_id, approved=True, reviewer=reviewer, comment=comment)
+        return await self._review(run_id, approval_id, True, reviewer, comment, key, expires_in)
 
-    async def reject(self, run_id: str, approval_id: str | None = None, *, reviewer: str, comment: str | None = None) -> ApprovalRecord:
+    async def reject(
+        self,
+        run_id: str,
+        approval_id: str,
+        *,
+        reviewer: str,
+        comment: str | None = None,
+        key: SigningKey | None = None,
+        expires_in: int = DEFAULT_DECISION_TTL_SECONDS,
+    ) -> ApprovalRecord:
         """Reject a held action: it is not executed, and the model is told who rejected it and ``comment``.
 
         Arguments, result and errors as for :meth:`approve`.
         """
-        return await self._review(run_id, approval_id, approved=False, reviewer=reviewer, comment=comment)
+        return await self._review(run_id, approval_id, False, reviewer, comment, key, expires_in)
 
-    async def _review(self, run_id: str, approval_id: str | None, *, approved: bool, reviewer: str, comment: str | None) -> ApprovalRecord:
-        request = ReviewRequest(approval_id=approval_id, approved=approved, reviewer=reviewer, comment=comment)
-        try:
-            raw = await self.handle(run_id).execute_update(
-                contracts.UPDATE_REVIEW, request.model_dump(mode="json", exclude_none=True)
+    async def _review(
+        self,
+        run_id: str,
+        approval_id: str,
+        approved: bool,
+        reviewer: str,
+        comment: str | None,
+        key: SigningKey | None,
+        expires_in: int,
+    ) -> ApprovalRecord:
+        handle = self.handle(run_id)
+        if key is None:
+            request = ReviewRequest(approval_id=approval_id, approved=approved, reviewer=reviewer, comment=comment)
+        else:
+            # Sign exactly what waits: this execution, this approval, these arguments.
+            waiting = await self.pending_approvals(run_id)
+            target = next((p for p in waiting if p.approval_id == approval_id), None)
+            if target is None:
+                listed = ", ".join(p.approval_id for p in waiting) or "none"
+                raise ApprovalRefused(run_id, f"approval {approval_id!r} is not pending; pending: {listed}")
+            request = signed_review(
+                key,
+                target,
+                namespace=self.client.namespace,
+                workflow_id=run_id,
+                approved=approved,
+                reviewer=reviewer,
+                comment=comment,
+                expires_at=int(datetime.now(timezone.utc).timestamp()) + expires_in,
             )
+            handle = self.client.get_workflow_handle(run_id, run_id=target.run_id)  # that execution, no other
+        try:
+            raw = await handle.execute_update(contracts.UPDATE_REVIEW, request.model_dump(mode="json", exclude_none=True))
         except WorkflowUpdateFailedError as exc:
             raise ApprovalRefused(run_id, failure_message(exc)) from exc
+        except RPCError as exc:
+            # The execution the approval waited in has closed (or never was).
+            raise ApprovalRefused(run_id, exc.message) from exc
         return ApprovalRecord.model_validate(raw)

@@ -20,6 +20,10 @@ ACTIVITY_THINK = "think"
 ACTIVITY_RUN_TOOL = "run_tool"
 ACTIVITY_NOTIFY_REVIEWER = "notify_reviewer"
 ACTIVITY_RECORD_DECISIONS = "record_decisions"
+ACTIVITY_REVIEWER_KEYRING = "reviewer_keyring"
+
+#: A Bool search attribute, true while a run has an approval waiting: the reviewer inbox lists runs by it.
+SEARCH_ATTRIBUTE_AWAITING_APPROVAL = "AgentAwaitingApproval"
 
 # Budgets and rate limits: entity workflows shared by every run on every worker.
 RATE_LIMITER_WORKFLOW = "RateLimiter"

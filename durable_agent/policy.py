@@ -1,8 +1,8 @@
 """Should this action run, wait for a person, or be refused? Who may decide? Pure functions.
 
 The workflow asks :func:`evaluate` before every tool call and acts on the verdict,
-asks :func:`decision_target` before it applies a reviewer's decision, and
-:func:`run_autonomy` once per run. These rules are unit-tested without Temporal
+and :func:`run_autonomy` once per run; who may decide a held action is
+:mod:`durable_agent.decisions`. These rules are unit-tested without Temporal
 (``tests/test_policy.py``); nothing here reads the clock, the environment or the
 network, so the workflow may call it freely.
 """
@@ -12,11 +12,24 @@ from __future__ import annotations
 import json
 import math
 import shlex
-from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from durable_agent.decisions import DecisionRefused, decision_target, reviewer_allowed
 from durable_agent.schemas import ApprovalPolicy, Autonomy, ToolInfo
+
+#: Who may decide lives in :mod:`durable_agent.decisions`; these names stay importable from here.
+__all__ = [
+    "DecisionRefused",
+    "PolicyDecision",
+    "amount_of",
+    "approve_command",
+    "decision_target",
+    "evaluate",
+    "reviewer_allowed",
+    "run_autonomy",
+    "signed_approve_command",
+]
 
 Verdict = Literal["allow", "needs_approval", "refuse"]
 
@@ -38,10 +51,6 @@ class PolicyDecision:
     risk: str = "low"
 
 
-class DecisionRefused(ValueError):
-    """A reviewer's decision that cannot be applied: unknown or decided id, unlisted reviewer, bad payload."""
-
-
 def _amount(args: dict[str, Any], name: str | None) -> float | None:
     """The money in ``args[name]``; ``nan`` when present but not a finite number."""
     if name is None or name not in args:
@@ -54,6 +63,12 @@ def _amount(args: dict[str, Any], name: str | None) -> float | None:
     except (TypeError, ValueError):
         return math.nan
     return amount if math.isfinite(amount) else math.nan
+
+
+def amount_of(args: dict[str, Any], name: str | None) -> float | None:
+    """The money in ``args[name]`` as a number, for the reviewer to see; ``None`` when absent or not a number."""
+    amount = _amount(args, name)
+    return None if amount is None or math.isnan(amount) else amount
 
 
 def evaluate(tool: ToolInfo, args: dict[str, Any], autonomy: Autonomy, policy: ApprovalPolicy) -> PolicyDecision:
@@ -109,55 +124,6 @@ def evaluate(tool: ToolInfo, args: dict[str, Any], autonomy: Autonomy, policy: A
     return PolicyDecision("allow", "within policy", tool.risk)
 
 
-def reviewer_allowed(policy: ApprovalPolicy, reviewer: str | None) -> bool:
-    """An empty allow-list lets anyone decide; otherwise the reviewer must be listed by name."""
-    if not policy.reviewers:
-        return True
-    return reviewer is not None and reviewer in policy.reviewers
-
-
-def decision_target(
-    pending: Sequence[str],
-    decided: Collection[str],
-    approval_id: str | None,
-    reviewer: str | None,
-    policy: ApprovalPolicy,
-) -> str:
-    """The pending approval a reviewer's decision applies to.
-
-    A decision is bound to one exact action: it names the approval id, which may
-    be left out only when exactly one approval is pending.
-
-    Args:
-        pending: Ids of the approvals waiting now, oldest first.
-        decided: Ids already approved, rejected or timed out in this run.
-        approval_id: The id the decision names, if any.
-        reviewer: Who decides.
-        policy: The profile's approval policy (its ``reviewers`` allow-list).
-
-    Returns:
-        The approval id to decide.
-
-    Raises:
-        DecisionRefused: the id is missing while zero or several approvals wait,
-            is unknown or already decided, or the reviewer is not on the allow-list.
-    """
-    if approval_id is None:
-        if not pending:
-            raise DecisionRefused("no approval is pending")
-        if len(pending) > 1:
-            raise DecisionRefused(f"approval_id is required: {len(pending)} approvals are pending ({', '.join(pending)})")
-        approval_id = pending[0]
-    if approval_id not in pending:
-        state = "was already decided" if approval_id in decided else "is not pending"
-        waiting = f"; pending: {', '.join(pending)}" if pending else ""
-        raise DecisionRefused(f"approval {approval_id!r} {state}{waiting}")
-    if not reviewer_allowed(policy, reviewer):
-        who = repr(reviewer) if reviewer else "a reviewer with no name"
-        raise DecisionRefused(f"{who} may not decide: allowed reviewers are {', '.join(policy.reviewers)}")
-    return approval_id
-
-
 def run_autonomy(profile: Autonomy, requested: Autonomy | None) -> tuple[Autonomy, str | None]:
     """The autonomy a run gets: the profile's, tightened (never loosened) by the run's request.
 
@@ -195,3 +161,8 @@ def approve_command(
         parts += ["--namespace", namespace]
     parts += ["--workflow-id", workflow_id, "--name", name, "--input", payload]
     return shlex.join(parts)
+
+
+def signed_approve_command(workflow_id: str, approval_id: str, *, reviewer: str = "YOUR_NAME", key: str = "YOUR_KEY_FILE") -> str:
+    """The ``durable-agent approve`` command that signs and sends an approval (profiles that require signatures)."""
+    return shlex.join(["durable-agent", "approve", workflow_id, "--approval-id", approval_id, "--reviewer", reviewer, "--key", key])

@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
+from durable_agent import signing
 from durable_agent.errors import ConfigError, ToolDefinitionError
 from durable_agent.pricing import DEFAULT_FALLBACK_PRICE, DEFAULT_PRICES
 from durable_agent.ratelimit import Window
-from durable_agent.schemas import AnomalyThresholds, ApprovalPolicy, Autonomy, ModelPrice, StrictModel
+from durable_agent.schemas import AnomalyThresholds, ApprovalPolicy, Autonomy, ModelPrice, ReviewerKeyring, StrictModel
 from durable_agent.tools import parse_rate_limit, registry
 
 #: The Claude model used when a profile says ``model = "auto"`` and a key is present.
@@ -103,7 +104,23 @@ class AgentsConfig(StrictModel):
     models: dict[str, ModelSettings] = Field(
         default_factory=dict, description='Per model (name or name prefix): [models."NAME".rate_limits], shared by every run and worker.'
     )
+    reviewer_keys: dict[str, str] = Field(
+        default_factory=dict, description='Reviewer (or delegate) name -> "ed25519:BASE64" public key, for signed decisions.'
+    )
     agents: dict[str, Profile]
+    #: The file this was read from (None when built in code): the keyring is re-read from it at decision time.
+    _source: Path | None = PrivateAttr(default=None)
+
+    @field_validator("reviewer_keys")
+    @classmethod
+    def _keys_parse(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, key in value.items():
+            try:
+                signing.check_name(name)
+                signing.parse_public_key(key)
+            except signing.KeyFileError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        return value
 
     @model_validator(mode="after")
     def _default_agent_exists(self) -> "AgentsConfig":
@@ -112,6 +129,24 @@ class AgentsConfig(StrictModel):
         if self.defaults.agent is not None and self.defaults.agent not in self.agents:
             raise ValueError(f"defaults.agent names {self.defaults.agent!r}, which is not under [agents]")
         return self
+
+    @property
+    def source(self) -> Path | None:
+        """The file this configuration was read from, if any."""
+        return self._source
+
+    def keyring(self, agent: str) -> ReviewerKeyring:
+        """Who may decide for ``agent`` by this configuration: its allow-list, delegates, and their public keys."""
+        profile = self.agents.get(agent)
+        if profile is None:
+            return ReviewerKeyring(agent=agent)
+        names = [*profile.approval.reviewers, *profile.approval.delegates]
+        return ReviewerKeyring(
+            agent=agent,
+            reviewers=list(profile.approval.reviewers),
+            delegates=list(profile.approval.delegates),
+            keys={name: self.reviewer_keys[name] for name in names if name in self.reviewer_keys},
+        )
 
     @property
     def default_agent(self) -> str:
@@ -202,4 +237,32 @@ def load_config(path: str | os.PathLike[str], *, extra_tool_modules: list[str] |
                 raise ConfigError(
                     file, f"agents.{name}.approval.protected_tools[{index}]", f"{tool_name!r} is not one of this agent's tools"
                 )
+        check_signed_approvals(file, name, profile.approval, config.reviewer_keys)
+    config._source = Path(path)
     return config
+
+
+def check_signed_approvals(file: str, agent: str, approval: ApprovalPolicy, keys: dict[str, str]) -> None:
+    """A profile that requires signatures must say who may decide, and each of them must be able to sign.
+
+    Raises:
+        ConfigError: no allow-list; a delegate without a key; nobody on the list able to sign (no key, no delegate).
+    """
+    where = f"agents.{agent}.approval"
+    for index, delegate in enumerate(approval.delegates):
+        if delegate not in keys:
+            raise ConfigError(file, f"{where}.delegates[{index}]", f"{delegate!r} has no public key under [reviewer_keys]")
+    if not approval.require_signature:
+        return
+    if not approval.reviewers:
+        raise ConfigError(
+            file, f"{where}.reviewers", "require_signature = true needs the names of those who may decide (reviewers = [...])"
+        )
+    if not approval.delegates and not any(reviewer in keys for reviewer in approval.reviewers):
+        # A reviewer without a key is allowed (a key revoked, a new one to come), but not all of them.
+        raise ConfigError(
+            file,
+            f"{where}.reviewers",
+            "none of these reviewers has a key under [reviewer_keys] and no delegate (such as the inbox) may sign for them; "
+            "add a key (`durable-agent keys new NAME --dir DIR` prints the line) or a delegate",
+        )

@@ -14,9 +14,11 @@ from typing import Any, AsyncIterator, Iterator
 
 import pytest
 from temporalio.client import Client, WorkflowHandle
+from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from durable_agent import contracts
 from durable_agent.connection import find_executable
 from durable_agent.models import register_provider, unregister_provider
 from durable_agent.profiles import AgentsConfig, import_tool_modules
@@ -43,6 +45,8 @@ async def env() -> AsyncIterator[WorkflowEnvironment]:
         dev_server_existing_path=temporal_cli(),
         data_converter=pydantic_data_converter,
         dev_server_log_level="error",
+        # As the embedded default registers it: runs mark themselves for the reviewer inbox.
+        search_attributes=[SearchAttributeKey.for_bool(contracts.SEARCH_ATTRIBUTE_AWAITING_APPROVAL)],
     )
     try:
         yield environment

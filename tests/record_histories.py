@@ -1,7 +1,8 @@
 """Record workflow histories for the replay test: ``python -m tests.record_histories [SCENARIO...]``.
 
 With scenario names, only those are recorded (add a scenario, record just it: the
-others stay as they were recorded).
+others stay as they were recorded); with none, only the scenarios that have no
+history yet.
 
 Runs representative scenarios on a throwaway dev server and writes each run's
 event history to ``tests/histories/<scenario>.json``. Re-record only when a
@@ -16,6 +17,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -23,7 +25,7 @@ from typing import Any, Awaitable, Callable
 
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.common import RawValue
+from temporalio.common import RawValue, SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -32,7 +34,8 @@ from durable_agent.connection import find_executable  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from durable_agent import trace  # noqa: E402
+from durable_agent import contracts, signing, trace  # noqa: E402
+from durable_agent.decisions import signed_review  # noqa: E402
 from durable_agent.models import register_provider  # noqa: E402
 from durable_agent.schemas import StatusView  # noqa: E402
 from durable_agent.testing import ScriptedModel, answer, tool_use  # noqa: E402
@@ -52,8 +55,35 @@ async def _wait_pending(handle: WorkflowHandle[Any, Any]) -> StatusView:
 
 
 async def _approve_by_signal(handle: WorkflowHandle[Any, Any]) -> None:
-    await _wait_pending(handle)
-    await handle.signal("approve", {"reviewer": "alice", "comment": "ok"})
+    status = await _wait_pending(handle)
+    await handle.signal("approve", {"approval_id": status.pending_approvals[0].approval_id, "reviewer": "alice", "comment": "ok"})
+
+
+async def _signal_without_id_then_with_it(handle: WorkflowHandle[Any, Any]) -> None:
+    status = await _wait_pending(handle)
+    await handle.signal("approve", {"reviewer": "bob"})  # refused: it names no approval
+    await handle.signal("approve", {"approval_id": status.pending_approvals[0].approval_id, "reviewer": "alice"})
+
+
+#: Keys of the signed scenario's reviewers (only their public halves reach the worker and the history).
+RECORD_KEYS = {name: signing.generate_key(name) for name in ("alice", "bob")}
+
+
+async def _signed_refused_then_approved(handle: WorkflowHandle[Any, Any]) -> None:
+    target = (await _wait_pending(handle)).pending_approvals[0]
+    expires = int(time.time()) + 600
+
+    def review(key: signing.SigningKey, reviewer: str) -> dict[str, Any]:
+        request = signed_review(
+            key, target, namespace="default", workflow_id=handle.id, approved=True, reviewer=reviewer, comment=None, expires_at=expires
+        )
+        return request.model_dump(mode="json", exclude_none=True)
+
+    try:
+        await handle.execute_update("review", review(RECORD_KEYS["bob"], "alice"))  # refused after the keyring is read
+    except WorkflowUpdateFailedError:
+        pass
+    await handle.execute_update("review", review(RECORD_KEYS["alice"], "alice"))
 
 
 async def _reject_by_update(handle: WorkflowHandle[Any, Any]) -> None:
@@ -85,6 +115,12 @@ Scenario = tuple[str, dict[str, Any], dict[str, Any] | None, list[dict[str, Any]
 
 SCENARIOS: list[Scenario] = [
     ("offline_small_refund", {"task": "Refund 20 USD on order ord-789"}, None, None, None),
+    # Bound decisions: ids unique across executions; a signal without one refused, then one naming it.
+    ("bound_refund_approved_by_id", {"task": "Refund order ord-789"}, None, None, _signal_without_id_then_with_it),
+    # Signed decisions: the keyring read at decision time, a forged decision refused, a signed one approved.
+    ("signed_refund_approved", {"task": "Refund order ord-789"},
+     {"approval": {**SUPPORT_PROFILE["approval"], "require_signature": True, "reviewers": ["alice", "bob"]}}, None,
+     _signed_refused_then_approved),
     ("offline_refund_approved", {"task": "Refund order ord-789"}, None, None, _approve_by_signal),
     ("offline_refund_rejected", {"task": "Refund order ord-789"}, None, None, _reject_by_update),
     ("offline_approval_timed_out", {"task": "Cancel order ord-1001"}, {"approval": {"timeout_seconds": 1}}, None, None),
@@ -142,7 +178,10 @@ async def record(client: Client, state: Path, only: list[str] | None = None) -> 
             register_provider(model, ScriptedModel(script=list(script)))
             request = {**request, "model": model}
             pricing = {"models": {model: {"input": 3.0, "output": 15.0}}}
-        config = make_config({"support": profile}, **({"pricing": pricing} if pricing else {}))
+        top: dict[str, Any] = {"reviewer_keys": {name: key.public_key for name, key in RECORD_KEYS.items()}}
+        if pricing:
+            top["pricing"] = pricing
+        config = make_config({"support": profile}, **top)
         workflow_id = f"history-{name}"
         os.environ["SHOP_DB"] = str(state / f"shop-{name}.sqlite")  # every scenario starts from the seed shop
         async with create_worker(client, config, task_queue=queue, max_cached_workflows=0):
@@ -172,11 +211,18 @@ async def main() -> None:
     os.environ.update({"AGENT_STATE_DIR": str(state), "SHOP_DB": str(state / "shop.sqlite"), "AGENT_TRACE_FILE": str(state / "trace.jsonl")})
     os.environ.pop("ANTHROPIC_API_KEY", None)
     trace.configure(str(state / "trace.jsonl"))
+    # Only what has no history yet, or the scenarios named: a recorded history is never recorded again.
+    names = sys.argv[1:] or [name for name, *_ in SCENARIOS if not any(OUT.glob(f"{name}*.json"))]
+    if not names:
+        print("nothing to record: every scenario has its history (name one to record it again)")
+        return
+    print(f"recording: {', '.join(names)}")
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=find_executable("temporal"), data_converter=pydantic_data_converter, dev_server_log_level="error"
+        dev_server_existing_path=find_executable("temporal"), data_converter=pydantic_data_converter, dev_server_log_level="error",
+        search_attributes=[SearchAttributeKey.for_bool(contracts.SEARCH_ATTRIBUTE_AWAITING_APPROVAL)],
     )
     try:
-        await record(env.client, state, sys.argv[1:])
+        await record(env.client, state, names)
     finally:
         await env.shutdown()
         shutil.rmtree(state, ignore_errors=True)

@@ -163,7 +163,7 @@ class TestQueriesAndHistory:
             assert status.tools_used == ["lookup_order", "search_kb"]
             pending = status.pending_approvals[0]
             assert pending.tool == "issue_refund" and pending.args["amount"] == 4999.0
-            await handle.signal("approve", {"reviewer": "alice"})
+            await handle.signal("approve", {"approval_id": pending.approval_id, "reviewer": "alice"})
             result = await handle.result()
             final = await handle.query("status", result_type=StatusView)
         assert result.status == "success"

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -28,12 +29,13 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 
+from durable_agent import signing
 from durable_agent.client import AgentClient, ApprovalRefused
 from durable_agent.demo import shop
 from durable_agent.models import register_provider
 from durable_agent.models.base import ModelRequest, ModelResponse
 from durable_agent.profiles import AgentsConfig
-from durable_agent.schemas import ApprovalRecord, DecisionRecord, StatusView, Usage
+from durable_agent.schemas import ApprovalRecord, DecisionRecord, PendingApproval, StatusView, Usage
 from durable_agent.testing import answer, tool_use
 from examples import plain_temporalio_client
 from tests.conftest import ROOT, SUPPORT_PROFILE, Harness, make_config, subprocess_env
@@ -62,6 +64,18 @@ async def wait_pending(handle: WorkflowHandle[Any, Any], count: int = 1, timeout
             return status
         assert status.phase != "done", f"the run ended without {count} pending approvals: {status.answer}"
         assert loop.time() < deadline, f"no {count} pending approvals within {timeout:g} s (phase {status.phase})"
+        await asyncio.sleep(0.1)
+
+
+async def pending_after(handle: WorkflowHandle[Any, Any], approval_id: str, timeout: float = 60.0) -> PendingApproval:
+    """The first approval that waits once ``approval_id`` is no longer the first (decided, or timed out)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        waiting = (await wait_pending(handle)).pending_approvals
+        if waiting[0].approval_id != approval_id:
+            return waiting[0]
+        assert loop.time() < deadline, f"{approval_id} still waits after {timeout:g} s"
         await asyncio.sleep(0.1)
 
 
@@ -96,6 +110,17 @@ async def update_refusal(handle: WorkflowHandle[Any, Any], payload: dict[str, An
     cause = info.value.cause
     assert isinstance(cause, ApplicationError)
     return cause.message
+
+
+#: Approval ids name the step and the workflow chain: apr-3-<8 hex> (unique across executions of a workflow id).
+APR_3 = re.compile(r"apr-3-[0-9a-f]{8}")
+
+
+async def signal_decision(handle: WorkflowHandle[Any, Any], name: str = "approve", **fields: Any) -> str:
+    """Send ``approve`` or ``reject`` naming the (first) pending approval, as a reviewer copying its id does; the id."""
+    approval_id = (await wait_pending(handle)).pending_approvals[0].approval_id
+    await handle.signal(name, {"approval_id": approval_id, **fields})
+    return approval_id
 
 
 def refused_warnings(status: StatusView) -> list[str]:
@@ -193,9 +218,10 @@ class TestApprove:
         async with harness.worker():
             handle = await harness.start(REFUND_4999)
             status = await wait_pending(handle)
-            assert status.phase == "waiting_for_approval" and status.waiting_for == "approval apr-3"
             pending = status.pending_approvals[0]
-            assert (pending.approval_id, pending.tool, pending.risk) == ("apr-3", "issue_refund", "medium")
+            assert status.phase == "waiting_for_approval" and status.waiting_for == f"approval {pending.approval_id}"
+            assert APR_3.fullmatch(pending.approval_id) and (pending.tool, pending.risk) == ("issue_refund", "medium")
+            assert (pending.amount, pending.currency, pending.run_id) == (4999.0, "USD", handle.result_run_id)
             assert pending.args == {"order_id": "ord-789", "amount": 4999.0, "currency": "USD"}
             assert pending.reason == "amount 4999 USD is above the limit of 1000"
             assert pending.deadline - pending.requested_at == timedelta(seconds=300)
@@ -204,36 +230,36 @@ class TestApprove:
             assert shop.refunds_for("ord-789") == []  # nothing runs before the decision
 
             details = await current_details(handle)
-            assert "Waiting for approval" in details and "`apr-3`" in details and "issue_refund" in details
+            assert "Waiting for approval" in details and f"`{pending.approval_id}`" in details and "issue_refund" in details
             assert "amount 4999 USD is above the limit of 1000" in details and "Deadline: " in details
             assert (
                 f"temporal workflow signal --workflow-id {handle.id} --name approve "
-                """--input '{"approval_id": "apr-3", "reviewer": "YOUR_NAME"}'"""
+                f"""--input '{{"approval_id": "{pending.approval_id}", "reviewer": "YOUR_NAME"}}'"""
             ) in details
 
-            await handle.signal("approve", {"reviewer": "alice", "comment": "VIP customer"})
+            await handle.signal("approve", {"approval_id": pending.approval_id, "reviewer": "alice", "comment": "VIP customer"})
             result = await handle.result()
             activities = await scheduled(handle)
         assert result.status == "success"
         assert [(a.approval_id, a.status, a.reviewer, a.comment) for a in result.approvals] == [
-            ("apr-3", "approved", "alice", "VIP customer")
+            (pending.approval_id, "approved", "alice", "VIP customer")
         ]
         assert [r["amount"] for r in shop.refunds_for("ord-789")] == [4999.0]
         assert tools_run(activities) == ["lookup_order", "search_kb", "issue_refund"]
         assert [name for name, _ in activities].count("notify_reviewer") == 1
         # notify_reviewer logged the wait once, with the command that approves it.
-        lines = [r.getMessage() for r in caplog.records if "approval apr-3 waits" in r.getMessage()]
+        lines = [r.getMessage() for r in caplog.records if f"approval {pending.approval_id} waits" in r.getMessage()]
         assert len(lines) == 1 and "--name approve" in lines[0]
 
     async def test_review_update_returns_the_decided_record(self, harness: Harness) -> None:
         async with harness.worker():
             handle = await harness.start(REFUND_4999)
-            await wait_pending(handle)
+            approval_id = (await wait_pending(handle)).pending_approvals[0].approval_id
             record = await handle.execute_update(
-                "review", {"approval_id": "apr-3", "approved": True, "reviewer": "bob"}, result_type=ApprovalRecord
+                "review", {"approval_id": approval_id, "approved": True, "reviewer": "bob"}, result_type=ApprovalRecord
             )
             result = await handle.result()
-        assert (record.approval_id, record.tool, record.status, record.reviewer) == ("apr-3", "issue_refund", "approved", "bob")
+        assert (record.approval_id, record.tool, record.status, record.reviewer) == (approval_id, "issue_refund", "approved", "bob")
         assert record.decided_at is not None
         assert result.status == "success" and result.approvals == [record]
         assert [r["amount"] for r in shop.refunds_for("ord-789")] == [4999.0]
@@ -245,8 +271,7 @@ class TestReject:
     async def test_rejected_refund_is_not_executed_and_the_model_is_told(self, harness: Harness) -> None:
         async with harness.worker():
             handle = await harness.start(REFUND_4999)
-            await wait_pending(handle)
-            await handle.signal("reject", {"reviewer": "bob", "comment": "order under investigation"})
+            approval_id = await signal_decision(handle, "reject", reviewer="bob", comment="order under investigation")
             result = await handle.result()
             records = await handle.query("trace", result_type=list[DecisionRecord])
             activities = await scheduled(handle)
@@ -255,7 +280,7 @@ class TestReject:
         assert shop.refunds_for("ord-789") == []
         assert tools_run(activities) == ["lookup_order", "search_kb"]  # no run_tool for issue_refund
         assert records[2].action.tool == "issue_refund"
-        assert records[2].observation["status"] == "rejected" and records[2].observation["approval_id"] == "apr-3"
+        assert records[2].observation["status"] == "rejected" and records[2].observation["approval_id"] == approval_id
         # The offline model read the rejection and answered with it.
         assert "REJECTED by bob: order under investigation. The action was not executed." in (result.answer or "")
 
@@ -280,7 +305,8 @@ class TestTimeout:
             history = await handle.fetch_history()
             activities = await scheduled(handle)
         assert result.status == "success"
-        assert [(a.approval_id, a.status, a.reviewer) for a in result.approvals] == [("apr-3", "timed_out", None)]
+        assert [(a.status, a.reviewer) for a in result.approvals] == [("timed_out", None)]
+        assert APR_3.fullmatch(result.approvals[0].approval_id)
         assert shop.refunds_for("ord-789") == []
         assert tools_run(activities) == ["lookup_order", "search_kb"]
         assert "No reviewer decided within 300 s, so the action was not executed." in (result.answer or "")
@@ -300,21 +326,20 @@ class TestRefusedDecisions:
         agents = AgentClient(harness.client, task_queue=harness.task_queue)
         async with harness.worker(support(approval={"reviewers": ["alice"]})):
             handle = await harness.start(REFUND_4999)
-            await wait_pending(handle)
-            await handle.signal("approve", {"reviewer": "mallory"})
-            await handle.signal("approve", {})  # no name: refused too when the list is set
+            approval_id = await signal_decision(handle, reviewer="mallory")
+            await handle.signal("approve", {"approval_id": approval_id})  # no name: refused too when the list is set
             status = await handle.query("status", result_type=StatusView)
-            assert [p.approval_id for p in status.pending_approvals] == ["apr-3"]
+            assert [p.approval_id for p in status.pending_approvals] == [approval_id]
             assert refused_warnings(status) == [
                 "DECISION_REFUSED: approve signal ignored: 'mallory' may not decide: allowed reviewers are alice",
                 "DECISION_REFUSED: approve signal ignored: a reviewer with no name may not decide: allowed reviewers are alice",
             ]
-            message = await update_refusal(handle, {"approval_id": "apr-3", "approved": True, "reviewer": "mallory"})
+            message = await update_refusal(handle, {"approval_id": approval_id, "approved": True, "reviewer": "mallory"})
             assert message == "'mallory' may not decide: allowed reviewers are alice"
             with pytest.raises(ApprovalRefused, match="may not decide"):
-                await agents.approve(handle.id, reviewer="mallory")
+                await agents.approve(handle.id, approval_id, reviewer="mallory")
             assert await agents.pending_approvals(handle.id) != []
-            record = await agents.approve(handle.id, reviewer="alice")
+            record = await agents.approve(handle.id, approval_id, reviewer="alice")
             result = await handle.result()
             history = await handle.fetch_history()
         assert record.status == "approved" and result.approvals == [record]
@@ -339,22 +364,21 @@ class TestRefusedDecisions:
         )
         async with harness.worker():
             handle = await harness.start({**CANCEL_1001, "model": model})
-            await wait_pending(handle)
+            apr1 = (await wait_pending(handle)).pending_approvals[0].approval_id
             await handle.signal("approve", {"approval_id": "apr-999", "reviewer": "alice"})
             assert "is not pending" in await update_refusal(handle, {"approval_id": "apr-999", "approved": True})
-            first = await handle.execute_update("review", {"approval_id": "apr-1", "approved": True, "reviewer": "alice"}, result_type=ApprovalRecord)
-            status = await wait_pending(handle)
-            assert [p.approval_id for p in status.pending_approvals] == ["apr-2"]
-            await handle.signal("reject", {"approval_id": "apr-1", "reviewer": "alice"})
-            message = await update_refusal(handle, {"approval_id": "apr-1", "approved": False, "reviewer": "alice"})
-            assert message == "approval 'apr-1' was already decided; pending: apr-2"
-            await handle.execute_update("review", {"approval_id": "apr-2", "approved": False, "reviewer": "alice"})
+            first = await handle.execute_update("review", {"approval_id": apr1, "approved": True, "reviewer": "alice"}, result_type=ApprovalRecord)
+            apr2 = (await pending_after(handle, apr1)).approval_id
+            await handle.signal("reject", {"approval_id": apr1, "reviewer": "alice"})
+            message = await update_refusal(handle, {"approval_id": apr1, "approved": False, "reviewer": "alice"})
+            assert message == f"approval '{apr1}' was already decided: approved by alice; pending: {apr2}"
+            await handle.execute_update("review", {"approval_id": apr2, "approved": False, "reviewer": "alice"})
             result = await handle.result()
-        assert first.status == "approved"
-        assert [(a.approval_id, a.status) for a in result.approvals] == [("apr-1", "approved"), ("apr-2", "rejected")]
+        assert first.status == "approved" and apr1.startswith("apr-1-") and apr2.startswith("apr-2-")
+        assert [(a.approval_id, a.status) for a in result.approvals] == [(apr1, "approved"), (apr2, "rejected")]
         assert [w.split(": ", 1)[1] for w in result.warnings if w.startswith("DECISION_REFUSED")] == [
-            "approve signal ignored: approval 'apr-999' is not pending; pending: apr-1",
-            "reject signal ignored: approval 'apr-1' was already decided; pending: apr-2",
+            f"approve signal ignored: approval 'apr-999' is not pending; pending: {apr1}",
+            f"reject signal ignored: approval '{apr1}' was already decided: approved by alice; pending: {apr2}",
         ]
         assert order_status("ord-1001") == "cancelled"  # the approval stood; the late reject changed nothing
         assert shop.refunds_for("ord-789") == []
@@ -367,23 +391,25 @@ class TestRefusedDecisions:
             handle = await harness.start({**CANCEL_1001, "model": "parallel-two"})
             status = await wait_pending(handle, count=2)
             # Both actions of the turn wait together, each with its own id and deadline.
-            assert [(p.approval_id, p.args["order_id"]) for p in status.pending_approvals] == [("apr-1", "ord-456"), ("apr-1-2", "ord-1001")]
+            first, second = (p.approval_id for p in status.pending_approvals)
+            assert [p.args["order_id"] for p in status.pending_approvals] == ["ord-456", "ord-1001"]
+            assert first.startswith("apr-1-") and second.startswith("apr-1-2-")
             details = await current_details(handle)
-            assert "`apr-1`" in details and "`apr-1-2`" in details
+            assert f"`{first}`" in details and f"`{second}`" in details
             await handle.signal("approve", {"reviewer": "alice"})
             assert await update_refusal(handle, {"approved": True, "reviewer": "alice"}) == (
-                "approval_id is required: 2 approvals are pending (apr-1, apr-1-2)"
+                f"approval_id is required: name the approval you decide (pending: {first}, {second})"
             )
             status = await wait_pending(handle, count=2)
             assert refused_warnings(status) == [
-                "DECISION_REFUSED: approve signal ignored: approval_id is required: 2 approvals are pending (apr-1, apr-1-2)"
+                f"DECISION_REFUSED: approve signal ignored: approval_id is required: name the approval you decide (pending: {first}, {second})"
             ]
             # The second is decided first, while the run still waits on the first.
-            await handle.execute_update("review", {"approval_id": "apr-1-2", "approved": True, "reviewer": "alice"})
-            await handle.signal("reject", {"approval_id": "apr-1", "reviewer": "bob", "comment": "already shipped"})
+            await handle.execute_update("review", {"approval_id": second, "approved": True, "reviewer": "alice"})
+            await handle.signal("reject", {"approval_id": first, "reviewer": "bob", "comment": "already shipped"})
             result = await handle.result()
             activities = await scheduled(handle)
-        assert [(a.approval_id, a.status) for a in result.approvals] == [("apr-1", "rejected"), ("apr-1-2", "approved")]
+        assert [(a.approval_id, a.status) for a in result.approvals] == [(first, "rejected"), (second, "approved")]
         assert [p["call"]["args"] for n, p in activities if n == "run_tool"] == [{"order_id": "ord-1001"}]
         assert [n for n, _ in activities].count("notify_reviewer") == 2
         assert (order_status("ord-456"), order_status("ord-1001")) == ("shipped", "cancelled")
@@ -425,7 +451,7 @@ class TestAutonomy:
             status = await wait_pending(handle)
             assert status.pending_approvals[0].tool == "cancel_order"
             assert any(w.startswith("AUTONOMY_NOT_LOOSENED: the run asked for autonomous") for w in status.warnings)
-            await handle.signal("reject", {"reviewer": "bob"})
+            await signal_decision(handle, "reject", reviewer="bob")
             result = await handle.result()
         assert [a.status for a in result.approvals] == ["rejected"]
         assert order_status("ord-1001") == "processing"
@@ -437,9 +463,9 @@ class TestWorkerCrash:
     async def test_approval_after_the_worker_is_replaced(self, harness: Harness) -> None:
         async with harness.worker():
             handle = await harness.start(REFUND_4999)
-            await wait_pending(handle)
+            approval_id = (await wait_pending(handle)).pending_approvals[0].approval_id
         # No worker at all now; the decision waits in history until one comes back.
-        await handle.signal("approve", {"reviewer": "alice"})
+        await handle.signal("approve", {"approval_id": approval_id, "reviewer": "alice"})
         async with harness.worker():
             result = await handle.result()
         assert result.status == "success" and [a.reviewer for a in result.approvals] == ["alice"]
@@ -458,7 +484,7 @@ class TestWorkerCrash:
         )
         try:
             handle = await harness.start(REFUND_4999)
-            await wait_pending(handle)
+            approval_id = (await wait_pending(handle)).pending_approvals[0].approval_id
             os.killpg(worker.pid, signal.SIGKILL)  # no shutdown, no goodbye to the server
             worker.wait(timeout=30)
         finally:
@@ -466,7 +492,7 @@ class TestWorkerCrash:
                 os.killpg(worker.pid, signal.SIGKILL)
                 worker.wait(timeout=30)
         async with harness.worker():
-            await handle.signal("approve", {"reviewer": "alice"})
+            await handle.signal("approve", {"approval_id": approval_id, "reviewer": "alice"})
             result = await handle.result()
         assert result.status == "success" and [a.status for a in result.approvals] == ["approved"]
         assert [r["amount"] for r in shop.refunds_for("ord-789")] == [4999.0]
@@ -480,12 +506,13 @@ class TestNotifyReviewer:
             handle = await harness.start(REFUND_4999)
             await wait_pending(handle)
             body = (await webhook.wait_for_posts())[0]
-            await handle.signal("approve", {"reviewer": "alice"})
+            approval_id = await signal_decision(handle, reviewer="alice")
             result = await handle.result()
         assert result.status == "success"
         assert webhook.paths == ["/hooks/approvals/s3cr3t"]
         assert body["event"] == "approval_requested" and body["workflow_id"] == handle.id and body["agent"] == "support"
-        assert body["approval"]["approval_id"] == "apr-3" and body["approval"]["tool"] == "issue_refund"
+        assert body["approval"]["approval_id"] == approval_id and body["approval"]["tool"] == "issue_refund"
+        assert body["approval"]["args_sha256"] == signing.args_digest(body["approval"]["args"])
         assert body["approval"]["args"]["amount"] == 4999.0 and body["approval"]["reason"].startswith("amount 4999 USD")
         assert f"--workflow-id {handle.id} --name approve" in body["approve_command"]
         assert "webhook_url" not in body  # the URL (and any token in it) stays out of the body
@@ -495,7 +522,7 @@ class TestNotifyReviewer:
             handle = await harness.start(REFUND_4999)
             await wait_pending(handle)
             await failing_webhook.wait_for_posts()
-            await handle.signal("approve", {"reviewer": "alice"})
+            await signal_decision(handle, reviewer="alice")
             result = await handle.result()
             history = await handle.fetch_history()
         assert result.status == "success" and [a.status for a in result.approvals] == ["approved"]
@@ -525,11 +552,11 @@ class TestClients:
         async with harness.worker():
             run_id = await agents.start_run("Refund order ord-789", agent="support", max_steps=10)
             pending = await agents.wait_for_approval(run_id, poll_interval=0.1)
-            assert (pending.approval_id, pending.tool) == ("apr-3", "issue_refund")
-            assert [p.approval_id for p in await agents.pending_approvals(run_id)] == ["apr-3"]
+            assert APR_3.fullmatch(pending.approval_id) and pending.tool == "issue_refund"
+            assert [p.approval_id for p in await agents.pending_approvals(run_id)] == [pending.approval_id]
             record = await agents.approve(run_id, pending.approval_id, reviewer="carol", comment="ok")
             with pytest.raises(ApprovalRefused, match="was already decided|no approval is pending"):
-                await agents.reject(run_id, "apr-3", reviewer="carol")
+                await agents.reject(run_id, pending.approval_id, reviewer="carol")
             result = await agents.result(run_id)
             status = await agents.status(run_id)
             summary = await (await agents.handle(run_id).describe()).static_summary()
@@ -552,6 +579,8 @@ class TestClients:
         async with harness.worker():
             result = await plain_temporalio_client.main(harness.client, "Refund order ord-789", task_queue=harness.task_queue, poll_interval=0.1)
         assert result["status"] == "success"
-        assert [(a["approval_id"], a["status"], a["reviewer"]) for a in result["approvals"]] == [("apr-3", "approved", "example-service")]
+        assert [(a["status"], a["reviewer"]) for a in result["approvals"]] == [("approved", "example-service")]
+        approval_id = result["approvals"][0]["approval_id"]
+        assert APR_3.fullmatch(approval_id)
         assert [r["amount"] for r in shop.refunds_for("ord-789")] == [4999.0]
-        assert "apr-3: approved by example-service" in capsys.readouterr().out
+        assert f"{approval_id}: approved by example-service" in capsys.readouterr().out

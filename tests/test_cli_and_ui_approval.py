@@ -2,8 +2,8 @@
 
 The UI test starts its own dev server with the Web UI on (the session's server has
 none) and drives it in headless Chromium through Playwright as a reviewer would:
-More Actions, Send a Signal, ``approve``, ``{"reviewer": "ui-reviewer"}``, Submit;
-and More Actions, Send an Update, ``review``, ``{"approved": true, ...}``, Submit.
+More Actions, Send a Signal, ``approve``, ``{"approval_id": ..., "reviewer": "ui-reviewer"}``, Submit;
+and More Actions, Send an Update, ``review``, ``{"approval_id": ..., "approved": true, ...}``, Submit.
 """
 
 from __future__ import annotations
@@ -56,36 +56,40 @@ class TestCliApproval:
     async def test_signal_from_the_cli(self, harness: Harness, server_address: str) -> None:
         async with harness.worker():
             handle = await harness.start(REFUND_4999)
-            await wait_pending(handle)
-            # Off the event loop: the in-process worker shares it.
-            await asyncio.to_thread(
-                cli, server_address, "workflow", "signal", "--workflow-id", handle.id, "--name", "approve",
-                "--input", json.dumps({"reviewer": "alice"}),
-            )
+            approval_id = (await wait_pending(handle)).pending_approvals[0].approval_id
+
+            def signal(body: dict[str, str]) -> None:
+                cli(server_address, "workflow", "signal", "--workflow-id", handle.id, "--name", "approve", "--input", json.dumps(body))
+
+            # Off the event loop: the in-process worker shares it. A decision names what it decides.
+            await asyncio.to_thread(signal, {"reviewer": "alice"})
+            status = await wait_pending(handle)
+            assert f"approval_id is required: name the approval you decide (pending: {approval_id})" in status.warnings[-1]
+            await asyncio.to_thread(signal, {"approval_id": approval_id, "reviewer": "alice"})
             result = await handle.result()
         assert result.status == "success"
-        assert [(a.approval_id, a.status, a.reviewer) for a in result.approvals] == [("apr-3", "approved", "alice")]
+        assert [(a.approval_id, a.status, a.reviewer) for a in result.approvals] == [(approval_id, "approved", "alice")]
         assert [r["amount"] for r in shop.refunds_for("ord-789")] == [4999.0]
 
     async def test_the_command_shown_in_the_ui_works_as_pasted(self, harness: Harness, server_address: str) -> None:
         async with harness.worker():
             handle = await harness.start(REFUND_4999)
-            await wait_pending(handle)
+            approval_id = (await wait_pending(handle)).pending_approvals[0].approval_id
             details = await current_details(handle)
             command = re.search(r"Approve: `(temporal workflow signal [^`]+)`", details)
             assert command, details
             argv = shlex.split(command.group(1).replace("YOUR_NAME", "dana"))
             await asyncio.to_thread(cli, server_address, *argv[1:])
             result = await handle.result()
-        assert [(a.approval_id, a.status, a.reviewer) for a in result.approvals] == [("apr-3", "approved", "dana")]
+        assert [(a.approval_id, a.status, a.reviewer) for a in result.approvals] == [(approval_id, "approved", "dana")]
 
     async def test_review_update_from_the_cli_answers(self, harness: Harness, server_address: str) -> None:
         async with harness.worker(support(approval={"reviewers": ["alice"]})):
             handle = await harness.start(REFUND_4999)
-            await wait_pending(handle)
+            approval_id = (await wait_pending(handle)).pending_approvals[0].approval_id
 
             def review(reviewer: str, check: bool) -> subprocess.CompletedProcess[str]:
-                body = json.dumps({"approval_id": "apr-3", "approved": True, "reviewer": reviewer})
+                body = json.dumps({"approval_id": approval_id, "approved": True, "reviewer": reviewer})
                 return cli(server_address, "workflow", "update", "execute", "--workflow-id", handle.id, "--name", "review",
                            "--input", body, "-o", "json", check=check)
 
@@ -98,7 +102,7 @@ class TestCliApproval:
             result = await handle.result()
         record = json.loads(answered.stdout)
         record = record.get("result", record)
-        assert (record["approval_id"], record["status"], record["reviewer"]) == ("apr-3", "approved", "alice")
+        assert (record["approval_id"], record["status"], record["reviewer"]) == (approval_id, "approved", "alice")
         assert [a.reviewer for a in result.approvals] == ["alice"]
 
 
@@ -190,20 +194,20 @@ class TestUiApproval:
                 page = await browser.new_page(viewport={"width": 1400, "height": 1000})
                 try:
                     refund = await harness.start(REFUND_4999)
-                    await wait_pending(refund)
+                    refund_id = (await wait_pending(refund)).pending_approvals[0].approval_id
                     await page.goto(f"{ui_url}/namespaces/default/workflows/{refund.id}")
                     # What waits, and why, under User Metadata > Current Details (rendered in a frame).
                     await page.get_by_role("tab", name="User Metadata").first.click()
                     details = page.frame_locator("iframe").first
                     await expect(details.get_by_text("Waiting for approval")).to_be_visible()
                     await expect(details.get_by_text("amount 4999 USD is above the limit of 1000")).to_be_visible()
-                    await send_from_ui(page, page.url, "Send a Signal", "approve", {"reviewer": "ui-reviewer"})
+                    await send_from_ui(page, page.url, "Send a Signal", "approve", {"approval_id": refund_id, "reviewer": "ui-reviewer"})
                     refunded = await asyncio.wait_for(agents.result(refund.id), timeout=60)
 
                     cancel = await harness.start(CANCEL_1001)
-                    await wait_pending(cancel)
+                    cancel_id = (await wait_pending(cancel)).pending_approvals[0].approval_id
                     run_url = f"{ui_url}/namespaces/default/workflows/{cancel.id}"
-                    await send_from_ui(page, run_url, "Send an Update", "review", {"approved": True, "reviewer": "ui-updater"})
+                    await send_from_ui(page, run_url, "Send an Update", "review", {"approval_id": cancel_id, "approved": True, "reviewer": "ui-updater"})
                     cancelled = await asyncio.wait_for(agents.result(cancel.id), timeout=60)
                 except BaseException:
                     await page.screenshot(path=str(tmp_path / "ui-failure.png"), full_page=True)
@@ -211,7 +215,7 @@ class TestUiApproval:
                 finally:
                     await browser.close()
         assert refunded.status == "success"
-        assert [(a.approval_id, a.status, a.reviewer) for a in refunded.approvals] == [("apr-3", "approved", "ui-reviewer")]
+        assert [(a.approval_id, a.status, a.reviewer) for a in refunded.approvals] == [(refund_id, "approved", "ui-reviewer")]
         assert [r["amount"] for r in shop.refunds_for("ord-789")] == [4999.0]
         assert [(a.tool, a.status, a.reviewer) for a in cancelled.approvals] == [("cancel_order", "approved", "ui-updater")]
         assert shop.lookup_order("ord-1001")["status"] == "cancelled"

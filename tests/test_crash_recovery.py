@@ -235,7 +235,7 @@ class TestServerRestart:
         client = await self.connect(address, processes)
         handle = client.get_workflow_handle(handle.id, result_type=AgentResult)
         after = await handle.query("status", result_type=StatusView)
-        await handle.signal("approve", {"reviewer": "alice"})
+        await handle.signal("approve", {"approval_id": after.pending_approvals[0].approval_id, "reviewer": "alice"})
         result = await result_of(handle, processes)
 
         assert before.step == 3 and before.total_cost > 0

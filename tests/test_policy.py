@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import pytest
 
-from durable_agent.policy import DecisionRefused, approve_command, decision_target, evaluate, reviewer_allowed, run_autonomy
+from durable_agent.policy import approve_command, evaluate, reviewer_allowed, run_autonomy
 from durable_agent.schemas import ApprovalPolicy, Autonomy, ToolInfo
 
 # The demo shop's tools, as the workflow sees them (metadata only).
@@ -131,31 +130,7 @@ class TestReviewers:
     def test_allow_list(self, reviewers: list[str], reviewer: str | None, allowed: bool) -> None:
         assert reviewer_allowed(ApprovalPolicy(reviewers=reviewers), reviewer) is allowed
 
-    @pytest.mark.parametrize(
-        ("pending", "approval_id", "target"),
-        [
-            (["apr-3"], None, "apr-3"),  # the id may be left out when exactly one waits
-            (["apr-3"], "apr-3", "apr-3"),
-            (["apr-3", "apr-3-2"], "apr-3-2", "apr-3-2"),
-        ],
-    )
-    def test_target(self, pending: list[str], approval_id: str | None, target: str) -> None:
-        assert decision_target(pending, set(), approval_id, "alice", ApprovalPolicy(reviewers=["alice"])) == target
-
-    @pytest.mark.parametrize(
-        ("pending", "decided", "approval_id", "reviewer", "message"),
-        [
-            ([], set(), None, "alice", "no approval is pending"),
-            (["apr-3", "apr-3-2"], set(), None, "alice", "approval_id is required: 2 approvals are pending (apr-3, apr-3-2)"),
-            (["apr-5"], {"apr-3"}, "apr-3", "alice", "approval 'apr-3' was already decided; pending: apr-5"),
-            (["apr-5"], set(), "apr-999", "alice", "approval 'apr-999' is not pending"),
-            (["apr-5"], set(), "apr-5", "mallory", "'mallory' may not decide: allowed reviewers are alice, bob"),
-            (["apr-5"], set(), None, None, "a reviewer with no name may not decide"),
-        ],
-    )
-    def test_refused(self, pending: list[str], decided: set[str], approval_id: str | None, reviewer: str | None, message: str) -> None:
-        with pytest.raises(DecisionRefused, match="^" + re.escape(message)):
-            decision_target(pending, decided, approval_id, reviewer, ApprovalPolicy(reviewers=["alice", "bob"]))
+    # Bound decisions (decision_target) are tested in tests/test_signing.py.
 
 
 class TestApproveCommand:

@@ -104,7 +104,8 @@ class TestWorkerAndCli:
             assert "polling task queue" in worker_log
             second = start_worker(state_dir, server_address, queue)
             cli(server_address, "workflow", "signal", "--workflow-id", workflow_id, "--name", "approve",
-                "--input", json.dumps({"reviewer": "alice", "comment": "VIP customer"}))
+                "--input", json.dumps({"approval_id": status["pending_approvals"][0]["approval_id"], "reviewer": "alice",
+                                       "comment": "VIP customer"}))
             result = json.loads(cli(server_address, "workflow", "result", "--workflow-id", workflow_id, "-o", "json").stdout)
             output = result.get("result", result)
             assert output["status"] == "success", output

@@ -7,6 +7,7 @@ A change that breaks one of them would break runs in flight: guard it with
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,12 @@ def test_there_are_recorded_histories() -> None:
 
 @pytest.mark.parametrize("path", HISTORIES, ids=lambda p: p.stem)
 async def test_history_replays(path: Path) -> None:
-    history = WorkflowHistory.from_json(f"replay-{path.stem}", path.read_text())
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=guarded_data_converter, workflow_runner=workflow_runner())
+    text = path.read_text()
+    # The workflow id and namespace the run had: signed decisions name them, and the workers replaying them know them.
+    started = json.loads(text)["events"][0]["workflowExecutionStartedEventAttributes"]
+    history = WorkflowHistory.from_json(started.get("workflowId") or f"replay-{path.stem}", text)
+    replayer = Replayer(
+        workflows=WORKFLOWS, data_converter=guarded_data_converter, workflow_runner=workflow_runner(), namespace="default"
+    )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.name} no longer replays: {result.replay_failure}"

@@ -22,6 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "store": ("durable_agent.cli.store", "look after the content store (gc: delete old content)"),
     "codec-server": ("durable_agent.cli.codec_server", "decrypt payloads for the Temporal UI and CLI (bearer token required)"),
     "trace": ("durable_agent.cli.trace", "print one run's decision records as a table (--json, --follow)"),
+    "keys": ("durable_agent.cli.keys", "make a reviewer's signing key and print its [reviewer_keys] line"),
+    "approve": ("durable_agent.cli.approve", "sign and send a decision on a held action (profiles that require signatures)"),
+    "inbox": ("durable_agent.cli.inbox", "serve the reviewers' web page: every approval waiting, with Approve and Reject"),
 }
 
 

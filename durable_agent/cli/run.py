@@ -136,7 +136,9 @@ async def embedded_server(address: str, out: Any) -> AsyncIterator[Client]:
     log_start = log_file.tell()
     process = subprocess.Popen(  # noqa: ASYNC220 - a long-lived server, not awaited here
         [cli, "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port), "--ui-port", str(ui_port),
-         "--db-filename", str(db), "--log-level", "error"],
+         "--db-filename", str(db), "--log-level", "error",
+         # The reviewer inbox finds waiting approvals through it (kept when the file already has it).
+         "--search-attribute", f"{contracts.SEARCH_ATTRIBUTE_AWAITING_APPROVAL}=Bool"],
         stdout=log_file,
         stderr=subprocess.STDOUT,
         start_new_session=True,  # our Ctrl-C is handled here, then the server is stopped cleanly
@@ -235,10 +237,13 @@ def format_record(record: DecisionRecord, total_cost: float) -> str:
     return line
 
 
-def approval_commands(workflow_id: str, approval_id: str, address: str) -> str:
-    """The approve and reject commands for one approval, ready to paste."""
+def approval_commands(workflow_id: str, approval_id: str, address: str, *, signed: bool = False) -> str:
+    """The approve and reject commands for one approval, ready to paste (signed ones for profiles that require them)."""
     addr = None if address in ("localhost:7233", "127.0.0.1:7233") else address
     reviewer = os.environ.get("USER") or "YOUR_NAME"
+    if signed:
+        command = policy.signed_approve_command(workflow_id, approval_id, reviewer=reviewer)
+        return f"    approve: {command}\n    reject:  {command} --reject"
     return "\n".join(
         f"    {name}:{' ' * (8 - len(name))}{policy.approve_command(workflow_id, approval_id, name=name, reviewer=reviewer, address=addr)}"
         for name in ("approve", "reject")
@@ -296,7 +301,7 @@ async def follow(handle: WorkflowHandle[Any, Any], address: str, out: Any, *, pr
                 print(
                     f"\n  >> APPROVAL NEEDED {pending.approval_id}: {pending.tool}({_short(pending.args, 80)})\n"
                     f"     why: {pending.reason} (risk {pending.risk}); decide before {pending.deadline:%Y-%m-%d %H:%M:%S} UTC\n"
-                    f"{approval_commands(handle.id, pending.approval_id, address)}",
+                    f"{approval_commands(handle.id, pending.approval_id, address, signed=pending.require_signature)}",
                     file=out,
                 )
                 if prompt and asking is None:

@@ -28,7 +28,7 @@ from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from durable_agent import logs, telemetry, trace, worker_options
-from durable_agent.activities import AgentActivities, BudgetActivities, RecordActivities
+from durable_agent.activities import AgentActivities, ApprovalActivities, ApprovalIndex, BudgetActivities, RecordActivities
 from durable_agent.activities.budget import ModelRateLimits
 from durable_agent.activities.budget import limits_task_queue as limits_task_queue_for
 from durable_agent.connection import connect, target_address
@@ -64,7 +64,11 @@ def core_modules() -> list[str]:
 def workflow_runner() -> SandboxedWorkflowRunner:
     """The sandbox the workflows run in; the core modules and pydantic pass through (no re-import per run)."""
     return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules(*core_modules(), "pydantic", "pydantic_core")
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(
+            # cryptography: signed approvals are verified in the workflow; its Rust core imports
+            # Python modules lazily, which must be the host's, never a sandbox copy.
+            *core_modules(), "pydantic", "pydantic_core", "cryptography"
+        )
     )
 
 
@@ -141,7 +145,9 @@ def create_worker(
     model_windows = config.model_rate_limits()
     model_limits = ModelRateLimits(client, model_windows, limits_queue) if model_windows else None
     store = store or ContentStore()
-    activities = AgentActivities(config, store, tool_executor=tool_executor, model_limits=model_limits)
+    activities = AgentActivities(
+        config, store, tool_executor=tool_executor, model_limits=model_limits, index=ApprovalIndex(client)
+    )
     sizing: dict[str, Any] = {}
     if tuning is not None:
         sizing = {
@@ -162,7 +168,10 @@ def create_worker(
             task_queue=queue,
             # The entity workflows too: ledgers and limiters started here before they had a queue of their own.
             workflows=WORKFLOWS,
-            activities=activities.all() + BudgetActivities(client, config, limits_queue).all() + RecordActivities(store).all(),
+            activities=activities.all()
+            + ApprovalActivities(config).all()
+            + BudgetActivities(client, config, limits_queue).all()
+            + RecordActivities(store).all(),
             workflow_runner=workflow_runner(),
             activity_executor=activity_executor,
             **sizing,

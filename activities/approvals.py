@@ -1,0 +1,124 @@
+"""Activities for approvals: the reviewer keyring as the worker's configuration says now, and the approval index.
+
+Signed decisions are checked in the workflow, which may not read files; this
+activity hands it the allow-list, delegates and public keys of one agent as
+``agents.toml`` says *at decision time* (the file is re-read when it changes),
+so adding or revoking a reviewer reaches runs that are already waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+
+from temporalio import activity
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+
+from durable_agent import contracts
+from durable_agent.errors import ConfigError
+from durable_agent.profiles import AgentsConfig, load_config
+from durable_agent.schemas import KeyringRequest, ReviewerKeyring
+
+log = logging.getLogger("durable_agent.activities")
+
+#: How often a worker that found no approval index looks again (an operator may register it meanwhile).
+INDEX_RECHECK_SECONDS = 60.0
+
+
+class ApprovalIndex:
+    """Whether the namespace has the search attribute that marks runs awaiting approval.
+
+    The workflow sets it only when the worker found it registered (an unregistered
+    search attribute would fail every workflow task of the run), so each run
+    learns it once, in its resolved profile.
+    """
+
+    def __init__(self, client: Client, name: str = contracts.SEARCH_ATTRIBUTE_AWAITING_APPROVAL) -> None:
+        self.client = client
+        self.name = name
+        self._found: bool | None = None
+        self._checked_at = 0.0
+        self._warned = False
+
+    async def available(self) -> str | None:
+        """The attribute's name when the namespace has it (as a Bool), else ``None``."""
+        if self._found or (self._found is False and time.monotonic() - self._checked_at < INDEX_RECHECK_SECONDS):
+            return self.name if self._found else None
+        try:
+            response = await self.client.operator_service.list_search_attributes(
+                ListSearchAttributesRequest(namespace=self.client.namespace)
+            )
+            self._found = response.custom_attributes.get(self.name) == IndexedValueType.INDEXED_VALUE_TYPE_BOOL
+        except Exception as exc:  # noqa: BLE001 - no permission, Cloud, an old server: all mean "cannot tell"
+            log.debug("cannot list search attributes: %s", exc)
+            self._found = False
+        self._checked_at = time.monotonic()
+        if not self._found and not self._warned:
+            self._warned = True
+            log.warning(
+                "search attribute %s is not registered in namespace %s: the reviewer inbox will not list this worker's "
+                "approvals. Register it once: temporal operator search-attribute create --namespace %s --name %s --type Bool",
+                self.name, self.client.namespace, self.client.namespace, self.name,
+            )
+        return self.name if self._found else None
+
+
+async def register_approval_index(client: Client, name: str = contracts.SEARCH_ATTRIBUTE_AWAITING_APPROVAL) -> None:
+    """Register the approval search attribute (a dev server, or a cluster where this client may; not Temporal Cloud)."""
+    response = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=client.namespace))
+    if name in response.custom_attributes:
+        return
+    await client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(namespace=client.namespace, search_attributes={name: IndexedValueType.INDEXED_VALUE_TYPE_BOOL})
+    )
+
+
+class ApprovalActivities:
+    """The keyring read at decision time, from the worker's ``agents.toml`` as it is now."""
+
+    def __init__(self, config: AgentsConfig) -> None:
+        self.config = config
+        self._mtime = self._stat()
+
+    def _stat(self) -> int | None:
+        source = self.config.source
+        try:
+            return os.stat(source).st_mtime_ns if source is not None else None
+        except OSError:
+            return None
+
+    def _current(self) -> AgentsConfig:
+        """The configuration, re-read when its file changed since it was last read."""
+        source = self.config.source
+        if source is None:
+            return self.config
+        mtime = self._stat()
+        if mtime is None:
+            raise ApplicationError(
+                f"{source} cannot be read now, so no reviewer can be trusted; restore it", type="KeyringUnavailable", non_retryable=True
+            )
+        if mtime != self._mtime:
+            try:
+                self.config = load_config(source)
+            except ConfigError as exc:
+                raise ApplicationError(
+                    f"{exc} (no decision is accepted until it is fixed)", type="KeyringUnavailable", non_retryable=True
+                ) from None
+            self._mtime = mtime
+            log.info("re-read %s: reviewer keys and allow-lists as changed", source)
+        return self.config
+
+    @activity.defn(name=contracts.ACTIVITY_REVIEWER_KEYRING)
+    async def reviewer_keyring(self, request: KeyringRequest) -> ReviewerKeyring:
+        """The allow-list, delegates and public keys of ``request.agent`` by the configuration as it is now."""
+        config = await asyncio.to_thread(self._current)
+        return config.keyring(request.agent)
+
+    def all(self) -> list[object]:
+        """Every activity of this object, for ``Worker(activities=...)``."""
+        return [self.reviewer_keyring]

@@ -1,0 +1,58 @@
+"""Decide a held action with your key: ``durable-agent approve WORKFLOW_ID --approval-id ID --reviewer NAME --key FILE``.
+
+Signs the decision (Ed25519, bound to the run, the approval and its arguments;
+see docs/approvals.md) and sends it as the ``review`` update, then prints the
+decided record as JSON. ``--reject`` rejects instead; ``--comment`` is kept in the
+record, and a rejection's comment is what the model reads. A refused decision
+prints the run's reason and exits 1.
+
+Connects as the worker does (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, TLS, API key).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from durable_agent import signing
+from durable_agent.client import DEFAULT_DECISION_TTL_SECONDS, AgentClient, ApprovalRefused
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``approve`` subcommand's options."""
+    parser.add_argument("workflow_id", metavar="WORKFLOW_ID", help="the run's workflow id")
+    parser.add_argument("--approval-id", required=True, help="the approval to decide, as the run lists it (status query, inbox, notice)")
+    parser.add_argument("--reviewer", required=True, help="your name as the profile's reviewers list writes it")
+    parser.add_argument("--key", required=True, metavar="FILE", help="your key file (from `durable-agent keys new`)")
+    parser.add_argument("--reject", action="store_true", help="reject the action instead of approving it")
+    parser.add_argument("--comment", help="kept in the record; on a rejection, the model reads it")
+    parser.add_argument(
+        "--expires-in", type=int, default=DEFAULT_DECISION_TTL_SECONDS, metavar="SECONDS",
+        help=f"the signature is refused after this (default {DEFAULT_DECISION_TTL_SECONDS})",
+    )
+    parser.add_argument("--address", help="Temporal address (default: TEMPORAL_ADDRESS or localhost:7233)")
+
+
+async def main(args: argparse.Namespace) -> int:
+    """Sign and send the decision; print the decided record (exit 0) or the refusal (exit 1)."""
+    try:
+        key = signing.load_key_file(args.key)
+    except signing.KeyFileError as exc:
+        print(f"approve: {exc}", file=sys.stderr)
+        return 2
+    try:
+        agents = await AgentClient.connect(args.address)
+    except Exception as exc:  # noqa: BLE001 - any connection failure is reported the same way
+        print(f"approve: cannot connect to Temporal: {exc}", file=sys.stderr)
+        return 2
+    decide = agents.reject if args.reject else agents.approve
+    try:
+        record = await decide(
+            args.workflow_id, args.approval_id, reviewer=args.reviewer, comment=args.comment, key=key, expires_in=args.expires_in
+        )
+    except ApprovalRefused as exc:
+        print(f"approve: refused: {exc.reason}", file=sys.stderr)
+        return 1
+    print(json.dumps(record.model_dump(mode="json"), indent=2))
+    return 0

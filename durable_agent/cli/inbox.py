@@ -1,0 +1,76 @@
+"""The reviewer inbox: ``durable-agent inbox --port N --key FILE [--trust-header HEADER]``.
+
+A web page listing every approval waiting in the namespace, with what each run
+wants to do, why it waits, the money involved, the deadline and the last steps,
+and Approve/Reject buttons. The inbox signs decisions with its key (make one with
+``durable-agent keys new inbox --dir DIR``) for the reviewer signed in; profiles
+trust it with ``delegates = ["inbox"]`` under ``[agents.NAME.approval]``.
+
+Sign-in: behind an auth proxy, ``--trust-header X-Forwarded-Email`` takes the
+reviewer's name from that header. Otherwise reviewers sign in with a token from
+``--tokens FILE`` (default ``<AGENT_STATE_DIR>/inbox-tokens.toml``); give one a
+token with ``durable-agent inbox --new-token NAME``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from pathlib import Path
+
+from durable_agent import signing
+from durable_agent.connection import connect
+from durable_agent.inbox import SignIn, SignInError, create_app, serving
+from durable_agent.inbox.signin import add_token
+from durable_agent.store import state_dir
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``inbox`` subcommand's options."""
+    parser.add_argument("--port", type=int, default=8280, help="port to serve on (default 8280)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--key", metavar="FILE", help="the inbox's signing key (from `durable-agent keys new inbox`)")
+    parser.add_argument("--trust-header", metavar="HEADER", help="take the reviewer's name from this header set by an auth proxy")
+    parser.add_argument("--tokens", metavar="FILE", help="reviewers' sign-in tokens (default <AGENT_STATE_DIR>/inbox-tokens.toml)")
+    parser.add_argument("--new-token", metavar="NAME", help="give NAME a sign-in token in the tokens file, print it, and exit")
+    parser.add_argument("--address", help="Temporal address (default: TEMPORAL_ADDRESS or localhost:7233)")
+
+
+async def main(args: argparse.Namespace) -> int:
+    """Serve the inbox until interrupted."""
+    tokens = Path(args.tokens) if args.tokens else state_dir() / "inbox-tokens.toml"
+    if args.new_token:
+        try:
+            print(add_token(tokens, signing.check_name(args.new_token)))
+        except (SignInError, signing.KeyFileError) as exc:
+            print(f"inbox: {exc}", file=sys.stderr)
+            return 2
+        print(f"(added to {tokens}; {args.new_token} signs in with it)", file=sys.stderr)
+        return 0
+    if not args.key:
+        print("inbox: --key FILE is required (make one with `durable-agent keys new inbox --dir DIR`)", file=sys.stderr)
+        return 2
+    try:
+        key = signing.load_key_file(args.key)
+        signin = SignIn(trust_header=args.trust_header, tokens_file=None if args.trust_header else tokens)
+    except (signing.KeyFileError, SignInError) as exc:
+        print(f"inbox: {exc}", file=sys.stderr)
+        return 2
+    try:
+        client = await connect(args.address)
+    except Exception as exc:  # noqa: BLE001 - any connection failure is reported the same way
+        print(f"inbox: cannot connect to Temporal: {exc}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    async with serving(create_app(client, key, signin), args.host, args.port) as url:
+        how = f"the {args.trust_header} header" if args.trust_header else f"tokens from {tokens}"
+        print(f"Reviewer inbox on {url} (namespace {client.namespace}; signs as {key.name!r}; sign-in by {how})", flush=True)
+        await stop.wait()
+    return 0
