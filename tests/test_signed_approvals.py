@@ -280,7 +280,7 @@ class TestSignedDecisions:
         assert json.loads(approved.stdout)["reviewer"] == "alice" and json.loads(approved.stdout)["status"] == "approved"
         assert [(a.status, a.reviewer, a.comment) for a in cancelled.approvals] == [("approved", "alice", "customer asked")]
         assert shop.lookup_order("ord-1001")["status"] == "cancelled"
-        assert revoked.returncode == 1 and "'alice' has no key under [reviewer_keys]" in revoked.stderr
+        assert revoked.returncode == 1 and "'alice' has no key under [reviewer_keys]" in revoked.stderr, revoked.stderr
         assert record.status == "rejected" and shop.refunds_for("ord-789") == []
         assert "REJECTED by bob: too much" in (refunded.answer or "")
 

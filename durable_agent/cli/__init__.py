@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import importlib
 import inspect
+import os
 import sys
 from typing import Sequence
 
@@ -44,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_command(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default: the process's) and run the chosen subcommand; its exit status."""
-    args = build_parser().parse_args(argv)
+    return _run(build_parser().parse_args(argv))
+
+
+def _run(args: argparse.Namespace) -> int:
     main = args._module.main
     if inspect.iscoroutinefunction(main):
         return int(asyncio.run(main(args)) or 0)
@@ -53,4 +57,12 @@ def run_command(argv: Sequence[str] | None = None) -> int:
 
 def entry() -> None:
     """The console script."""
-    sys.exit(run_command())
+    args = build_parser().parse_args()
+    code = _run(args)
+    if getattr(args._module, "SKIP_INTERPRETER_TEARDOWN", False):
+        # A short-lived Temporal client: its Rust threads can abort the interpreter's teardown
+        # (temporalio/sdk-python#300) and turn a finished command into a crash. Its work is done.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

@@ -18,6 +18,9 @@ import sys
 from durable_agent import signing
 from durable_agent.client import DEFAULT_DECISION_TTL_SECONDS, AgentClient, ApprovalRefused
 
+#: Exit as soon as the decision is printed (see durable_agent.cli.entry): nothing is left to clean up.
+SKIP_INTERPRETER_TEARDOWN = True
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``approve`` subcommand's options."""
