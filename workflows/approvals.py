@@ -14,7 +14,7 @@ revoked while the run waits no longer counts. Every refusal leaves the run
 waiting and is listed in its warnings.
 
 For other parts of the workflow (e.g. an anomaly rule that pauses the run),
-:meth:`Approvals._hold` opens a held decision of any kind and waits for it.
+:meth:`Approvals._request_decision` opens a held decision of any kind and waits for it.
 """
 
 from __future__ import annotations
@@ -232,6 +232,27 @@ class Approvals(RunRecords):
         self.approvals.append(record)
         return record
 
+    async def _request_decision(self, kind: str, args: dict[str, Any], *, reason: str, risk: str = "high") -> ApprovalRecord:
+        """Hold the run for a person's decision of kind ``kind`` (e.g. ``"pause"``) and wait for it.
+
+        The internal API for holds other than a tool call's: the decision is listed
+        (``tool`` is ``kind``), notified, and decided like any approval, by the same
+        handlers and rules (signatures included), under the id ``<kind>-<step>-<tag>``.
+        Its outcome joins the run's ``approvals``. It adds commands to the history (a
+        notification, a timer): callers guard a new use with ``workflow.patched``.
+        """
+        base = decisions.approval_id(self.step, 0, workflow.info().first_execution_run_id).replace("apr-", f"{kind}-", 1)
+        taken = set(self.pending) | set(self.decided) | {record.approval_id for record in self.approvals}
+        approval_id = base
+        for n in range(2, len(taken) + 3):
+            if approval_id not in taken:
+                break
+            approval_id = f"{base}-{n}"
+        self._open_hold(approval_id, kind, args, risk=risk, reason=reason)
+        record = await self._hold(approval_id, kind)
+        self.approvals.append(record)
+        return record
+
     async def _hold(self, approval_id: str, what: str) -> ApprovalRecord:
         """Wait until the open approval ``approval_id`` is decided or its deadline passes; return the outcome.
 
@@ -374,6 +395,7 @@ class Approvals(RunRecords):
         blocks = [
             f"**Waiting for approval** `{p.approval_id}`: {p.tool} `{json.dumps(p.args, sort_keys=True)}`\n\n"
             f"Why: {p.reason} (risk {p.risk}). Deadline: {p.deadline.isoformat()}.\n\n"
+            f"Run `{p.run_id}`, args_sha256 `{p.args_sha256}`.\n\n"
             f"Approve: `{self._approve_command(p.approval_id)}`\n\n{how}"
             for p in self.pending.values()
         ]
