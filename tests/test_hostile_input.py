@@ -32,6 +32,7 @@ from temporalio.exceptions import ApplicationError
 from durable_agent.cli.worker import create_worker
 from durable_agent.encryption import KeyRing, with_encryption
 from durable_agent.schemas import AgentResult, StatusView
+from durable_agent.store import ContentStore
 from durable_agent.testing import answer, tool_use
 from tests import tools_for_tests
 from tests.conftest import ROOT, SUPPORT_PROFILE, Harness, make_config, subprocess_env, temporal_cli
@@ -386,6 +387,28 @@ class TestToolResults:
         assert any(marker in w for w in result.warnings), result.warnings
         seen = scripted.last_tool_result()
         assert seen is not None and not seen.get("is_error")
+        assert await failed_tasks(handle) == []
+
+
+    async def test_a_result_that_cannot_be_stored_does_not_run_the_tool_again(self, harness: Harness) -> None:
+        """The store fails after the tool did its work: the model gets the preview, the tool is not run again."""
+
+        class ResultsStoreDown(ContentStore):
+            async def put(self, value: Any) -> str:
+                if isinstance(value, dict) and "output" in value:
+                    raise OSError(28, "No space left on device")
+                return await super().put(value)
+
+        harness.store = ResultsStoreDown(harness.state / "content")
+        model, scripted = harness.scripted([tool_use("echo", {"text": "refund issued"}), answer("done")])
+        async with harness.worker(make_config({"tester": tools_profile("echo", model=model)})):
+            handle = await harness.start({"task": "Echo once", "agent": "tester"})
+            result = await asyncio.wait_for(handle.result(), PATIENCE)
+        assert len(tools_for_tests.calls("echo")) == 1
+        assert result.status == "success"
+        assert any(w.startswith("step 1: RESULT_NOT_STORED") for w in result.warnings), result.warnings
+        seen = scripted.last_tool_result()
+        assert seen is not None and "refund issued" in seen["content"] and "could not be stored" in seen["content"], seen
         assert await failed_tasks(handle) == []
 
 
