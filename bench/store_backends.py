@@ -5,7 +5,9 @@
 For each backend (a local directory; ``moto_server`` on a loopback port as the
 S3 API) and each run length, a scripted model calls a tool ``N`` times
 (``--tool-kb`` KB of output each) then answers. Prints the median think
-activity latency (from history: started to completed) and wall time per step.
+activity latency (from history: started to completed), wall time per step, and
+a cold read: the whole conversation read by a worker that has not seen it (what a
+think costs when it lands on another host).
 Figures only; nothing is asserted. The S3 figures are a lower bound for a real
 bucket, whose round trips are longer than loopback's.
 """
@@ -16,6 +18,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import json
 import os
 import statistics
 import sys
@@ -38,6 +41,17 @@ from tests.conftest import make_config  # noqa: E402
 from tests.s3_server import aws_env, create_bucket, moto_server  # noqa: E402
 
 
+def last_head(history) -> str:  # type: ignore[no-untyped-def]
+    """The conversation head the run's last think returned."""
+    head = ""
+    for e in history.events:
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
+            result = json.loads(e.activity_task_completed_event_attributes.result.payloads[0].data)
+            if isinstance(result, dict) and "head" in result:
+                head = result["head"]
+    return head
+
+
 def think_latencies_ms(history) -> list[float]:  # type: ignore[no-untyped-def]
     """Started-to-completed time of each think activity, from the history's own timestamps."""
     think_ids, started, out = set(), {}, []
@@ -54,7 +68,7 @@ def think_latencies_ms(history) -> list[float]:  # type: ignore[no-untyped-def]
     return out
 
 
-async def measure(env, store: ContentStore, steps: int, size: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
+async def measure(env, store: ContentStore, steps: int, size: int) -> tuple[float, float, str]:  # type: ignore[no-untyped-def]
     model = f"bench-store-{uuid.uuid4().hex[:6]}"
     register_provider(model, ScriptedModel(script=[tool_use("big_output", {"size": size}) for _ in range(steps)] + [answer("done")]))
     try:
@@ -69,8 +83,8 @@ async def measure(env, store: ContentStore, steps: int, size: int) -> tuple[floa
             result = await handle.result()
         elapsed = time.monotonic() - started
         assert result.status == "success", result
-        latencies = think_latencies_ms(await handle.fetch_history())
-        return statistics.median(latencies), elapsed / (steps + 1) * 1000
+        history = await handle.fetch_history()
+        return statistics.median(think_latencies_ms(history)), elapsed / (steps + 1) * 1000, last_head(history)
     finally:
         unregister_provider(model)
 
@@ -94,15 +108,22 @@ async def main() -> None:
                     store = open_store(ring, url=url)
                     with contextlib.suppress(Exception):
                         await store.check()
-                    think, per_step = await measure(env, store, steps, size)
+                    think, per_step, head = await measure(env, store, steps, size)
                     await store.close()
-                    rows.append((backend, steps, think, per_step))
-                    print(f"  {backend:5} {steps:4} steps: think {think:6.1f} ms (median), {per_step:6.1f} ms per step", flush=True)
-    print(f"\nbackend  steps  think ms  ms/step   ({args.tool_kb:g} KB tool output a step{', encrypted' if ring else ''})")
-    local = {s: (t, p) for b, s, t, p in rows if b == "local"}
-    for backend, steps, think, per_step in rows:
-        ratio = "" if backend == "local" else f"   x{per_step / local[steps][1]:.2f} of local per step"
-        print(f"{backend:7} {steps:6} {think:9.1f} {per_step:8.1f}{ratio}")
+                    cold_store = open_store(ring, url=url)  # another host: nothing cached
+                    await cold_store.backend.read("health/warm-up")  # its client connected, as a running worker's is
+                    started = time.monotonic()
+                    conversation = await cold_store.messages(head)
+                    cold = (time.monotonic() - started) * 1000
+                    await cold_store.close()
+                    rows.append((backend, steps, think, per_step, cold))
+                    print(f"  {backend:5} {steps:4} steps: think {think:6.1f} ms (median), {per_step:6.1f} ms per step, "
+                          f"cold read of {len(conversation)} messages {cold:6.0f} ms", flush=True)
+    print(f"\nbackend  steps  think ms  ms/step  cold read ms   ({args.tool_kb:g} KB tool output a step{', encrypted' if ring else ''})")
+    local = {s: p for b, s, _t, p, _c in rows if b == "local"}
+    for backend, steps, think, per_step, cold in rows:
+        ratio = "" if backend == "local" else f"   x{per_step / local[steps]:.2f} of local per step"
+        print(f"{backend:7} {steps:6} {think:9.1f} {per_step:8.1f} {cold:13.0f}{ratio}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@ content lives here, addressed by the SHA-256 of its canonical JSON, and the
 workflow carries only references: a conversation is a chain of nodes
 ``{"prev": ref, "message": {...}}`` and its head reference names it all.
 Writing the same content twice yields the same key, which is what makes
-activity retries harmless.
+activity retries harmless. Every 32 messages a node also names a *segment*
+holding the messages since the previous one, so a worker that has not seen a
+conversation (a think landing on another host) reads it in a few requests
+instead of one per message; the cost is storing each message twice.
 
 Where the bytes live is a :class:`~durable_agent.blobs.BlobBackend`, chosen by
 ``AGENT_STORE_URL`` (:func:`open_store`): a local directory (``file:///path``;
@@ -80,6 +83,8 @@ __all__ = [
 REF_PREFIX = "sha256:"
 NAMED_PREFIX = "named/"
 PROBE_PREFIX = "health/"
+#: Messages between segments: a conversation's cold read takes at most this many node reads, plus one per segment.
+SEGMENT_MESSAGES = 32
 _NAME = re.compile(r"[A-Za-z0-9._:-]+(/[A-Za-z0-9._:-]+)*")
 
 
@@ -105,6 +110,15 @@ class MissingContent(KeyError):
             f"content {self.ref} is not in the store at {self.location}: every worker must share one store "
             "(AGENT_STORE_URL=s3://... or a shared volume), and gc must not collect content of live runs"
         )
+
+
+@dataclass(frozen=True)
+class _Chain:
+    """A conversation as this process knows it: its messages, and its latest segment (covering the first ``segment_len``)."""
+
+    messages: list[dict[str, Any]]
+    segment: str | None
+    segment_len: int
 
 
 @dataclass(frozen=True)
@@ -135,7 +149,7 @@ class ContentStore:
         """
         self.backend: BlobBackend = backend or DirectoryBackend(root if root is not None else state_dir() / "content")
         self.ring = ring
-        self._chains: OrderedDict[str, list[dict[str, Any]]] = OrderedDict()
+        self._chains: OrderedDict[str, _Chain] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
 
@@ -185,12 +199,29 @@ class ContentStore:
         return self._open(data)
 
     async def append(self, head: str | None, message: dict[str, Any]) -> str:
-        """Append ``message`` to the conversation ``head``; return the new head."""
-        new_head = await self.put({"prev": head, "message": message})
+        """Append ``message`` to the conversation ``head``; return the new head.
+
+        Every :data:`SEGMENT_MESSAGES` messages the node also names a *segment*, a blob
+        with the messages since the previous segment, so a worker that has not seen the
+        conversation reads it in a few requests rather than one per message (on S3 each
+        request is a round trip). A worker that has not cached the conversation appends
+        plain nodes; the next worker that has writes the segment.
+        """
         with self._lock:
-            cached = self._chains.get(head) if head is not None else []
-            if cached is not None:
-                self._remember(new_head, [*cached, message])
+            cached = self._chains.get(head) if head is not None else _Chain([], None, 0)
+        node: dict[str, Any] = {"prev": head, "message": message}
+        chain: _Chain | None = None
+        if cached is not None:
+            messages = [*cached.messages, message]
+            chain = _Chain(messages, cached.segment, cached.segment_len)
+            if len(messages) - cached.segment_len >= SEGMENT_MESSAGES:
+                segment = await self.put({"prev": cached.segment, "messages": messages[cached.segment_len :]})
+                node["segment"] = segment
+                chain = _Chain(messages, segment, len(messages))
+        new_head = await self.put(node)
+        if chain is not None:
+            with self._lock:
+                self._remember(new_head, chain)
         return new_head
 
     async def messages(self, head: str | None) -> list[dict[str, Any]]:
@@ -201,25 +232,41 @@ class ContentStore:
             cached = self._chains.get(head)
             if cached is not None:
                 self._chains.move_to_end(head)
-                return list(cached)
-        out: list[dict[str, Any]] = []
+                return list(cached.messages)
+        newest_first: list[dict[str, Any]] = []
+        earlier: _Chain = _Chain([], None, 0)
         ref: str | None = head
         while ref is not None:
             with self._lock:
                 cached = self._chains.get(ref)
             if cached is not None:
-                out.extend(reversed(cached))
+                earlier = cached
                 break
             node = await self.get(ref)
-            out.append(node["message"])
+            if node.get("segment"):
+                # This node's message is the segment's last: the segments hold all up to here.
+                earlier = await self._segments(node["segment"])
+                break
+            newest_first.append(node["message"])
             ref = node["prev"]
-        out.reverse()
+        chain = _Chain([*earlier.messages, *reversed(newest_first)], earlier.segment, earlier.segment_len)
         with self._lock:
-            self._remember(head, out)
-        return list(out)
+            self._remember(head, chain)
+        return list(chain.messages)
 
-    def _remember(self, head: str, messages: list[dict[str, Any]]) -> None:
-        self._chains[head] = messages
+    async def _segments(self, last: str) -> _Chain:
+        """Every message up to the end of segment ``last``, following the segments back."""
+        parts: list[list[dict[str, Any]]] = []
+        ref: str | None = last
+        while ref is not None:
+            segment = await self.get(ref)
+            parts.append(segment["messages"])
+            ref = segment["prev"]
+        messages = [m for part in reversed(parts) for m in part]
+        return _Chain(messages, last, len(messages))
+
+    def _remember(self, head: str, chain: _Chain) -> None:
+        self._chains[head] = chain
         self._chains.move_to_end(head)
         while len(self._chains) > self._cache_size:
             self._chains.popitem(last=False)

@@ -9,12 +9,13 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from durable_agent.blobs import StoreUnavailable
 from durable_agent.encryption import DecryptionError, KeyRing
-from durable_agent.store import ContentStore, MissingContent, open_store
+from durable_agent.store import SEGMENT_MESSAGES, ContentStore, MissingContent, open_store
 from tests.s3_server import aws_env, create_bucket, moto_server
 
 MARKER = "MARKER-store-5b1e"
@@ -197,3 +198,62 @@ class TestGcCommand:
             await s.get(old)
         assert await s.get(young) == {"young": 1}
         assert await s.read_named("decisions/r-1") == {"kept": True}
+
+
+class CountingReads:
+    """A backend wrapper that counts reads (a cold read's cost is its number of requests)."""
+
+    def __init__(self, backend: Any) -> None:
+        self.backend = backend
+        self.location = backend.location
+        self.reads = 0
+
+    async def read(self, key: str) -> bytes | None:
+        self.reads += 1
+        return await self.backend.read(key)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.backend, name)
+
+
+class TestSegments:
+    """A worker that has not seen a conversation reads it in a few requests, not one per message."""
+
+    async def test_cold_read_is_whole_and_cheap(self, store: ContentStore, store_url: str) -> None:
+        head = None
+        written = [{"role": "user" if i % 2 else "assistant", "content": f"m{i}"} for i in range(150)]
+        for message in written:
+            head = await store.append(head, message)
+        cold = open_store(url=store_url)
+        counting = CountingReads(cold.backend)
+        cold.backend = counting  # type: ignore[assignment]
+        try:
+            assert await cold.messages(head) == written
+            assert counting.reads <= SEGMENT_MESSAGES + 150 // SEGMENT_MESSAGES + 1, counting.reads
+            # It goes on from there, writing segments of its own.
+            for message in written[:40]:
+                head = await cold.append(head, message)
+        finally:
+            await cold.close()
+        again = open_store(url=store_url)
+        try:
+            assert await again.messages(head) == written + written[:40]
+        finally:
+            await again.close()
+
+    async def test_chains_without_segments_still_read(self, store: ContentStore, store_url: str) -> None:
+        """Conversations written before segments (or by a worker without the chain cached)."""
+        head = None
+        for i in range(70):
+            head = await store.put({"prev": head, "message": {"role": "user", "content": f"old {i}"}})
+        cold = open_store(url=store_url)
+        try:
+            assert [m["content"] for m in await cold.messages(head)] == [f"old {i}" for i in range(70)]
+            head = await cold.append(head, {"role": "assistant", "content": "new"})
+        finally:
+            await cold.close()
+        fresh = open_store(url=store_url)
+        try:
+            assert [m["content"] for m in await fresh.messages(head)][-2:] == ["old 69", "new"]
+        finally:
+            await fresh.close()
