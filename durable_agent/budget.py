@@ -80,10 +80,14 @@ class Lease(BaseModel):
 
 
 class HolderMemo(BaseModel):
-    """The last lease request a run made and its answer, so a retry is answered the same."""
+    """The last lease request a run made, so a retry is answered, never applied twice.
+
+    A few bytes per run: a retry of a granted request is answered from the run's
+    open lease, so a busy day's ledger carries little across continue-as-new.
+    """
 
     seq: int
-    answer: "LeaseResult"
+    refused: bool = False
     seen_at: datetime
 
 
@@ -341,9 +345,6 @@ class LeaseResult(Balance):
     closed: bool = Field(default=False, description="The day's ledger has closed: lease from today's instead.")
 
 
-HolderMemo.model_rebuild()
-
-
 class HeldLease(BaseModel):
     """A run's side of its lease: carried in the run's state (and across continue-as-new)."""
 
@@ -388,8 +389,12 @@ def lease(state: LedgerState, request: LeaseRequest, now: datetime) -> LeaseResu
     what is neither spent nor leased, and a run calls only within its lease.
     """
     memo = state.holders.get(request.holder)
-    if memo is not None and memo.seq >= request.seq:
-        return memo.answer
+    if memo is not None and memo.seq >= request.seq:  # a retry: answered again, nothing applied
+        open_lease = state.leases.get(request.holder)
+        if open_lease is not None and open_lease.seq == request.seq:
+            return _lease_result(state, request, True, amount=open_lease.amount_usd)
+        message = refusal_message(state, request.min_usd) if memo.refused else "returned"
+        return _lease_result(state, request, not memo.refused, message)
     if memo is None and request.sent_at is not None and request.sent_at < now - REMEMBER_FOR:
         # Older than anything remembered: it may have been applied already; charging it again could double count.
         return _lease_result(state, request, False, "the request is older than the ledger remembers; ignored")
@@ -413,7 +418,7 @@ def lease(state: LedgerState, request: LeaseRequest, now: datetime) -> LeaseResu
             )
             state.granted += 1
             answer = _lease_result(state, request, True, amount=amount)
-    state.holders[request.holder] = HolderMemo(seq=request.seq, answer=answer, seen_at=now)
+    state.holders[request.holder] = HolderMemo(seq=request.seq, refused=not answer.granted, seen_at=now)
     return answer
 
 

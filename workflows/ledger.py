@@ -142,7 +142,6 @@ class BudgetLedger(EntityWorkflow):
         self._show()
         while True:
             now = workflow.now()
-            budget.forget(self.state, now)
             expired = budget.expire(self.state, now)
             if expired:
                 workflow.logger.warning("reservations expired unsettled: %s", ", ".join(expired))
@@ -150,6 +149,8 @@ class BudgetLedger(EntityWorkflow):
             if now >= closes:
                 break
             if self._continue_due():
+                # What it no longer needs to remember stays behind (a scan of every memo: only here, not per wake).
+                budget.forget(self.state, now)
                 await self._continue_as_new(start.model_copy(update={"state": self.state, "limit_usd": self.state.limit_usd}))
             wake = min(closes, budget.next_expiry(self.state) or closes)
             await self._sleep_until(wake, "next reservation expiry or the ledger's end")

@@ -124,9 +124,9 @@ class SharedLimits(RunRecords):
         if held is None or not held.open:
             return
         result = await self._lease(held.day, min_usd=0.0, want_usd=0.0)
-        if result.closed and held.used_usd > 0:
-            self._warn(f"DAILY_BUDGET_UNSETTLED: ${held.used_usd:.6f} spent on {held.day} reached its ledger after it closed")
-
+        if (result.closed or not result.granted) and held.used_usd > 0:
+            why = "after it closed" if result.closed else f"too late to be counted ({result.message})"
+            self._warn(f"DAILY_BUDGET_UNSETTLED: ${held.used_usd:.6f} spent on {held.day} reached its ledger {why}")
 
     async def _reserve_daily(self, estimate: float) -> tuple[bool, str]:
         """Reserve ``estimate`` from the agent's shared daily budget (when it has one).
