@@ -212,6 +212,9 @@ class ModelRateLimits:
 
     #: Longest wait spent inside one think attempt (its timeout is 5 minutes); longer waits retry later.
     MAX_WAIT_IN_ACTIVITY = 200.0
+    #: Seconds added to each window: a request reaches the provider a little after its slot, and
+    #: one delayed more than the next must not land in the next one's window there.
+    DISPATCH_SLACK = 1.0
 
     def __init__(self, client: Client, windows: dict[str, dict[str, Window]], start_queue: str | None = None) -> None:
         self.client = client
@@ -243,9 +246,10 @@ class ModelRateLimits:
             ApplicationError: retryable, with the wait as its delay, when the slot is
                 further off than one attempt may wait (the next attempt asks again).
         """
-        windows = self.windows(model)
-        if windows is None:
+        configured = self.windows(model)
+        if configured is None:
             return 0.0
+        windows = {dim: w.model_copy(update={"period_seconds": w.period_seconds + self.DISPATCH_SLACK}) for dim, w in configured.items()}
         if queue not in self._clients:
             self._clients[queue] = LimitsClient(self.client, queue, self.start_queue)
         observed = list(self._seen.pop(model, {}).values())

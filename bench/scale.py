@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import gc
 import logging
 import os
 import statistics
@@ -77,7 +79,12 @@ class LoopModel:
 
 
 def rss_mb() -> float:
-    """This process's resident memory in MB (the worker runs here)."""
+    """This process's resident memory in MB (the worker runs here), after giving freed memory back."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # freed heap goes back to the system, so RSS shows what is held
+    except OSError:
+        pass
     with open("/proc/self/status") as status:
         for line in status:
             if line.startswith("VmRSS:"):
@@ -137,6 +144,7 @@ async def per_step(bench: Bench, steps: int, reps: int, idle: float) -> dict[str
 async def waiting_memory(bench: Bench, kind: str, count: int) -> float:
     """MB of worker memory per run waiting (agent: for an approval; bare: for a signal)."""
     await asyncio.sleep(1.0)
+    gc.collect()
     before = rss_mb()
     handles = await asyncio.gather(*(bench.start(kind, 1, wait=True) for _ in range(count)))
     for handle in handles:  # every run has reached its wait
@@ -149,6 +157,7 @@ async def waiting_memory(bench: Bench, kind: str, count: int) -> float:
                 break
             await asyncio.sleep(0.05)
     await asyncio.sleep(1.0)
+    gc.collect()
     after = rss_mb()
     await asyncio.gather(*(h.terminate("bench over") for h in handles))
     return (after - before) / count
@@ -204,6 +213,9 @@ async def main() -> None:
             memory = {kind: await waiting_memory(bench, kind, args.waiting) for kind in ("bare", "agent")}
 
     print(f"cores: {os.cpu_count()}; one dev server, one worker process; 8 KB tool outputs")
+    if sys.dont_write_bytecode:
+        print("note: PYTHONDONTWRITEBYTECODE is set, so each run's sandbox compiles the workflow modules from source "
+              "(tens of ms a run); unset it for the figures a deployed worker sees")
     print(f"{'scenario':<52} {'bare Temporal':>14} {'durable-agent':>22} {'with a daily budget':>22}")
 
     def row(label: str, values: dict[str, float], unit: str, higher_is_better: bool = False) -> None:
