@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from durable_agent import contracts, genai, stops
+from durable_agent import contracts, genai, logs, stops
 from durable_agent.encryption import DecryptionError
 from durable_agent.activities.approvals import ApprovalIndex
 from durable_agent.errors import InvalidToolArguments, ToolAuthError, ToolError, ToolRateLimited, ToolTimeout
@@ -54,7 +54,7 @@ from durable_agent.tools import registry as default_registry
 if TYPE_CHECKING:
     from durable_agent.activities.budget import ModelRateLimits
 
-log = logging.getLogger("durable_agent.activities")
+log = logs.ActivityLogger(logging.getLogger("durable_agent.activities"), None)
 
 #: Longest tool result the model is shown, in characters (the store keeps all of it).
 MAX_RESULT_CHARS = 100_000
@@ -248,10 +248,14 @@ class AgentActivities:
                 "think failed (step %s, attempt %s, request %s): %s: %s; %s",
                 request.step, attempt, exc.request_id or "-", exc.kind.value, exc.message,
                 "giving up" if delay is None else f"retrying in {delay:.2f}s",
+                extra={"step": request.step},
             )
             raise _retry_error(exc.message, exc.kind, delay, status_code=exc.status_code, request_id=exc.request_id) from None
         duration_ms = int((time.monotonic() - started) * 1000)
-        log.info("think step %s attempt %s: request %s, stop %s", request.step, attempt, response.request_id or "-", response.stop_reason)
+        log.info(
+            "think step %s attempt %s: request %s, stop %s", request.step, attempt, response.request_id or "-", response.stop_reason,
+            extra={"step": request.step},
+        )
         if self.model_limits is not None:
             self.model_limits.note_headers(request.model, response.rate_limit_headers)
         assert head is not None
@@ -376,7 +380,7 @@ class AgentActivities:
             raise
         except Exception as exc:
             delay = next_delay(plan, ErrorKind.TOOL_CRASH, info.attempt)
-            log.warning("tool %s crashed (attempt %s): %r", call.name, info.attempt, exc)
+            log.warning("tool %s crashed (attempt %s): %r", call.name, info.attempt, exc, extra={"tool": call.name})
             raise _retry_error(f"{call.name} crashed: {type(exc).__name__}: {_error_text(exc)}", ErrorKind.TOOL_CRASH, delay) from None
         return await self._tool_done(call, result, _ms(started))
 

@@ -14,13 +14,30 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from typing import Any
+
+from temporalio import activity
 
 FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: Fields the agent's own code passes with ``extra=``, copied as they are.
 AGENT_FIELDS = ("step", "tool", "approval_id", "record_id", "agent")
+
+_json_lines = False
+
+
+class ActivityLogger(activity.LoggerAdapter):
+    """Temporal's activity logger adapter over one of our loggers: each record carries the run's identity.
+
+    In text mode the identity is also appended to the message, as Temporal does;
+    JSON lines have it as fields already.
+    """
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        self.activity_info_on_message = not _json_lines
+        return super().process(msg, kwargs)
 
 
 class JsonFormatter(logging.Formatter):
@@ -77,11 +94,13 @@ def log_format(flag: str | None = None) -> str:
 
 def configure(level: str = "INFO", fmt: str = "text") -> None:
     """Send the process's logs to standard error, as text or JSON lines."""
+    global _json_lines
+    _json_lines = fmt == "json"
     handler = logging.StreamHandler()
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
         # The adapters also append the run's details to the message text; JSON has them as fields.
-        from temporalio import activity, workflow
+        from temporalio import workflow
 
         workflow.logger.workflow_info_on_message = False
         activity.logger.activity_info_on_message = False

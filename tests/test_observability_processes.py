@@ -73,9 +73,11 @@ class TestWorkerEndpoints:
         processes.kill(worker)
         log = sorted(processes.logs.glob("worker-*.log"))[0].read_text()
         lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
-        steps = [line for line in lines if line.get("workflow_id") == handle.id and "step" in line]
+        steps = [line for line in lines if line.get("workflow_id") == handle.id and "step" in line and "activity_type" not in line]
         assert [(line["step"], line.get("tool")) for line in steps] == [(1, "lookup_order"), (2, "search_kb"), (3, "issue_refund"), (4, None)]
         assert all(line["run_id"] and line["level"] == "INFO" for line in steps)
+        thinks = [line for line in lines if line.get("activity_type") == "think" and line.get("workflow_id") == handle.id]
+        assert [line["step"] for line in thinks] == [1, 2, 3, 4] and all(line["attempt"] == 1 for line in thinks)
 
     async def test_a_bad_metrics_port_stops_the_worker_at_start(self, state_dir: Path, server_address: str, tmp_path: Path, processes: Processes) -> None:
         config = tmp_path / "agents.toml"
