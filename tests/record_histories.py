@@ -111,6 +111,18 @@ async def _cancel_while_waiting(handle: WorkflowHandle[Any, Any]) -> None:
     await handle.cancel()
 
 
+async def _resume_then_stop(handle: WorkflowHandle[Any, Any]) -> None:
+    """A run paused by an anomaly rule: resumed by one reviewer, paused again, stopped by another."""
+    first = (await _wait_pending(handle)).pending_approvals[0].approval_id
+    await handle.execute_update("review", {"approval_id": first, "approved": True, "reviewer": "alice"})
+    for _ in range(200):
+        pending = [p for p in (await handle.query("status", result_type=StatusView)).pending_approvals if p.approval_id != first]
+        if pending:
+            break
+        await asyncio.sleep(0.05)
+    await handle.execute_update("review", {"approval_id": pending[0].approval_id, "approved": False, "reviewer": "bob"})
+
+
 Scenario = tuple[str, dict[str, Any], dict[str, Any] | None, list[dict[str, Any]] | None, Callable[[WorkflowHandle[Any, Any]], Awaitable[None]] | None]
 
 SCENARIOS: list[Scenario] = [
@@ -147,6 +159,9 @@ SCENARIOS: list[Scenario] = [
     ("scripted_records_stored_loop_stopped", {"task": "x", "model": "SCRIPTED"}, {"anomalies": {"on_loop": "stop"}},
      [tool_use("search_kb", {"query": "a"}), tool_use("search_kb", {"query": "b"}),
       tool_use("search_kb", {"query": "a"}), tool_use("search_kb", {"query": "b"}), answer("never")], None),
+    # A loop that pauses the run through the approval mechanism (patch anomaly-pause): resumed, then stopped.
+    ("scripted_anomaly_paused_then_stopped", {"task": "x", "model": "SCRIPTED"}, {"anomalies": {"on_loop": "pause"}},
+     [tool_use("search_kb", {"query": "a"})] * 4 + [answer("never")], _resume_then_stop),
 ]
 
 #: Entity workflows a scenario drives, recorded after it: (file name, workflow id template).

@@ -11,10 +11,11 @@ from typing import Any
 
 from durable_agent import trace
 from durable_agent.cli import trace as trace_cli
-from durable_agent.schemas import DecisionRecord, Usage
+from durable_agent.schemas import DecisionRecord, StatusView, Usage
 from durable_agent.testing import answer, tool_use
 from tests import tools_for_tests
 from tests.conftest import Harness, make_config
+from tests.test_approvals import current_details
 from tests.test_failures import approval_pending, until
 
 
@@ -93,7 +94,8 @@ class TestTraceCommand:
             follow = asyncio.create_task(trace_cli.main(trace_args(handle.id, server_address, follow=True), out=followed))
             await until(lambda: "search_kb" in followed.getvalue(), "the follower shows what is there")
             assert not follow.done()
-            await handle.signal("approve", {"approval_id": "apr-3", "reviewer": "alice"})
+            pending = (await handle.query("status", result_type=StatusView)).pending_approvals[0]
+            await handle.signal("approve", {"approval_id": pending.approval_id, "reviewer": "alice"})
             assert await asyncio.wait_for(follow, 60) == 0
         rows = [line.split()[2] for line in followed.getvalue().splitlines()[1:-1]]
         assert rows == ["lookup_order", "search_kb", "issue_refund", "-"]
@@ -138,3 +140,49 @@ class TestAnomaliesThatStop:
         assert records[-1].observation["status"] == "stopped"
         assert "cycle echo -> echo" in records[-1].observation["message"]
         assert any(w.startswith("POSSIBLE_LOOP") for w in records[-1].warnings)
+
+
+class TestAnomaliesThatPause:
+    """A profile can make an anomaly hold the run for a reviewer, through the approval mechanism."""
+
+    async def test_a_loop_is_paused_resumed_and_then_stopped_by_a_reviewer(self, harness: Harness) -> None:
+        same = tool_use("echo", {"text": "again"})
+        model, _ = harness.scripted([same, same, same, same, answer("never")])
+        config = make_config({"helper": {"tools": ["echo"], "model": model, "anomalies": {"on_loop": "pause"}}})
+        async with harness.worker(config):
+            handle = await harness.start({"task": "say it again"})
+            first = await _paused(handle)
+            assert "POSSIBLE_LOOP" in first.reason and "echo called 3 times" in first.reason
+            details = await current_details(handle)
+            assert first.approval_id in details and "POSSIBLE_LOOP" in details
+            assert len(tools_for_tests.calls("echo")) == 2  # the third call waits
+            await handle.execute_update("review", {"approval_id": first.approval_id, "approved": True, "reviewer": "alice"})
+
+            second = await _paused(handle, after=first.approval_id)
+            assert len(tools_for_tests.calls("echo")) == 3  # resumed: the held call ran
+            await handle.execute_update(
+                "review", {"approval_id": second.approval_id, "approved": False, "reviewer": "bob", "comment": "stuck in a loop"}
+            )
+            result = await handle.result()
+        assert result.status == "stopped"
+        assert "POSSIBLE_LOOP" in (result.answer or "") and "bob" in (result.answer or "")
+        assert [(a.approval_id, a.status, a.reviewer) for a in result.approvals] == [
+            (first.approval_id, "approved", "alice"), (second.approval_id, "rejected", "bob"),
+        ]
+        assert len(tools_for_tests.calls("echo")) == 3
+        records = await trace.read_records(harness.store, handle.id)
+        assert [r.observation["status"] for r in records] == ["ok", "ok", "ok", "stopped"]
+        assert records[-1].observation["approval_id"] == second.approval_id
+
+
+async def _paused(handle: Any, after: str | None = None) -> Any:
+    """The run's pending pause (another than ``after``), once it waits."""
+    found: list[Any] = []
+
+    async def pending() -> bool:
+        status = await handle.query("status", result_type=StatusView)
+        found[:] = [p for p in status.pending_approvals if p.approval_id != after]
+        return bool(found)
+
+    await until(pending, "the run pauses")
+    return found[0]

@@ -196,7 +196,10 @@ class TestGenAIConventions:
                 await asyncio.sleep(0.1)
             assert status.pending_approvals
             spans = SPANS.get_finished_spans()
-            await handle.terminate("test over")
+            waiting = sum(p.value for p in _metric_points("agent.approvals.waiting") if p.attributes.get("agent") == "support")
+            await handle.signal("reject", {"approval_id": status.pending_approvals[0].approval_id, "reviewer": "test"})
+            await handle.result()
+            after = sum(p.value for p in _metric_points("agent.approvals.waiting") if p.attributes.get("agent") == "support")
         # Temporal's span of the start names the workflow: it gives the run's trace.
         trace_ids = {
             s.context.trace_id for s in spans if s.name.startswith("StartWorkflow") and (s.attributes or {}).get("temporalWorkflowID") == workflow_id
@@ -207,6 +210,8 @@ class TestGenAIConventions:
         assert names.count("agent_step") >= 2 and names.count("chat offline") >= 2, names
         assert "execute_tool lookup_order" in names
         assert "invoke_agent support" not in names
+        # The approval was counted as waiting while it waited, and no longer once decided.
+        assert waiting >= 1 and after == waiting - 1
 
     async def test_the_starters_span_is_the_runs_root(self, server_address: str, state_dir, monkeypatch: pytest.MonkeyPatch) -> None:
         from durable_agent.cli import run as run_cli

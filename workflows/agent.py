@@ -68,6 +68,14 @@ def _invalid_input(problems: str) -> ApplicationError:
     return ApplicationError("invalid AgentWorkflow input: " + problems, type="InvalidInput", non_retryable=True)
 
 
+def _pause_outcome(held: ApprovalRecord) -> str:
+    """Why a paused run stops: who stopped it (and their comment), or that nobody resumed it in time."""
+    if held.status == "timed_out":
+        return "no reviewer resumed the paused run in time"
+    comment = f": {held.comment}" if held.comment else ""
+    return f"the paused run was stopped by {held.reviewer or 'a reviewer'}{comment}"
+
+
 def tool_cancellation(info: ToolInfo) -> ActivityCancellationType:
     """How a cancelled run stops a tool: one that changes the world is waited for, so the run
     reports "cancelled" only once the tool has stopped (a refund is not left half-committed)."""
@@ -162,6 +170,7 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
         await self._records_written()  # every record kept before the run reports its end
         self.phase = "done"
         self.pending.clear()  # a closed run takes no more decisions; do not advertise any
+        self._count_waiting()
         workflow.set_current_details(f"**{result.status}** after {result.steps} steps, ${result.total_cost:.4f}")
         if result.status == "failed":
             raise ApplicationError(result.error or "the run failed", result.model_dump(mode="json"), type="AgentRunFailed", non_retryable=True)
@@ -281,8 +290,15 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
             warnings, action, why = self._anomalies(call, step_cost if index == 0 else 0.0, out.usage if index == 0 else Usage())
             if index == 0:
                 warnings = step_warnings + warnings
+            held: ApprovalRecord | None = None
+            if action == "pause" and workflow.patched("anomaly-pause"):
+                held = await self._pause_for_anomaly(call, why)
+                if held.status != "approved":
+                    action, why = "stop", f"{why}; {_pause_outcome(held)}"
             if action == "stop":
-                observation = self._observe(call, "stopped", f"STOPPED by an anomaly rule: {why}. The action was not executed.", error=True)
+                observation = self._observe(
+                    call, "stopped", f"STOPPED: {why}. The action was not executed.", error=True, approval_id=held.approval_id if held else None
+                )
             else:
                 observation = await self._act(call, index)
             warnings = warnings + observation.pop(RESULT_WARNINGS, [])
@@ -302,6 +318,19 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
             if self.cancelled_during_tool:
                 raise asyncio.CancelledError
         return None
+
+    async def _pause_for_anomaly(self, call: ToolCall, why: str) -> ApprovalRecord:
+        """Hold the run before ``call`` through the approval mechanism: approving resumes it, anything else stops it.
+
+        The held decision names the anomaly in its reason, so the status query, the
+        current details and the reviewer's notice say why the run waits.
+        """
+        return await self._request_decision(
+            "pause",
+            {"tool": call.name, "args": call.args},
+            reason=f"the run is paused by an anomaly rule ({why}); approve to resume it (the action then goes through "
+            "its own policy), reject to stop the run",
+        )
 
     # ------------------------------------------------------------------ think
 

@@ -219,7 +219,14 @@ class RunRecords(RunState):
             except asyncio.CancelledError:
                 return  # cancelled while closing: the activities go on, the run ends
 
+    def _count_waiting(self) -> None:
+        """Bring the ``agent.approvals.waiting`` metric in line with this run's pending approvals."""
+        if self.agent is not None and len(self.pending) != self.waiting_counted:
+            telemetry.count_approvals_waiting(self.agent.name, len(self.pending) - self.waiting_counted)
+            self.waiting_counted = len(self.pending)
+
     def _details(self, text: str) -> None:
+        self._count_waiting()  # the details change whenever an approval opens or closes
         if self.phase not in ("waiting_for_approval", "waiting_for_rate_limit", "waiting_for_budget"):
             self.waiting_for = None
         left = []

@@ -94,6 +94,8 @@ class RunState:
     step_records: list[DecisionRecord]
     #: ``record_decisions`` activities started and not yet awaited.
     record_writes: list[workflow.ActivityHandle[Any]]
+    #: Pending approvals already counted in the ``agent.approvals.waiting`` metric.
+    waiting_counted: int
 
     def __init__(self) -> None:
         self.input = None
@@ -133,4 +135,5 @@ class RunState:
         self.step_costs = []
         self.step_records = []
         self.record_writes = []
+        self.waiting_counted = 0
         self.daily_lease = None
