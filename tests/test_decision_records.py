@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import io
 import json
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from durable_agent import trace
+from durable_agent.encryption import KeyRing
+from durable_agent.store import ContentStore
 from durable_agent.cli import trace as trace_cli
 from durable_agent.schemas import DecisionRecord, StatusView, Usage
 from durable_agent.testing import answer, tool_use
@@ -17,6 +22,7 @@ from tests import tools_for_tests
 from tests.conftest import Harness, make_config
 from tests.test_approvals import current_details
 from tests.test_failures import approval_pending, until
+from tests.test_trace_records import make_record
 
 
 def sink_lines(state: Path) -> list[dict[str, Any]]:
@@ -186,3 +192,25 @@ async def _paused(handle: Any, after: str | None = None) -> Any:
 
     await until(pending, "the run pauses")
     return found[0]
+
+
+class TestTraceCommandStore:
+    """`durable-agent trace` reads the store the workers use, encrypted or not."""
+
+    async def test_an_encrypted_store_named_by_url(
+        self, tmp_path: Path, server_address: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        keys = "k1:" + base64.b64encode(bytes(range(32))).decode()
+        store = ContentStore(tmp_path / "elsewhere", ring=KeyRing.parse(keys))
+        trace.configure(str(tmp_path / "trace.jsonl"))
+        await trace.publish(store, make_record(1))
+        monkeypatch.setenv("AGENT_STORE_URL", (tmp_path / "elsewhere").as_uri())
+        monkeypatch.setenv("AGENT_ENCRYPTION_KEYS", keys)
+        out = io.StringIO()
+        assert await trace_cli.main(trace_args("run/1", server_address, json=True), out=out) == 0
+        assert json.loads(out.getvalue())["record_id"] == "run/1/first-run/1/0"
+        monkeypatch.delenv("AGENT_ENCRYPTION_KEYS")
+        # Without the keys the sealed record cannot be read: said plainly, nothing printed.
+        out = io.StringIO()
+        assert await trace_cli.main(trace_args("run/1", server_address, json=True), out=out) == 2
+        assert out.getvalue() == "" and "AGENT_ENCRYPTION_KEYS" in capsys.readouterr().err

@@ -23,7 +23,8 @@ from temporalio.service import RPCError
 from durable_agent import contracts, trace
 from durable_agent.connection import connect
 from durable_agent.schemas import DecisionRecord
-from durable_agent.store import ContentStore
+from durable_agent.encryption import DecryptionError, KeyRing
+from durable_agent.store import ContentStore, open_store
 
 COLUMNS = ("STEP", "ACTION", "TOOL", "STATUS", "DURATION", "TOKENS", "COST", "WARNINGS")
 WIDTHS = (5, 7, 18, 18, 9, 8, 10)
@@ -117,7 +118,11 @@ async def show(args: argparse.Namespace, store: ContentStore, client: Client | N
 async def main(args: argparse.Namespace, out: Any = None) -> int:
     """Print the records of ``args.workflow_id``; 1 when there are none."""
     out = out or sys.stdout
-    store = ContentStore()
+    try:
+        store = open_store(KeyRing.from_env())  # as the workers see it: AGENT_STORE_URL, AGENT_ENCRYPTION_KEYS
+    except ValueError as exc:
+        print(f"trace: configuration error: {exc}", file=sys.stderr)
+        return 2
     client: Client | None = None
     try:
         client = await connect(args.address)
@@ -130,3 +135,8 @@ async def main(args: argparse.Namespace, out: Any = None) -> int:
     except RPCError as exc:
         print(f"trace: {args.workflow_id}: {exc.message}", file=sys.stderr)
         return 1
+    except DecryptionError as exc:
+        print(f"trace: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await store.close()
