@@ -165,8 +165,32 @@ def temporal_runtime() -> tuple[Any, Any]:
     from temporalio.runtime import MetricBuffer, MetricBufferDurationFormat, Runtime, TelemetryConfig
 
     buffer = MetricBuffer(10_000, duration_format=MetricBufferDurationFormat.SECONDS)
-    runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer))
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer, logging=core_logging()))
     return runtime, MetricsExporter(buffer)
+
+
+def core_logging() -> Any:
+    """The Temporal core's log lines through Python's ``logging`` (logger ``temporalio.core``).
+
+    Left to itself the core writes its warnings to standard output, where they would
+    corrupt what a command prints there (the starter's ``--json`` result).
+    """
+    from temporalio.runtime import LogForwardingConfig, LoggingConfig, TelemetryFilter
+
+    return LoggingConfig(
+        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+        forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+    )
+
+
+def install_default_runtime() -> None:
+    """Make the process's default Temporal runtime one whose core logs go through :func:`core_logging`.
+
+    Called by the ``durable-agent`` command before it connects anywhere.
+    """
+    from temporalio.runtime import Runtime, TelemetryConfig
+
+    Runtime.set_default(Runtime(telemetry=TelemetryConfig(logging=core_logging())), error_if_already_set=False)
 
 
 def plugin() -> Any:

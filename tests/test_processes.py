@@ -210,6 +210,21 @@ class TestStarter:
 class TestStarterWithClaude:
     """With ANTHROPIC_API_KEY the same command thinks with Claude, through the real client."""
 
+    def test_json_output_stays_json_when_the_temporal_core_warns(self, fake_anthropic, server_address: str, state_dir: Path) -> None:
+        """The core's own warnings (here: a failed model attempt) go to stderr, never into `--json`'s stdout."""
+        from tests import fake_anthropic as fake
+
+        fake_anthropic.script(fake.error(529, "Overloaded", type="overloaded_error"), fake.text("Done."))
+        queue = f"claude-{uuid.uuid4().hex[:8]}"
+        env = subprocess_env(state_dir, server_address, AGENT_TASK_QUEUE=queue, **fake_anthropic.environ(api_key="sk-ant-test"))
+        run = subprocess.run(
+            [sys.executable, str(ROOT / "starter.py"), "--worker", "--json", "Say done"],
+            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert "temporalio_sdk_core" in run.stderr  # the core did warn, through logging
+        assert json.loads(run.stdout)["answer"] == "Done."
+
     def test_starter_drives_the_messages_api_and_never_shows_the_key(
         self, fake_anthropic, server_address: str, state_dir: Path
     ) -> None:

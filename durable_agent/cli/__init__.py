@@ -49,6 +49,9 @@ def run_command(argv: Sequence[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from durable_agent import telemetry
+
+    telemetry.install_default_runtime()  # the core's log lines go to logging (stderr), never into stdout
     main = args._module.main
     if inspect.iscoroutinefunction(main):
         return int(asyncio.run(main(args)) or 0)
