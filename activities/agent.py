@@ -25,14 +25,15 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from durable_agent import contracts, genai, logs, stops
+from durable_agent import context, contracts, genai, logs, stops
+from durable_agent.activities.context import READ_RESULT_INFO, ContextActivities
 from durable_agent.encryption import DecryptionError
 from durable_agent.activities.approvals import ApprovalIndex
 from durable_agent.errors import InvalidToolArguments, ToolAuthError, ToolError, ToolRateLimited, ToolTimeout
 from durable_agent.jsonsafe import json_safe
 from durable_agent.models import ModelError, ModelRequest, is_anthropic, provider_for
 from durable_agent.policy import approve_command
-from durable_agent.pricing import find_price
+from durable_agent.pricing import find_price, price_warnings
 from durable_agent.profiles import AgentsConfig
 from durable_agent.ratelimit import estimate_input_tokens, profile_lane
 from durable_agent.retry import TOOL_RETRY_POLICIES, ErrorKind, RetryPlan, model_retry_delay, next_delay
@@ -118,7 +119,7 @@ def _cut(text: str, limit: int) -> str:
     return text
 
 
-class AgentActivities:
+class AgentActivities(ContextActivities):
     """Activities bound to one worker's configuration, content store and tool registry."""
 
     def __init__(
@@ -181,12 +182,14 @@ class AgentActivities:
             if tool_name in profile.rate_limit_wait:
                 info.rate_limit_wait = profile.rate_limit_wait[tool_name]
             tools.append(info)
-        prompt_ref = await self.store.put(
-            {
-                "system": profile.system_prompt,
-                "tools": [{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in tools],
-            }
-        )
+        if not any(t.name == contracts.TOOL_READ_RESULT for t in tools):
+            tools.append(READ_RESULT_INFO.model_copy())  # every profile can read back an elided result
+        prompt: dict[str, Any] = {
+            "system": profile.system_prompt,
+            "tools": [{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in tools],
+        }
+        prompt_ref = await self.store.put(prompt)
+        warnings.extend(price_warnings(model, prices))
         return ResolvedAgent(
             name=name,
             model=model,
@@ -203,6 +206,10 @@ class AgentActivities:
             fallback_price=self.config.pricing.fallback,
             warnings=warnings,
             approval_index=await self.index.available() if self.index is not None else None,
+            context_window_tokens=profile.context_window_tokens,
+            thinking_budget_tokens=profile.thinking_budget_tokens,
+            context_management=profile.context_management,
+            prompt_tokens=context.estimate_request_tokens(prompt["system"], prompt["tools"], []),
         )
 
     # ------------------------------------------------------------------ think
@@ -212,16 +219,28 @@ class AgentActivities:
         """One model call. Reads the conversation from the store and appends the reply to it."""
         async with _content_errors():
             head, prompt, messages = await self._conversation(request)
+        assert head is not None  # the task, at least, was just appended
         model_request = ModelRequest(
             model=request.model,
             system=prompt["system"],
             tools=prompt["tools"],
-            messages=messages,
+            messages=context.wire_messages(messages),
             max_tokens=request.max_tokens,
             on_progress=activity.heartbeat,
             user_id=run_user_id(request.session_id),
             timeout_seconds=think_timeout(request.max_tokens).total_seconds(),
+            cache_points=context.cache_points(messages),
+            thinking_budget_tokens=request.thinking_budget_tokens,
+            context_management=request.context_management,
         )
+        provider = provider_for(request.model)
+        window = request.context_window or context.model_limits(request.model).context_window
+        limit = context.prompt_limit(window, request.max_tokens)
+        tokens = await self.prompt_tokens(provider, model_request, prompt_ref=request.prompt_ref, head=head)
+        if tokens > limit:
+            # Never sent: the workflow compacts the conversation first.
+            log.info("think step %s: prompt of %s tokens over the limit of %s; not sent", request.step, tokens, limit)
+            return ThinkOutput(head=head, model=request.model, over_window=True, prompt_tokens=tokens)
         attempt = activity.info().attempt
         await self._wait_for_model_rate_limit(model_request)
         started = time.monotonic()
@@ -230,7 +249,7 @@ class AgentActivities:
                 request.model, system=model_request.system, messages=model_request.messages, max_tokens=request.max_tokens
             ) as chat:
                 async with _heartbeating():
-                    response = await provider_for(request.model).complete(model_request)
+                    response = await provider.complete(model_request)
                 chat.set_response(
                     model=response.model,
                     response_id=response.response_id,
@@ -241,6 +260,10 @@ class AgentActivities:
         except ModelError as exc:
             if self.model_limits is not None:
                 self.model_limits.note_headers(request.model, exc.rate_limit_headers)
+            if exc.kind is ErrorKind.CONTEXT_OVERFLOW:
+                # The API counted more than we did: compact, as for a prompt we knew was too long.
+                log.warning("think step %s: the API says the prompt is too long (request %s): %s", request.step, exc.request_id or "-", exc.message)
+                return ThinkOutput(head=head, model=request.model, over_window=True, prompt_tokens=tokens, request_id=exc.request_id)
             delay = model_retry_delay(
                 exc.kind, attempt, retry_after=exc.retry_after, should_retry=exc.should_retry, unit_random=random.random()
             )
@@ -288,6 +311,7 @@ class AgentActivities:
             truncated=cut,
             cut_tool_calls=[c.name for c in calls] if cut else [],
             request_id=response.request_id,
+            prompt_tokens=tokens,
             daily_budget_usd=self._configured_daily_budget(request.agent),
         )
 
@@ -322,6 +346,8 @@ class AgentActivities:
             else:
                 text = part.text or ""
             block: dict[str, Any] = {"type": "tool_result", "tool_use_id": part.tool_use_id, "content": text}
+            if part.ref is not None:
+                block["_ref"] = part.ref  # where the full result is kept, should compaction elide it (never sent)
             if part.is_error:
                 block["is_error"] = True
             user_content.append(block)
@@ -337,6 +363,8 @@ class AgentActivities:
         """Run one tool call. Final outcomes are returned; retryable failures are raised with their delay."""
         call: ToolCall = request.call
         tool = self.tools.get(call.name)
+        if tool is None and call.name == contracts.TOOL_READ_RESULT:
+            return await self.read_result(call)
         if tool is None:
             return ToolCallOutput(status="unknown_tool", error=f"no tool named {call.name!r}", preview=f"no tool named {call.name!r}")
         info = activity.info()
@@ -452,7 +480,7 @@ class AgentActivities:
 
     def all(self) -> list[Any]:
         """Every activity of this object, for ``Worker(activities=...)``."""
-        return [self.resolve_agent, self.think, self.run_tool, self.notify_reviewer]
+        return [self.resolve_agent, self.think, self.compact, self.run_tool, self.notify_reviewer]
 
 
 def _error_text(exc: BaseException) -> str:

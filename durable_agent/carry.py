@@ -10,6 +10,8 @@ are cut; the trace sink keeps every record whole. Pure functions.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel
 
 from durable_agent.budget import HeldLease
@@ -55,6 +57,10 @@ class CarriedState(BaseModel):
     daily_lease: HeldLease | None = None
     #: The latest step costs, for the anomaly rule that compares a step with the run's median.
     step_costs: list[float] = []
+    #: For the next call's cost estimate: what it resends, how much of that is cached, since when.
+    next_prompt_tokens: int | None = None
+    cached_prompt_tokens: int = 0
+    last_think_at: datetime | None = None
 
 
 def compact_record(record: DecisionRecord) -> DecisionRecord:

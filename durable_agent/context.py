@@ -96,3 +96,162 @@ def estimate_tokens(value: Any) -> int:
 def estimate_request_tokens(system: str, tools: list[dict[str, Any]], messages: list[dict[str, Any]]) -> int:
     """:func:`estimate_tokens` of a whole request: system prompt, tool schemas and every message."""
     return estimate_tokens(system) + sum(estimate_tokens(t) for t in tools) + sum(estimate_tokens(m) for m in messages)
+
+
+# --------------------------------------------------------------------------- compaction
+#
+# Messages in the content store may carry private keys (starting with "_") that the
+# model never sees: a tool result's "_ref" (where its full text is kept), "_elided"
+# on a result reduced to a stub, "_boundary" on the last message of a compacted
+# region (a stable prefix worth a cache breakpoint). :func:`wire_messages` drops them.
+
+PRIVATE = "_"
+#: Messages at the end of the conversation that compaction never touches (the latest turns).
+KEEP_LAST_MESSAGES = 6
+#: In a small window: the latest call and its result, which the model has not read yet.
+KEEP_AT_LEAST_MESSAGES = 2
+#: After compacting, the prompt should take at most this share of its limit, so the next
+#: compaction is many steps away and the cached prefix is reused in between.
+COMPACTION_TARGET_FRACTION = 0.5
+#: Tool results shorter than this stay as they are: a stub would not be much shorter.
+MIN_ELIDED_CHARS = 400
+#: Characters of each tool result shown to the summariser.
+SUMMARY_RESULT_CHARS = 600
+
+SUMMARY_SYSTEM = (
+    "You compact the transcript of an agent's work so the agent can go on without it. "
+    "Write a factual summary: the task, what was done (tools called, with the arguments that matter), "
+    "what was found (ids, amounts, names, decisions, errors), what is still to do. Keep every "
+    "reference of the form sha256:... that the agent may need to read a result again. Plain text, no preamble."
+)
+
+
+def wire_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``messages`` as the API takes them: private keys dropped from messages and blocks."""
+    out = []
+    for message in messages:
+        clean = {k: v for k, v in message.items() if not k.startswith(PRIVATE)}
+        content = clean.get("content")
+        if isinstance(content, list):
+            clean["content"] = [
+                {k: v for k, v in block.items() if not k.startswith(PRIVATE)} if isinstance(block, dict) else block
+                for block in content
+            ]
+        out.append(clean)
+    return out
+
+
+def cache_points(messages: list[dict[str, Any]]) -> list[int]:
+    """Indexes of the last two compaction boundaries: prefixes that stay the same from one compaction to the next."""
+    return [i for i, m in enumerate(messages) if m.get("_boundary")][-2:]
+
+
+def compaction_target(limit: int) -> int:
+    """How small a compaction should make the prompt (tokens)."""
+    return int(limit * COMPACTION_TARGET_FRACTION)
+
+
+def elision_stub(ref: str, chars: int) -> str:
+    """What the model sees instead of an old tool result: where it is and how to read it."""
+    return (
+        f"[Result elided to save context: {chars} characters kept as {ref}. "
+        f'Call read_result with ref "{ref}" (and offset, length) to read it.]'
+    )
+
+
+def elide_old_results(messages: list[dict[str, Any]], keep_last: int = KEEP_LAST_MESSAGES) -> tuple[list[dict[str, Any]], int]:
+    """Tier 1: replace tool results older than the last ``keep_last`` messages by stubs.
+
+    Only results kept in the store (``_ref``) are elided, so nothing is lost. Results
+    elided before stay exactly as they were, so the prefix they belong to is the same
+    from one compaction to the next. Returns the new messages and how many were elided.
+    """
+    cut = max(0, len(messages) - keep_last)
+    out, elided = list(messages), 0
+    for index in range(cut):
+        message = out[index]
+        content = message.get("content")
+        if message.get("role") != "user" or not isinstance(content, list):
+            continue
+        blocks = []
+        for block in content:
+            text = block.get("content") if isinstance(block, dict) else None
+            if (
+                isinstance(block, dict)
+                and block.get("type") == "tool_result"
+                and block.get("_ref")
+                and not block.get("_elided")
+                and isinstance(text, str)
+                and len(text) >= MIN_ELIDED_CHARS
+            ):
+                block = {**block, "content": elision_stub(block["_ref"], len(text)), "_elided": True}
+                elided += 1
+            blocks.append(block)
+        out[index] = {**message, "content": blocks}
+    if elided and cut > 0:
+        out[cut - 1] = {**out[cut - 1], "_boundary": True}
+    return out, elided
+
+
+def summary_cut(messages: list[dict[str, Any]], keep_last: int = KEEP_LAST_MESSAGES) -> int | None:
+    """Tier 2: where to cut for a summary: the kept tail starts at an assistant message.
+
+    Everything before the cut is summarised; the tail (the latest turns) stays verbatim,
+    each of its tool results still next to its call. ``None`` when there is nothing to summarise.
+    """
+    for index in range(max(1, len(messages) - keep_last), 0, -1):
+        if messages[index].get("role") == "assistant":
+            return index
+    return None
+
+
+def render_transcript(messages: list[dict[str, Any]], max_chars: int) -> str:
+    """The messages as plain text for the summariser, at most ``max_chars`` (the start and the latest kept)."""
+    lines = []
+    for message in messages:
+        content = message.get("content")
+        blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        for block in blocks:
+            kind = block.get("type")
+            if kind == "text":
+                lines.append(f"{message['role']}: {block.get('text', '')}")
+            elif kind == "tool_use":
+                lines.append(f"tool call {block.get('name')}({json.dumps(block.get('input'), sort_keys=True)})")
+            elif kind == "tool_result":
+                text = block.get("content")
+                text = text if isinstance(text, str) else json.dumps(text)
+                if len(text) > SUMMARY_RESULT_CHARS:
+                    ref = f" (full text: {block['_ref']})" if block.get("_ref") else ""
+                    text = text[:SUMMARY_RESULT_CHARS] + f" [... {len(text) - SUMMARY_RESULT_CHARS} more characters{ref}]"
+                error = " (error)" if block.get("is_error") else ""
+                lines.append(f"tool result{error}: {text}")
+    transcript = "\n".join(lines)
+    if len(transcript) <= max_chars:
+        return transcript
+    head = max_chars // 4
+    tail = max_chars - head - 40
+    return transcript[:head] + "\n[... earlier steps left out ...]\n" + transcript[-tail:]
+
+
+def summarised_conversation(task_text: str, summary: str, kept: list[dict[str, Any]], upto_step: int) -> list[dict[str, Any]]:
+    """Tier 2's new conversation: the task and the summary as one user message, then the kept turns."""
+    first = {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": task_text},
+            {"type": "text", "text": f"[Summary of the work so far (to step {upto_step}), written to fit the context window]\n{summary}"},
+        ],
+        "_boundary": True,
+    }
+    return [first, *kept]
+
+
+def first_text(message: dict[str, Any]) -> str:
+    """The first text of a message (the task, in the conversation's first message)."""
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    for block in content or []:
+        if isinstance(block, dict) and block.get("type") == "text":
+            return str(block.get("text", ""))
+    return ""

@@ -24,6 +24,9 @@ ACTIVITY_REVIEWER_KEYRING = "reviewer_keyring"
 
 #: A Bool search attribute, true while a run has an approval waiting: the reviewer inbox lists runs by it.
 SEARCH_ATTRIBUTE_AWAITING_APPROVAL = "AgentAwaitingApproval"
+ACTIVITY_COMPACT = "compact_context"
+#: The built-in tool every profile gets: read back a tool result elided from the conversation.
+TOOL_READ_RESULT = "read_result"
 
 # Budgets and rate limits: entity workflows shared by every run on every worker.
 RATE_LIMITER_WORKFLOW = "RateLimiter"

@@ -35,8 +35,17 @@ class Profile(StrictModel):
     system_prompt: str = "You are a careful assistant. Use the tools to act; answer briefly when done."
     tools: list[str] = Field(default_factory=list)
     autonomy: Autonomy = Autonomy.SUPERVISED
-    max_tokens: int = Field(default=1024, ge=1, le=64_000)
+    max_tokens: int = Field(default=1024, ge=1, le=128_000)
     continue_as_new_every: int = Field(default=250, ge=2, description="Steps per workflow run before continuing as new.")
+    context_window_tokens: int | None = Field(
+        default=None, ge=4096, description="Tokens the model may read; overrides the model's window (README: long runs)."
+    )
+    thinking_budget_tokens: int | None = Field(
+        default=None, ge=1024, description="Extended thinking with this budget (must be under max_tokens); unset: off."
+    )
+    context_management: bool = Field(
+        default=False, description="Also let the API clear old tool results server-side (models that offer it)."
+    )
     budget_usd: float | None = Field(default=None, ge=0, description="Per-run cap unless the run sets one.")
     daily_budget_usd: float | None = Field(default=None, ge=0, description="Shared by all runs of the agent per UTC day.")
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
@@ -45,6 +54,14 @@ class Profile(StrictModel):
     rate_limit_wait: dict[str, bool] = Field(
         default_factory=dict, description="Tool name -> wait for a free slot (true) or tell the model at once (false)."
     )
+
+    @model_validator(mode="after")
+    def _thinking_fits_the_allowance(self) -> "Profile":
+        if self.thinking_budget_tokens is not None and self.thinking_budget_tokens >= self.max_tokens:
+            raise ValueError(
+                f"thinking_budget_tokens ({self.thinking_budget_tokens}) must be less than max_tokens ({self.max_tokens})"
+            )
+        return self
 
     @field_validator("rate_limits")
     @classmethod

@@ -47,6 +47,7 @@ Phase = Literal[
     "waiting_for_rate_limit",
     "waiting_for_budget",
     "continuing",
+    "compacting",
     "done",
 ]
 
@@ -344,6 +345,10 @@ class ResolvedAgent(BaseModel):
     approval_index: str | None = Field(
         default=None, description="The search attribute that marks runs awaiting approval, when the server has it."
     )
+    context_window_tokens: int | None = Field(default=None, description="The profile's override of the model's window.")
+    thinking_budget_tokens: int | None = Field(default=None, description="Extended thinking's budget; None: off.")
+    context_management: bool = Field(default=False, description="Ask the API to clear old tool results itself (tier 3).")
+    prompt_tokens: int = Field(default=0, description="Estimated tokens of the system prompt and tool schemas.")
 
     def tool(self, name: str) -> ToolInfo | None:
         for info in self.tools:
@@ -394,6 +399,39 @@ class ThinkInput(BaseModel):
     user_text: str | None = Field(default=None, description="A user message to append first (the task).")
     tool_results: list[ToolResultPart] = Field(default_factory=list)
     step: int
+    context_window: int | None = Field(default=None, description="Tokens the model can read; None: the model's own.")
+    thinking_budget_tokens: int | None = None
+    context_management: bool = False
+
+
+class CompactInput(BaseModel):
+    """Make the conversation ``head`` fit again: elide old tool results, then summarise older turns."""
+
+    session_id: str
+    agent: str
+    model: str
+    prompt_ref: str
+    head: str
+    max_tokens: int = Field(description="The output allowance the next call needs room for.")
+    context_window: int | None = None
+    step: int
+    reason: str = ""
+
+
+class CompactOutput(BaseModel):
+    """A compaction's outcome: the new conversation head and what it took."""
+
+    head: str
+    tokens_before: int
+    tokens_after: int
+    tiers: list[str] = Field(default_factory=list, description="'elide' and/or 'summary', in the order applied.")
+    elided_results: int = 0
+    summarised_messages: int = 0
+    fits: bool = Field(description="The conversation now fits under the window with room for the allowance.")
+    usage: Usage = Field(default_factory=Usage)
+    summary_preview: str = ""
+    request_id: str | None = None
+    duration_ms: int = 0
 
 
 class ToolCall(BaseModel):
@@ -418,6 +456,8 @@ class ThinkOutput(BaseModel):
     daily_budget_usd: float | None = Field(
         default=None, description="The agent's daily budget as configured on the worker now: a lowered one ends the run's lease early."
     )
+    over_window: bool = Field(default=False, description="Not sent (or refused by the API): the prompt does not fit the window.")
+    prompt_tokens: int | None = Field(default=None, description="Tokens of the prompt as counted before sending.")
 
 
 class ToolCallInput(BaseModel):

@@ -38,6 +38,7 @@ from durable_agent.schemas import DecisionRecord, Usage
 
 INSTRUMENTATION = "durable_agent"
 SPAN_AGENT_STEP = "agent_step"
+SPAN_COMPACTION = "agent_compaction"
 
 _lock = threading.Lock()
 _configured = False
@@ -217,6 +218,14 @@ def step_span(step: int, task_fingerprint: str, agent: str) -> Iterator[trace.Sp
         SPAN_AGENT_STEP,
         attributes={"agent.step": step, "agent.task_hash": task_fingerprint, "agent.id": agent},
     ) as span:
+        yield span
+
+
+@contextlib.contextmanager
+def compaction_span(step: int, agent: str) -> Iterator[trace.Span]:
+    """The ``agent_compaction`` span around one compaction of the conversation (workflow code)."""
+    tracer = trace.get_tracer(INSTRUMENTATION)
+    with tracer.start_as_current_span(SPAN_COMPACTION, attributes={"agent.step": step, "agent.id": agent}) as span:
         yield span
 
 

@@ -46,8 +46,18 @@ class ScriptedModel:
     delay: float = 0.0
     on_request: Callable[[ModelRequest], None] | None = None
     requests: list[ModelRequest] = field(default_factory=list)
+    summary_requests: list[ModelRequest] = field(default_factory=list)
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
+        if request.purpose == "summary":
+            # Compaction's summaries do not take replies from the script: a fixed text, kept for checks.
+            self.summary_requests.append(request)
+            return ModelResponse(
+                content=[{"type": "text", "text": f"summary #{len(self.summary_requests)} of the work so far"}],
+                usage=self.usage.model_copy(),
+                stop_reason="end_turn",
+                model=request.model,
+            )
         self.requests.append(request)
         if self.on_request is not None:
             self.on_request(request)

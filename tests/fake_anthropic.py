@@ -21,6 +21,10 @@ when the script runs out the fake answers 400 with a message saying so, which
 the agent does not retry, so a test that expected fewer calls fails at once.
 Every request is recorded (time, headers, body) so tests can count attempts,
 measure their spacing, and check keys and ``cache_control`` breakpoints.
+
+``POST /v1/messages/count_tokens`` answers ``{"input_tokens": N}`` counted as
+:mod:`tests.fake_tokens` does; given a ``context_window``, the fake refuses a
+longer prompt as the API does and remembers the largest prompt it was sent.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
 import jiter
+
+from tests.fake_tokens import PromptCache, count_tokens
 
 #: The error ``type`` the API uses for each status (``error.type`` in the body).
 ERROR_TYPES = {
@@ -212,7 +218,20 @@ class FakeAnthropic:
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, context_window: int | None = None) -> None:
+        """Start (with :meth:`start`) a fake; with ``context_window`` it enforces one as the API does.
+
+        Args:
+            context_window: Answer 400 ``invalid_request_error`` "prompt is too long" to a request
+                whose input counts more tokens than this (see :mod:`tests.fake_tokens`), and
+                report usage computed from each request, with prompt caching imitated.
+        """
+        self.context_window = context_window
+        #: The largest input (tokens) of any ``/v1/messages`` request received.
+        self.largest_prompt_tokens = 0
+        #: Requests to ``/v1/messages/count_tokens``, oldest first.
+        self.count_requests: list[RecordedRequest] = []
+        self.cache = PromptCache()
         self._lock = threading.Lock()
         self._script: list[Scripted] = []
         self._fallback: Scripted | None = None
@@ -391,6 +410,13 @@ def _sse_events(message: dict[str, Any], reply: Reply) -> Iterator[tuple[str, di
             for chunk in (raw[:middle], raw[middle:]):
                 delta = {"type": "input_json_delta", "partial_json": chunk}
                 yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+        elif block["type"] == "thinking":
+            empty = {"type": "thinking", "thinking": "", "signature": ""}
+            yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": empty}
+            for delta in ({"type": "thinking_delta", "thinking": block["thinking"]}, {"type": "signature_delta", "signature": block["signature"]}):
+                yield "content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}
+        elif block["type"] != "text":  # redacted_thinking and other whole blocks
+            yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": block}
         else:
             empty = {"type": "text", "text": ""}
             yield "content_block_start", {"type": "content_block_start", "index": index, "content_block": empty}
@@ -436,10 +462,28 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             at=time.monotonic(), path=self.path, headers={k.lower(): v for k, v in self.headers.items()}, body=body,
             input_tokens=count_input_tokens(body),
         )
-        if self.path.split("?")[0] != "/v1/messages":
+        path = self.path.split("?")[0]
+        if path == "/v1/messages/count_tokens":
+            with fake._lock:
+                fake.count_requests.append(request)
+            self._json(200, {"input_tokens": count_tokens(body)}, {})
+            return
+        if path != "/v1/messages":
             self._json(404, error(404, f"fake Anthropic serves only /v1/messages, not {self.path}").error_body(), {})
             return
+        prompt_tokens = count_tokens(body)
+        with fake._lock:
+            fake.largest_prompt_tokens = max(fake.largest_prompt_tokens, prompt_tokens)
+        if fake.context_window is not None and prompt_tokens > fake.context_window:
+            with fake._lock:
+                fake._requests.append(request)
+            too_long = error(400, f"prompt is too long: {prompt_tokens} tokens > {fake.context_window} maximum")
+            self._json(400, too_long.error_body(), {})
+            return
         reply = fake._next(request)
+        if fake.context_window is not None and reply.status == 200:
+            output = sum(len(json.dumps(block)) for block in reply.content) // 4 + 1
+            reply = dataclasses.replace(reply, usage={**fake.cache.usage(body), "output_tokens": output})
         if reply.delay and fake._stopping.wait(reply.delay):
             return
         if reply.status != 200 and not (reply.mid_stream and request.stream):

@@ -162,6 +162,10 @@ SCENARIOS: list[Scenario] = [
     # A loop that pauses the run through the approval mechanism (patch anomaly-pause): resumed, then stopped.
     ("scripted_anomaly_paused_then_stopped", {"task": "x", "model": "SCRIPTED"}, {"anomalies": {"on_loop": "pause"}},
      [tool_use("search_kb", {"query": "a"})] * 4 + [answer("never")], _resume_then_stop),
+    # A small window: the conversation is compacted (old results elided, then summarised) mid-run.
+    ("scripted_compaction", {"task": "read the reports", "model": "SCRIPTED"},
+     {"tools": ["report"], "autonomy": "autonomous", "context_window_tokens": 8192},
+     [*[tool_use("report", {"n": n, "size": 3000}) for n in range(10)], answer("read them all")], None),
 ]
 
 #: Entity workflows a scenario drives, recorded after it: (file name, workflow id template).

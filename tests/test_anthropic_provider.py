@@ -103,6 +103,23 @@ class TestResponses:
 class TestRequest:
     """What goes over the wire: the key, cache breakpoints, one tool call per step."""
 
+    async def test_compaction_boundaries_get_breakpoints(self, fake: FakeAnthropic) -> None:
+        """The last two compaction boundaries and the last message: three of the four breakpoints with the system's."""
+        messages = [{"role": "user" if i % 2 == 0 else "assistant", "content": [{"type": "text", "text": f"m{i}"}]} for i in range(9)]
+        request = _request(messages)
+        request.cache_points = [1, 3, 5]
+        fake.script(text("ok"))
+        await AnthropicModel().complete(request)
+        marked = [i for i, m in enumerate(fake.requests[0].body["messages"]) if "cache_control" in m["content"][-1]]
+        assert marked == [3, 5, 8]
+
+    async def test_tokens_counted_by_the_api_as_the_call_would_send_them(self, fake: FakeAnthropic) -> None:
+        from tests.fake_tokens import count_tokens
+
+        counted = await AnthropicModel().count_tokens(_request())
+        assert len(fake.count_requests) == 1 and fake.requests == []
+        assert counted == count_tokens(fake.count_requests[0].body)
+
     async def test_key_cache_breakpoints_and_tool_choice(self, fake: FakeAnthropic, model: AnthropicModel) -> None:
         messages = [
             {"role": "user", "content": [{"type": "text", "text": "Refund ord-789"}]},
@@ -118,8 +135,8 @@ class TestRequest:
         assert body["model"] == "claude-haiku-4-5" and body["max_tokens"] == 512
         ephemeral = {"type": "ephemeral"}
         assert body["system"] == [{"type": "text", "text": "You are a support agent.", "cache_control": ephemeral}]
-        assert body["tools"][-1]["cache_control"] == ephemeral
-        assert "cache_control" not in body["tools"][0]
+        # The system prompt's breakpoint caches the tools before it too.
+        assert all("cache_control" not in t for t in body["tools"])
         assert body["messages"][-1]["content"][-1]["cache_control"] == ephemeral
         assert all("cache_control" not in b for m in body["messages"][:-1] for b in m["content"])
         assert body["tool_choice"] == {"type": "auto", "disable_parallel_tool_use": True}

@@ -125,14 +125,20 @@ class TestCacheBreakpoints:
         ]
         return "You are helpful.", tools, messages
 
-    def test_system_last_tool_and_last_block_are_marked(self) -> None:
+    def test_system_and_last_block_are_marked(self) -> None:
         system, tools, messages = self._parts()
         parts = with_cache_breakpoints(system, tools, messages)
         assert parts["system"] == [{"type": "text", "text": "You are helpful.", "cache_control": self.EPHEMERAL}]
-        assert [t.get("cache_control") for t in parts["tools"]] == [None, self.EPHEMERAL]
+        # The tools come before the system prompt: its breakpoint caches them too.
+        assert [t.get("cache_control") for t in parts["tools"]] == [None, None]
         assert parts["messages"][-1]["content"][-1]["cache_control"] == self.EPHEMERAL
         marked = [b for m in parts["messages"] for b in m["content"] if isinstance(b, dict) and "cache_control" in b]
-        assert len(marked) == 1  # three breakpoints in all, within the API's four
+        assert len(marked) == 1  # two breakpoints; compaction boundaries may take the other two
+
+    def test_without_a_system_prompt_the_last_tool_is_marked(self) -> None:
+        _, tools, messages = self._parts()
+        parts = with_cache_breakpoints("", tools, messages)
+        assert [t.get("cache_control") for t in parts["tools"]] == [None, self.EPHEMERAL]
 
     def test_inputs_are_not_changed(self) -> None:
         system, tools, messages = self._parts()
@@ -200,3 +206,39 @@ class TestDefaultModel:
         from durable_agent.profiles import DEFAULT_CLAUDE_MODEL
 
         assert pricing.find_price(DEFAULT_CLAUDE_MODEL, pricing.DEFAULT_PRICES) is not None
+
+
+class TestHonestEstimates:
+    """The next call's estimate follows what will really be sent, and how the cache will bill it."""
+
+    HAIKU = pricing.DEFAULT_PRICES["claude-haiku-4-5"]
+
+    def test_first_call_counts_the_system_prompt_and_tools(self) -> None:
+        bare = pricing.estimate_next_call_usd(self.HAIKU, prompt_tokens=0, new_input_chars=300, max_tokens=0)
+        with_prompt = pricing.estimate_next_call_usd(self.HAIKU, prompt_tokens=2000, new_input_chars=300, max_tokens=0)
+        assert with_prompt - bare == pytest.approx(2000 * 1.25 / 1e6)
+
+    def test_warm_cache_reads_cold_cache_writes_again(self) -> None:
+        args = {"prompt_tokens": 100_000, "new_input_chars": 0, "max_tokens": 0, "cached_tokens": 100_000}
+        warm = pricing.estimate_next_call_usd(self.HAIKU, cache_warm=True, **args)
+        cold = pricing.estimate_next_call_usd(self.HAIKU, cache_warm=False, **args)
+        assert warm == pytest.approx((100_000 * 0.1 + 1 * 1.25) / 1e6)
+        assert cold == pytest.approx(100_001 * 1.25 / 1e6)  # after expiry the whole prompt is a cache write
+
+    def test_capped_at_what_compaction_lets_through(self) -> None:
+        capped = pricing.estimate_next_call_usd(self.HAIKU, prompt_tokens=500_000, new_input_chars=0, max_tokens=0, prompt_limit=30_000)
+        assert capped == pytest.approx(30_000 * 1.25 / 1e6)
+
+    def test_cache_writes_priced_by_lifetime(self) -> None:
+        assert pricing.cache_write_price(self.HAIKU, "5m") == pytest.approx(1.25)
+        assert pricing.cache_write_price(self.HAIKU, "1h") == pytest.approx(2.0)
+
+    @pytest.mark.parametrize(
+        ("model", "warned"),
+        [("claude-haiku-4-5", False), ("claude-sonnet-4-5-20250929", False), ("claude-opus-4-9", True), ("gpt-x", False)],
+    )
+    def test_family_prefix_price_warns(self, model: str, warned: bool) -> None:
+        warnings = pricing.price_warnings(model, pricing.DEFAULT_PRICES)
+        assert bool(warnings) is warned
+        if warned:
+            assert "PRICE_BY_FAMILY" in warnings[0] and "claude-opus-4'" in warnings[0]

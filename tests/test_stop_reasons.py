@@ -18,7 +18,7 @@ from durable_agent.models.base import ModelRequest
 from durable_agent.schemas import AgentResult, DecisionRecord
 from durable_agent.stops import after_reply, think_timeout
 from tests.conftest import SUPPORT_PROFILE, Harness, make_config
-from tests.fake_anthropic import FakeAnthropic, text, tool_use, truncated_tool_use
+from tests.fake_anthropic import FakeAnthropic, Reply, text, tool_use, truncated_tool_use
 
 MODEL = "claude-haiku-4-5"  # 64k tokens of output at most
 SMALL_MODEL = "claude-3-5-haiku"  # 8,192 at most: a profile can start at the ceiling
@@ -164,3 +164,29 @@ class TestNextMove:
     def test_think_timeout_follows_the_allowance(self) -> None:
         assert think_timeout(1024).total_seconds() == 300
         assert think_timeout(64_000).total_seconds() == 120 + 3200
+
+
+class TestContentBlocks:
+    """Thinking blocks go back unchanged; several tool calls in one reply all run."""
+
+    async def test_thinking_and_its_signature_round_trip_across_a_tool_turn(self, harness: Harness, claude: FakeAnthropic) -> None:
+        thinking = {"type": "thinking", "thinking": "The order id is in the task; look it up first.", "signature": "EqQBCgIYAhIM1gbcDa9GJwZA"}
+        call = {"type": "tool_use", "id": "toolu_think_1", "name": "lookup_order", "input": {"order_id": "ord-789"}}
+        claude.script(Reply(content=[thinking, call]), text("Order ord-789 was delivered."))
+        result, trace = await _run(harness, "Where is ord-789?", max_tokens=4096, thinking_budget_tokens=2048)
+        assert result.status == "success"
+        first, second = (r.body for r in claude.requests)
+        assert first["thinking"] == {"type": "enabled", "budget_tokens": 2048}
+        assert second["messages"][1] == {"role": "assistant", "content": [thinking, call]}
+        assert trace[0].action.reasoning == thinking["thinking"]  # no text: the thinking is the reasoning
+
+    async def test_parallel_tool_calls_all_run_and_answer_together(self, harness: Harness, claude: FakeAnthropic) -> None:
+        calls = [
+            {"type": "tool_use", "id": "toolu_p1", "name": "lookup_order", "input": {"order_id": "ord-789"}},
+            {"type": "tool_use", "id": "toolu_p2", "name": "search_kb", "input": {"query": "refund policy"}},
+        ]
+        claude.script(Reply(content=calls), text("Both done."))
+        result, _ = await _run(harness, "Check ord-789 and the refund policy")
+        assert result.status == "success" and result.tools_used == ["lookup_order", "search_kb"]
+        results = claude.requests[1].body["messages"][-1]["content"]
+        assert [b["tool_use_id"] for b in results] == ["toolu_p1", "toolu_p2"]

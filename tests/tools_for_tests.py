@@ -85,6 +85,24 @@ async def big_output(size: int) -> str:
     return "x" * size
 
 
+def report_text(n: int, size: int) -> str:
+    """The text of report ``n``: numbered lines, ``size`` characters, different for every report."""
+    lines, length = [], 0
+    i = 0
+    while length < size:
+        line = f"report {n} line {i}: value {(n * 7919 + i * 104729) % 1000003}\n"
+        lines.append(line)
+        length += len(line)
+        i += 1
+    return "".join(lines)[:size]
+
+
+@tool(read_only=True)
+async def report(n: int, size: int = 8192) -> str:
+    """Report number `n`, `size` characters of numbered lines."""
+    return report_text(n, size)
+
+
 @tool(read_only=True, heartbeat=1.0, timeout=120.0)
 async def wait_for_cancel(seconds: float = 60.0) -> str:
     """Waits, heartbeating every second; records when it starts and when it is cancelled."""

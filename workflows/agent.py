@@ -17,7 +17,7 @@ records, warnings and the result (:mod:`.records`), continue-as-new
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -27,9 +27,9 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from durable_agent import context, contracts, genai, inputs, policy, pricing, stops, telemetry
+    from durable_agent import contracts, genai, inputs, policy, pricing, telemetry
     from durable_agent.errors import failure_message, validation_problems
-    from durable_agent.retry import MODEL_RETRY, TOOL_RETRY_POLICIES, temporal_policy
+    from durable_agent.retry import TOOL_RETRY_POLICIES, temporal_policy
     from durable_agent.schemas import (
         ActionRecord,
         AgentInput,
@@ -39,8 +39,6 @@ with workflow.unsafe.imports_passed_through():
         ResolveAgentInput,
         ResolvedAgent,
         StatusView,
-        ThinkInput,
-        ThinkOutput,
         ToolCall,
         ToolCallInput,
         ToolCallOutput,
@@ -53,6 +51,7 @@ from durable_agent.workflows.approvals import Approvals
 from durable_agent.workflows.continuation import CarriedState, Continuation
 from durable_agent.workflows.limits import SharedLimits
 from durable_agent.workflows.state import DEFAULT_HEARTBEAT_TIMEOUT, is_cancellation
+from durable_agent.workflows.thinking import Thinking
 
 #: Observation previews longer than this are cut in the trace.
 PREVIEW_CHARS = 300
@@ -97,7 +96,7 @@ def tool_heartbeat_timeout(info: ToolInfo) -> timedelta:
 
 
 @workflow.defn(name=contracts.AGENT_WORKFLOW)
-class AgentWorkflow(Approvals, SharedLimits, Continuation):
+class AgentWorkflow(Approvals, SharedLimits, Continuation, Thinking):
     """One agent run. Input: an :class:`AgentInput` JSON object; result: :class:`AgentResult`."""
 
     @workflow.query(name=contracts.QUERY_STATUS, description="Where the run is: step, phase, cost, usage, pending approvals, warnings, budget left.")
@@ -224,12 +223,7 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
         assert self.input is not None and self.agent is not None
         # Budget: refuse a model call that could take the run over its cap.
         price = self._price()
-        estimate = pricing.estimate_call_usd(
-            price,
-            previous=self.last_usage,
-            new_input_chars=self.pending_chars + (0 if self.sent_task else len(self.input.task)),
-            max_tokens=self.agent.max_tokens,
-        )
+        estimate = self._estimate_next_call(price)
         if self.budget_usd is not None and self.total_cost + estimate > self.budget_usd:
             return self._stop_for_budget(
                 f"the run's budget of ${self.budget_usd:.4f} would be exceeded by the next model call "
@@ -242,6 +236,7 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
         self.phase = "thinking"
         self._details(f"thinking (step {self.step + 1} of at most {max_steps})")
         think_started = workflow.now()
+        self.compaction_cost = 0.0
         try:
             out, move, step_warnings = await self._think_through_stops()
         except ActivityError:
@@ -258,7 +253,7 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
         else:
             self.total_cost += step_cost
         self.last_usage = out.usage
-        await self._settle_daily(step_cost, out.daily_budget_usd)
+        await self._settle_daily(step_cost + self.compaction_cost, out.daily_budget_usd)
         cost = CostRecord(
             **out.usage.model_dump(),
             estimated_cost=pricing.shown_usd(step_cost),
@@ -331,105 +326,6 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation):
             reason=f"the run is paused by an anomaly rule ({why}); approve to resume it (the action then goes through "
             "its own policy), reject to stop the run",
         )
-
-    # ------------------------------------------------------------------ think
-
-    async def _think_through_stops(self) -> tuple[ThinkOutput, stops.NextMove | None, list[str]]:
-        """Think until the reply can be acted on or ends the run, whatever its stop reason.
-
-        Returns the step's reply (its usage summed over every call of the step), the move
-        that ended the step when it is not the plain act/answer (``None`` for a history
-        recorded before stop reasons were handled), and the step's warnings.
-        """
-        assert self.agent is not None
-        out = await self._think()
-        if out.stop_reason not in stops.NOT_ACTIONABLE or not workflow.patched("stop-reasons"):
-            return out, None, []
-        limits = context.model_limits(self.agent.model)
-        allowance = self.agent.max_tokens
-        usage, warnings, request_ids = out.usage, [], [out.request_id]
-        asked_again, pauses = False, 0
-        while True:
-            move = stops.after_reply(
-                out.stop_reason,
-                has_tool_calls=bool(out.tool_calls),
-                cut_tool_calls=out.cut_tool_calls,
-                max_tokens=allowance,
-                model_max_output=limits.max_output,
-                asked_again=asked_again,
-                pauses=pauses,
-                compacted=False,
-            )
-            if move.warning:
-                warnings.append(move.warning)
-            if move.kind == "compact":
-                # Compaction comes with the context window (issue 10, item 3): until then a full window ends the run.
-                move = stops.NextMove("give_up", warning="CONTEXT_WINDOW: the conversation no longer fits the model's context window")
-                warnings.append(move.warning or "")
-            if move.kind not in ("retry_larger", "ask_again", "continue"):
-                break
-            allowance = move.max_tokens or allowance
-            asked_again = asked_again or move.kind == "ask_again"
-            pauses += move.kind == "continue"
-            out = await self._think(max_tokens=allowance, user_text=move.prompt)
-            usage = usage + out.usage
-            request_ids.append(out.request_id)
-        combined = out.model_copy(update={"usage": usage})
-        self.step_request_ids = [r for r in request_ids if r]
-        return combined, move, warnings
-
-    def _request_ids(self, out: ThinkOutput) -> dict[str, Any]:
-        """The API request ids behind this step's reply, for its record."""
-        ids = self.step_request_ids or ([out.request_id] if out.request_id else [])
-        self.step_request_ids = []
-        return {"request_ids": ids} if ids else {}
-
-    def _end_on_stop(
-        self, out: ThinkOutput, move: stops.NextMove, cost: CostRecord, warnings: list[str], started: datetime
-    ) -> AgentResult:
-        """End the run on a refusal, or fail it when no reply could be acted on; a record either way."""
-        refused = move.kind == "refused"
-        observation = {"status": "refused" if refused else "failed", "stop_reason": out.stop_reason, **self._request_ids(out)}
-        self._record(ActionRecord(type="final_answer", reasoning=out.text or None), observation, cost, warnings, started=started)
-        if refused:
-            self.status = "refused"
-            self.answer = (
-                "The model declined to continue with this task (stop reason: refusal). "
-                "Nothing further was done; no tool call from the refused reply was run."
-            )
-            return self._result()
-        self.status = "failed"
-        self.answer = None
-        return self._result(error=move.warning or f"the model's reply could not be acted on (stop reason {out.stop_reason})")
-
-    async def _think(self, *, max_tokens: int | None = None, user_text: str | None = None) -> ThinkOutput:
-        assert self.input is not None and self.agent is not None
-        allowance = max_tokens or self.agent.max_tokens
-        request = ThinkInput(
-            session_id=workflow.info().workflow_id,
-            agent=self.agent.name,
-            model=self.agent.model,
-            max_tokens=allowance,
-            prompt_ref=self.agent.prompt_ref,
-            head=self.head,
-            user_text=user_text if self.sent_task else self.input.task,
-            tool_results=self.pending_results,
-            step=self.step + 1,
-        )
-        out: ThinkOutput = await workflow.execute_activity(
-            contracts.ACTIVITY_THINK,
-            request,
-            result_type=ThinkOutput,
-            start_to_close_timeout=stops.think_timeout(allowance),
-            heartbeat_timeout=DEFAULT_HEARTBEAT_TIMEOUT,
-            retry_policy=temporal_policy(MODEL_RETRY),
-            summary=f"step {self.step + 1}: think ({self.agent.model})",
-        )
-        self.head = out.head
-        self.sent_task = True
-        self.pending_results = []
-        self.pending_chars = 0
-        return out
 
     # -------------------------------------------------------------------- act
 

@@ -56,6 +56,9 @@ class Continuation(RunRecords):
             sent_task=self.sent_task,
             daily_lease=self.daily_lease,
             step_costs=self.step_costs,
+            next_prompt_tokens=self.next_prompt_tokens,
+            cached_prompt_tokens=self.cached_prompt_tokens,
+            last_think_at=self.last_think_at,
         )
         start = self.input.model_dump(mode="json", exclude_none=True)
         workflow.continue_as_new(args=[start, self._within_payload_limit(start, carried)])
@@ -108,3 +111,6 @@ class Continuation(RunRecords):
         self.daily_lease = carried.daily_lease
         self.tools_used_unlisted = carried.tools_used_unlisted
         self.approvals_unlisted = carried.approvals_unlisted
+        self.next_prompt_tokens = carried.next_prompt_tokens
+        self.cached_prompt_tokens = carried.cached_prompt_tokens
+        self.last_think_at = carried.last_think_at

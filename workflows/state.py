@@ -7,7 +7,7 @@ attributes declared here, so the types are written down once.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -96,6 +96,16 @@ class RunState:
     record_writes: list[workflow.ActivityHandle[Any]]
     #: Pending approvals already counted in the ``agent.approvals.waiting`` metric.
     waiting_counted: int
+    #: What compaction cost in the current step (settled with the step's model call).
+    compaction_cost: float
+    #: Compactions made by this workflow run (a continuation counts its own).
+    compactions: int
+    #: Tokens the next model call resends (the last prompt and its reply, or the compacted conversation).
+    next_prompt_tokens: int | None
+    #: Of those, the tokens the last call left in the prompt cache.
+    cached_prompt_tokens: int
+    #: When the last model call was made (the cache lives five minutes from it).
+    last_think_at: datetime | None
 
     def __init__(self) -> None:
         self.input = None
@@ -137,3 +147,8 @@ class RunState:
         self.record_writes = []
         self.waiting_counted = 0
         self.daily_lease = None
+        self.compaction_cost = 0.0
+        self.compactions = 0
+        self.next_prompt_tokens = None
+        self.cached_prompt_tokens = 0
+        self.last_think_at = None

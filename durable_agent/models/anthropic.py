@@ -10,6 +10,7 @@ server's requested wait (``retry-after-ms``, ``retry-after``, or the
 from __future__ import annotations
 
 import email.utils
+import logging
 import os
 import time
 from datetime import datetime, timezone
@@ -20,6 +21,11 @@ import anthropic
 from durable_agent.models.base import ModelError, ModelRequest, ModelResponse
 from durable_agent.retry import ErrorKind
 from durable_agent.schemas import Usage
+
+log = logging.getLogger("durable_agent.models.anthropic")
+
+#: The beta that turns on the API's server-side context management.
+CONTEXT_MANAGEMENT_BETA = "context-management-2025-06-27"
 
 #: Seconds one HTTP request may take before it counts as a timeout.
 REQUEST_TIMEOUT_SECONDS = float(os.environ.get("ANTHROPIC_REQUEST_TIMEOUT", "240"))
@@ -175,27 +181,34 @@ def is_prompt_too_long(api_message: str) -> bool:
     return "prompt is too long" in lowered or "exceed context limit" in lowered or "context window" in lowered
 
 
-def with_cache_breakpoints(system: str, tools: list[dict[str, Any]], messages: list[dict[str, Any]]) -> dict[str, Any]:
-    """Request parts with ``cache_control`` on the stable prefix.
+def with_cache_breakpoints(
+    system: str, tools: list[dict[str, Any]], messages: list[dict[str, Any]], stable: list[int] | None = None
+) -> dict[str, Any]:
+    """Request parts with ``cache_control`` on the stable prefixes. At most the API's four breakpoints.
 
-    Breakpoints go on the last tool (tools and system are cached together), the
-    system prompt, and the last block of the conversation so far, so each call
-    reads from cache what the previous one wrote. Three of the API's four.
+    One on the system prompt (the tools come before it, so it caches them too), one
+    on the last block of the conversation so far, so each call reads from cache what
+    the previous one wrote, and one on each of the last two compaction boundaries
+    (``stable``: message indexes), so after a compaction the part compacted before
+    is still read from cache rather than written again. Without a system prompt the
+    last tool takes its breakpoint.
     """
+    ephemeral = {"type": "ephemeral"}
     cached_tools = [dict(t) for t in tools]
-    if cached_tools:
-        cached_tools[-1]["cache_control"] = {"type": "ephemeral"}
-    system_blocks = [{"type": "text", "text": system, "cache_control": {"type": "ephemeral"}}] if system else []
+    system_blocks = [{"type": "text", "text": system, "cache_control": ephemeral}] if system else []
+    if cached_tools and not system_blocks:
+        cached_tools[-1]["cache_control"] = ephemeral
     cached_messages = [dict(m) for m in messages]
-    if cached_messages:
-        last = cached_messages[-1]
-        content = last.get("content")
+    points = sorted({i for i in (stable or []) if 0 <= i < len(cached_messages) - 1})[-2:]
+    for index in [*points, len(cached_messages) - 1] if cached_messages else []:
+        message = cached_messages[index]
+        content = message.get("content")
         if isinstance(content, str):
             content = [{"type": "text", "text": content}]
         if content:
             content = [dict(block) for block in content]
-            content[-1]["cache_control"] = {"type": "ephemeral"}
-            last["content"] = content
+            content[-1]["cache_control"] = ephemeral
+            message["content"] = content
     return {"system": system_blocks, "tools": cached_tools, "messages": cached_messages}
 
 
@@ -223,15 +236,44 @@ class AnthropicModel:
             timeout=self.timeout,
         )
 
-    async def complete(self, request: ModelRequest) -> ModelResponse:
-        parts = with_cache_breakpoints(request.system, request.tools, request.messages)
-        kwargs: dict[str, Any] = {"model": request.model, "max_tokens": request.max_tokens, "messages": parts["messages"]}
+    @staticmethod
+    def _request_kwargs(request: ModelRequest) -> dict[str, Any]:
+        """What the prompt is made of: the same for a call and for counting its tokens."""
+        parts = with_cache_breakpoints(request.system, request.tools, request.messages, request.cache_points)
+        kwargs: dict[str, Any] = {"model": request.model, "messages": parts["messages"]}
         if parts["system"]:
             kwargs["system"] = parts["system"]
         if parts["tools"]:
             kwargs["tools"] = parts["tools"]
             # One tool call per step keeps "one step, one action, one approval" true.
             kwargs["tool_choice"] = {"type": "auto", "disable_parallel_tool_use": True}
+        if request.thinking_budget_tokens:
+            kwargs["thinking"] = {"type": "enabled", "budget_tokens": request.thinking_budget_tokens}
+        if request.context_management:
+            # Tier 3: the API clears old tool results itself once the prompt grows (a beta).
+            kwargs["extra_headers"] = {"anthropic-beta": CONTEXT_MANAGEMENT_BETA}
+            kwargs["extra_body"] = {"context_management": {"edits": [{"type": "clear_tool_uses_20250919"}]}}
+        return kwargs
+
+    async def count_tokens(self, request: ModelRequest) -> int | None:
+        """The prompt's size by the API's token-counting endpoint; ``None`` when it cannot say."""
+        kwargs = self._request_kwargs(request)
+        try:
+            client = self._client()
+        except ModelError:
+            return None  # no key: the call itself will say so
+        try:
+            counted = await client.messages.count_tokens(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - counting is an optimisation: the caller estimates instead
+            log.info("token counting unavailable (%s); estimating locally", type(exc).__name__)
+            return None
+        finally:
+            await client.close()
+        return int(counted.input_tokens)
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        kwargs = self._request_kwargs(request)
+        kwargs["max_tokens"] = request.max_tokens
         if request.user_id:
             kwargs["metadata"] = {"user_id": request.user_id}
         if request.timeout_seconds:

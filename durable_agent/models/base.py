@@ -22,6 +22,14 @@ class ModelRequest:
     user_id: str | None = None
     #: Seconds the whole answer may take (a long allowance takes long to write).
     timeout_seconds: float | None = None
+    #: ``step`` (a turn of the agent) or ``summary`` (compaction: plain text, no tools).
+    purpose: str = "step"
+    #: Indexes of messages ending a stable prefix (compaction boundaries): cache breakpoints.
+    cache_points: list[int] = field(default_factory=list)
+    #: Extended thinking's budget in tokens; ``None``: off.
+    thinking_budget_tokens: int | None = None
+    #: Let the API clear old tool results server-side (its context management).
+    context_management: bool = False
 
 
 @dataclass
@@ -75,4 +83,7 @@ class ModelError(Exception):
 
 
 class ModelProvider(Protocol):
+    """A model backend. It may also offer ``async count_tokens(request) -> int | None``
+    (the prompt's exact size); without it the agent estimates (:mod:`durable_agent.context`)."""
+
     async def complete(self, request: ModelRequest) -> ModelResponse: ...

@@ -15,6 +15,8 @@ import json
 import re
 from typing import Any
 
+from durable_agent.context import estimate_request_tokens
+from durable_agent.contracts import TOOL_READ_RESULT
 from durable_agent.models.base import ModelRequest, ModelResponse
 from durable_agent.schemas import Usage
 
@@ -80,9 +82,16 @@ def _json(text: str | None) -> dict[str, Any]:
 class OfflineModel:
     """A deterministic stand-in for Claude (see the module docstring)."""
 
+    async def count_tokens(self, request: ModelRequest) -> int:
+        """The offline model's own count: the agent's local estimate, so it is always consistent."""
+        return estimate_request_tokens(request.system, request.tools, request.messages)
+
     async def complete(self, request: ModelRequest) -> ModelResponse:
+        if request.purpose == "summary":
+            return self._summary(request)
         transcript = _Transcript(request.messages)
-        tools = {t["name"]: t for t in request.tools}
+        # read_result is for reading back elided results; the playbook never needs it.
+        tools = {t["name"]: t for t in request.tools if t["name"] != TOOL_READ_RESULT}
         reasoning, call = self._decide(transcript, tools)
         content: list[dict[str, Any]] = [{"type": "text", "text": reasoning}]
         if call is not None:
@@ -93,6 +102,21 @@ class OfflineModel:
             content=content,
             usage=Usage(input_tokens=_tokens("x" * prompt_chars), output_tokens=_tokens(json.dumps(content))),
             stop_reason="tool_use" if call else "end_turn",
+            model="offline",
+        )
+
+    @staticmethod
+    def _summary(request: ModelRequest) -> ModelResponse:
+        """A deterministic summary for compaction: the tool lines of the transcript, shortened."""
+        transcript = _text_of(request.messages[-1]["content"]) if request.messages else ""
+        lines = [line for line in transcript.splitlines() if line.startswith(("tool call", "tool result", "user:"))]
+        kept = [line if len(line) <= 200 else line[:197] + "..." for line in lines[-40:]]
+        summary = f"{OFFLINE_NOTICE} Summary of {len(lines)} transcript lines (the latest {len(kept)}):\n" + "\n".join(kept)
+        content = [{"type": "text", "text": summary}]
+        return ModelResponse(
+            content=content,
+            usage=Usage(input_tokens=_tokens(transcript), output_tokens=_tokens(summary)),
+            stop_reason="end_turn",
             model="offline",
         )
 

@@ -1,0 +1,204 @@
+"""The context window, on the activity side: count a prompt, compact a conversation, read a result back.
+
+The workflow decides when to compact (a prompt that would not fit); this module
+does it, in tiers (see :mod:`durable_agent.context`): old tool results become
+stubs that name their place in the content store, then, if that is not enough,
+the older turns are summarised by the model (plain text, no tools) and the run
+continues from a new conversation head, content-addressed like every other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections import OrderedDict
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from durable_agent import context, contracts
+from durable_agent.models import ModelError, ModelProvider, ModelRequest, provider_for
+from durable_agent.retry import ErrorKind, model_retry_delay
+from durable_agent.schemas import CompactInput, CompactOutput, ToolCall, ToolCallOutput, ToolInfo, Usage
+from durable_agent.store import ContentStore
+
+log = logging.getLogger("durable_agent.activities")
+
+#: Token counts remembered per worker: (model, prompt, conversation head) -> tokens.
+COUNT_CACHE_SIZE = 4096
+#: Most characters one read_result call returns.
+READ_RESULT_MAX = 20_000
+
+READ_RESULT_INFO = ToolInfo(
+    name=contracts.TOOL_READ_RESULT,
+    description=(
+        "Read back a tool result that was elided from the conversation to save context. "
+        "Give the ref from the elision note (sha256:...), and optionally offset and length in characters "
+        f"(at most {READ_RESULT_MAX} per call)."
+    ),
+    input_schema={
+        "type": "object",
+        "properties": {
+            "ref": {"type": "string", "description": "The reference from the elision note, sha256:..."},
+            "offset": {"type": "integer", "minimum": 0, "default": 0},
+            "length": {"type": "integer", "minimum": 1, "maximum": READ_RESULT_MAX, "default": 4000},
+        },
+        "required": ["ref"],
+    },
+    read_only=True,
+    retry="no_retry",
+)
+
+
+class ContextActivities:
+    """Token counting, compaction and ``read_result``, mixed into the agent's activities."""
+
+    store: ContentStore
+    _counts: OrderedDict[tuple[str, str, str], int]
+
+    def _count_cache(self) -> OrderedDict[tuple[str, str, str], int]:
+        if not hasattr(self, "_counts"):
+            self._counts = OrderedDict()
+        return self._counts
+
+    async def prompt_tokens(self, provider: ModelProvider, request: ModelRequest, *, prompt_ref: str, head: str) -> int:
+        """Tokens of the prompt ``request`` would send: the API's count, else the local estimate.
+
+        Cached per conversation node, so a retried step or a check after compaction does
+        not count the same conversation twice.
+        """
+        cache = self._count_cache()
+        key = (request.model, prompt_ref, head)
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+        counter = getattr(provider, "count_tokens", None)
+        tokens = await counter(request) if counter is not None else None
+        if tokens is None:
+            tokens = context.estimate_request_tokens(request.system, request.tools, request.messages)
+        cache[key] = tokens
+        while len(cache) > COUNT_CACHE_SIZE:
+            cache.popitem(last=False)
+        return tokens
+
+    async def _conversation_tokens(
+        self, provider: ModelProvider, model: str, prompt: dict[str, Any], prompt_ref: str, head: str, messages: list[dict[str, Any]]
+    ) -> int:
+        request = ModelRequest(model=model, system=prompt["system"], tools=prompt["tools"], messages=context.wire_messages(messages), max_tokens=1)
+        return await self.prompt_tokens(provider, request, prompt_ref=prompt_ref, head=head)
+
+    async def _chain(self, messages: list[dict[str, Any]]) -> str:
+        head: str | None = None
+        for message in messages:
+            head = await self.store.append(head, message)
+        assert head is not None
+        return head
+
+    @activity.defn(name=contracts.ACTIVITY_COMPACT)
+    async def compact(self, request: CompactInput) -> CompactOutput:
+        """Compact the conversation ``request.head`` until it fits (see the module docstring)."""
+        started = time.monotonic()
+        provider = provider_for(request.model)
+        prompt = await self.store.get(request.prompt_ref)
+        messages = await self.store.messages(request.head)
+        window = request.context_window or context.model_limits(request.model).context_window
+        limit = context.prompt_limit(window, request.max_tokens)
+        target = context.compaction_target(limit)
+
+        async def count(head: str, msgs: list[dict[str, Any]]) -> int:
+            return await self._conversation_tokens(provider, request.model, prompt, request.prompt_ref, head, msgs)
+
+        before = after = await count(request.head, messages)
+        tiers: list[str] = []
+        current, head, elided = messages, request.head, 0
+        # The latest turns stay verbatim; in a small window, only the very latest one.
+        for keep in (context.KEEP_LAST_MESSAGES, context.KEEP_AT_LEAST_MESSAGES):
+            if after <= target:
+                break
+            current, more = context.elide_old_results(current, keep_last=keep)
+            if more:
+                elided += more
+                head = await self._chain(current)
+                after = await count(head, current)
+        if elided:
+            tiers.append("elide")
+        usage, preview, request_id, summarised = Usage(), "", None, 0
+        cut = None
+        for keep in (context.KEEP_LAST_MESSAGES, context.KEEP_AT_LEAST_MESSAGES):
+            if after > target and cut is None:
+                cut = context.summary_cut(current, keep_last=keep)
+        if cut is not None:
+            summary_max = max(256, min(4096, limit // 10))
+            prompt_room = max(1000, limit - summary_max - context.estimate_tokens(context.SUMMARY_SYSTEM) - 200)
+            transcript = context.render_transcript(current[:cut], max_chars=prompt_room * context.CHARS_PER_TOKEN)
+            summary_request = ModelRequest(
+                model=request.model,
+                system=context.SUMMARY_SYSTEM,
+                tools=[],
+                messages=[{"role": "user", "content": f"{transcript}\n\nSummarise the transcript above."}],
+                max_tokens=summary_max,
+                on_progress=activity.heartbeat,
+                purpose="summary",
+            )
+            try:
+                response = await provider.complete(summary_request)
+            except ModelError as exc:
+                delay = model_retry_delay(exc.kind, activity.info().attempt, retry_after=exc.retry_after,
+                                          should_retry=exc.should_retry, unit_random=random.random())
+                raise _compaction_error(exc, delay) from None
+            summary = "\n".join(b.get("text", "") for b in response.content if b.get("type") == "text").strip()
+            current = context.summarised_conversation(context.first_text(current[0]), summary, current[cut:], request.step)
+            head = await self._chain(current)
+            after = await count(head, current)
+            tiers.append("summary")
+            usage, preview, request_id, summarised = response.usage, summary[:300], response.request_id, cut
+        log.info("compacted step %s: %s -> %s tokens (%s)", request.step, before, after, "+".join(tiers) or "nothing to do")
+        return CompactOutput(
+            head=head,
+            tokens_before=before,
+            tokens_after=after,
+            tiers=tiers,
+            elided_results=elided,
+            summarised_messages=summarised,
+            fits=after <= limit,
+            usage=usage,
+            summary_preview=preview,
+            request_id=request_id,
+            duration_ms=int((time.monotonic() - started) * 1000),
+        )
+
+    async def read_result(self, call: ToolCall) -> ToolCallOutput:
+        """The built-in ``read_result`` tool: a slice of a stored tool result, by its reference."""
+        ref = str(call.args.get("ref", "")).strip()
+        try:
+            offset = max(0, int(call.args.get("offset", 0) or 0))
+            length = min(READ_RESULT_MAX, max(1, int(call.args.get("length", 4000) or 4000)))
+        except (TypeError, ValueError):
+            message = "read_result: offset and length must be whole numbers"
+            return ToolCallOutput(status="invalid_arguments", error=message, preview=message)
+        try:
+            stored = await self.store.get(ref)
+        except KeyError:
+            stored = None
+        if not isinstance(stored, dict) or "output" not in stored or "tool" not in stored:
+            message = f"read_result: no tool result is kept under {ref!r}; use the ref from an elision note"
+            return ToolCallOutput(status="error", error=message, preview=message)
+        output = stored["output"]
+        # All of it: the conversation showed at most the first 100,000 characters.
+        full = output if isinstance(output, str) else json.dumps(output, default=str, ensure_ascii=False)
+        piece = full[offset : offset + length]
+        text = f"[{stored['tool']} result {ref}, characters {offset}-{offset + len(piece)} of {len(full)}]\n{piece}"
+        new_ref = await self.store.put({"tool": contracts.TOOL_READ_RESULT, "output": text})
+        return ToolCallOutput(status="ok", ref=new_ref, preview=text[:300], chars=len(text))
+
+
+def _compaction_error(exc: ModelError, delay: float | None) -> ApplicationError:
+    message = f"compaction's summary call failed: {exc.message}"
+    kind = exc.kind if exc.kind is not ErrorKind.CONTEXT_OVERFLOW else ErrorKind.INVALID_REQUEST
+    if delay is None:
+        return ApplicationError(message, type=kind.value, non_retryable=True)
+    return ApplicationError(message, type=kind.value, next_retry_delay=timedelta(seconds=delay))
