@@ -234,10 +234,12 @@ class AgentActivities(ContextActivities):
             context_management=request.context_management,
         )
         provider = provider_for(request.model)
-        window = request.context_window or context.model_limits(request.model).context_window
-        limit = context.prompt_limit(window, request.max_tokens)
+        window = context.known_window(request.model, request.context_window)
+        if window is None and is_anthropic(request.model):
+            window = context.DEFAULT_LIMITS.context_window  # a Claude model the table does not know yet
+        limit = context.prompt_limit(window, request.max_tokens) if window is not None else None
         tokens = await self.prompt_tokens(provider, model_request, prompt_ref=request.prompt_ref, head=head)
-        if tokens > limit:
+        if limit is not None and tokens > limit:
             # Never sent: the workflow compacts the conversation first.
             log.info("think step %s: prompt of %s tokens over the limit of %s; not sent", request.step, tokens, limit)
             return ThinkOutput(head=head, model=request.model, over_window=True, prompt_tokens=tokens)

@@ -66,6 +66,19 @@ def model_limits(model: str, context_window_override: int | None = None) -> Mode
     return limits
 
 
+def known_window(model: str, context_window_override: int | None = None) -> int | None:
+    """The window of ``model`` when the profile or the table says it, else ``None``.
+
+    A model served by a custom provider (a test's scripted model, another backend) has
+    no window the agent can know; it is enforced only when the profile sets one.
+    """
+    if context_window_override:
+        return context_window_override
+    if model in MODEL_LIMITS or any(model.startswith(name) for name in MODEL_LIMITS):
+        return model_limits(model).context_window
+    return None
+
+
 def safety_margin(context_window: int) -> int:
     """Tokens left unused at the top of the window."""
     return max(MIN_SAFETY_MARGIN, int(context_window * SAFETY_MARGIN_FRACTION))

@@ -113,6 +113,15 @@ class TestRequest:
         marked = [i for i, m in enumerate(fake.requests[0].body["messages"]) if "cache_control" in m["content"][-1]]
         assert marked == [3, 5, 8]
 
+    async def test_server_side_context_management_when_the_profile_asks(self, fake: FakeAnthropic) -> None:
+        request = _request()
+        request.context_management = True
+        fake.script(text("ok"))
+        await AnthropicModel().complete(request)
+        sent = fake.requests[0]
+        assert sent.body["context_management"] == {"edits": [{"type": "clear_tool_uses_20250919"}]}
+        assert "context-management" in sent.headers.get("anthropic-beta", "")
+
     async def test_tokens_counted_by_the_api_as_the_call_would_send_them(self, fake: FakeAnthropic) -> None:
         from tests.fake_tokens import count_tokens
 

@@ -154,9 +154,10 @@ class TestModelErrors:
         assert [r.api_key for r in fake.requests] == ["sk-ant-revoked", "sk-ant-rotated"]
 
     async def test_invalid_request_is_not_retried(self, harness: Harness, fake: FakeAnthropic) -> None:
-        fake.script(error(400, "prompt is too long: 212000 tokens > 200000 maximum"))
+        # (A 400 "prompt is too long" is the exception: the run compacts and tries once more; tests/test_long_runs.py.)
+        fake.script(error(400, "messages: roles must alternate between user and assistant"))
         run = await run_claude(harness, "hello")
-        assert run.failure is not None and "prompt is too long: 212000 tokens > 200000 maximum" in run.failure
+        assert run.failure is not None and "roles must alternate between user and assistant" in run.failure
         assert len(fake.requests) == 1
         assert attempts(run.history, "think") == [1]
 

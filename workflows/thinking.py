@@ -164,7 +164,7 @@ class Thinking(RunRecords):
         new_chars = self.pending_chars + (0 if self.sent_task else len(self.input.task))
         if not workflow.patched("honest-estimates"):
             return pricing.estimate_call_usd(price, previous=self.last_usage, new_input_chars=new_chars, max_tokens=self.agent.max_tokens)
-        limits = context.model_limits(self.agent.model, self.agent.context_window_tokens)
+        window = context.known_window(self.agent.model, self.agent.context_window_tokens)
         warm = self.last_think_at is not None and (workflow.now() - self.last_think_at).total_seconds() < pricing.CACHE_TTL_SECONDS
         if self.next_prompt_tokens is not None:
             prompt = self.next_prompt_tokens
@@ -180,7 +180,7 @@ class Thinking(RunRecords):
             max_tokens=self.agent.max_tokens,
             cached_tokens=self.cached_prompt_tokens,
             cache_warm=warm,
-            prompt_limit=context.prompt_limit(limits.context_window, self.agent.max_tokens),
+            prompt_limit=context.prompt_limit(window, self.agent.max_tokens) if window is not None else None,
         )
 
     async def _compact(self, allowance: int, reason: str) -> bool:
