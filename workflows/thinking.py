@@ -228,7 +228,9 @@ class Thinking(RunRecords):
         if out.request_id:
             observation["request_ids"] = [out.request_id]
         step_span, self.step_span = self.step_span, None
-        with telemetry.compaction_span(self.step + 1, self.agent.name) as span:
+        # The record belongs to the step being thought, as its first record (its own record id).
+        self.step += 1
+        with telemetry.compaction_span(self.step, self.agent.name) as span:
             self.step_span = span
             self._record(
                 ActionRecord(type="compaction", args={"tiers": out.tiers}, reasoning=out.summary_preview or None),
@@ -237,5 +239,6 @@ class Thinking(RunRecords):
                 [],
                 started=started,
             )
+        self.step -= 1
         self.step_span = step_span
         return out.fits

@@ -226,6 +226,8 @@ def format_record(record: DecisionRecord, total_cost: float) -> str:
     status = obs.get("status", "?")
     if record.action.type == "final_answer":
         line = f"  step {record.step:>3}  answer"
+    elif record.action.type == "compaction":
+        line = f"  step {record.step:>3}  compacted the conversation: {obs.get('tokens_before')} -> {obs.get('tokens_after')} tokens"
     else:
         line = f"  step {record.step:>3}  {record.action.tool}({_short(record.action.args, 60)}) -> {status}"
         detail = obs.get("result_preview") or obs.get("message") or obs.get("error")

@@ -61,7 +61,7 @@ def row(record: DecisionRecord) -> str:
     duration = record.observation.get("duration_ms")
     cells = (
         str(record.step),
-        "answer" if record.action.type == "final_answer" else "tool",
+        {"final_answer": "answer", "compaction": "compact"}.get(record.action.type, "tool"),
         record.action.tool or "-",
         str(record.observation.get("status", "?")),
         f"{duration / 1000:.2f}s" if isinstance(duration, (int, float)) else "-",
