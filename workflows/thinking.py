@@ -210,9 +210,9 @@ class Thinking(RunRecords):
         )
         self.phase = phase
         self.head = out.head
-        cost_usd = pricing.cost_usd(out.usage, self._price())
+        cost_usd = pricing.shown_usd(pricing.cost_usd(out.usage, self._price()))  # the one rounding rule
         self.usage = self.usage + out.usage
-        self.total_cost += cost_usd
+        self.total_cost = pricing.shown_usd(self.total_cost + cost_usd)
         self.compaction_cost += cost_usd
         self.compactions += 1
         self.next_prompt_tokens, self.cached_prompt_tokens = out.tokens_after, 0
@@ -235,7 +235,7 @@ class Thinking(RunRecords):
             self._record(
                 ActionRecord(type="compaction", args={"tiers": out.tiers}, reasoning=out.summary_preview or None),
                 observation,
-                CostRecord(**out.usage.model_dump(), estimated_cost=round(cost_usd, 8), budget_remaining=self._budget_remaining()),
+                CostRecord(**out.usage.model_dump(), estimated_cost=cost_usd, budget_remaining=self._budget_remaining()),
                 [],
                 started=started,
             )
