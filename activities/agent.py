@@ -214,6 +214,16 @@ class AgentActivities(ContextActivities):
 
     # ------------------------------------------------------------------ think
 
+    @activity.defn(name=contracts.ACTIVITY_STORE_TASK)
+    async def store_task(self, task: str) -> str:
+        """Put a large task into the content store; its reference.
+
+        The workflow runs it as a local activity: its input is not recorded in the
+        history (only the reference it returns is), and the store is content-addressed,
+        so running it again stores nothing twice.
+        """
+        return await self.store.put(task)
+
     @activity.defn(name=contracts.ACTIVITY_THINK)
     async def think(self, request: ThinkInput) -> ThinkOutput:
         """One model call. Reads the conversation from the store and appends the reply to it."""
@@ -340,6 +350,8 @@ class AgentActivities(ContextActivities):
         """The new head (with the tool results appended), the prompt, and the messages to send."""
         head = request.head
         user_content: list[dict[str, Any]] = []
+        if request.user_ref:
+            user_content.append({"type": "text", "text": await self.store.get(request.user_ref)})
         if request.user_text:
             user_content.append({"type": "text", "text": request.user_text})
         for part in request.tool_results:
@@ -482,7 +494,7 @@ class AgentActivities(ContextActivities):
 
     def all(self) -> list[Any]:
         """Every activity of this object, for ``Worker(activities=...)``."""
-        return [self.resolve_agent, self.think, self.compact, self.run_tool, self.notify_reviewer]
+        return [self.resolve_agent, self.store_task, self.think, self.compact, self.run_tool, self.notify_reviewer]
 
 
 def _error_text(exc: BaseException) -> str:

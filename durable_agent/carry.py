@@ -54,6 +54,8 @@ class CarriedState(BaseModel):
     last_usage: Usage | None = None
     pending_chars: int = 0
     sent_task: bool = True
+    #: The task in the content store, when it was too large to carry: the continuation's input holds a stub.
+    task_ref: str | None = None
     daily_lease: HeldLease | None = None
     #: The latest step costs, for the anomaly rule that compares a step with the run's median.
     step_costs: list[float] = []

@@ -17,6 +17,8 @@ QUERY_TRACE = "trace"
 
 ACTIVITY_RESOLVE_AGENT = "resolve_agent"
 ACTIVITY_THINK = "think"
+#: Puts a large task into the content store; run as a local activity, so the text never enters the history.
+ACTIVITY_STORE_TASK = "store_task"
 ACTIVITY_RUN_TOOL = "run_tool"
 ACTIVITY_NOTIFY_REVIEWER = "notify_reviewer"
 ACTIVITY_RECORD_DECISIONS = "record_decisions"

@@ -15,9 +15,14 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-#: Longest task, in characters. The task is sent to the model once and then kept in
-#: the content store; with ``metadata`` it is also part of every continuation's input.
-MAX_TASK_CHARS = 100_000
+#: Longest task, in characters. With ``metadata`` (at most 64 KiB) a task of plain text this
+#: long keeps the start input well under Temporal's 2 MB payload limit.
+MAX_TASK_CHARS = 1_000_000
+#: A task over this many bytes of UTF-8 goes into the content store once, and the run refers
+#: to it from then on: its model call and its continuations carry a reference, not the text.
+TASK_INLINE_BYTES = 8 * 1024
+#: Characters of a stored task kept in a continuation's input, so people reading the history see what the run is about.
+TASK_STUB_CHARS = 200
 #: How deep ``metadata`` may nest (``{"a": {"b": 1}}`` is 2 deep).
 MAX_METADATA_DEPTH = 32
 #: Largest ``metadata``, as compact UTF-8 JSON, in bytes. It is carried by every continuation.
@@ -151,6 +156,16 @@ def start_input_problems(value: Any) -> list[str]:
     if not problems:
         problems.extend(text_problems(value, ""))
     return problems
+
+
+def task_is_large(task: str) -> bool:
+    """Whether ``task`` goes into the content store rather than into activity and continuation inputs."""
+    return len(task) > TASK_INLINE_BYTES or len(task.encode("utf-8")) > TASK_INLINE_BYTES
+
+
+def task_stub(task: str, ref: str) -> str:
+    """What a continuation's input says for a stored ``task``: its start, its size and where the rest is."""
+    return f"{task[:TASK_STUB_CHARS]} [... the task is {len(task):,} characters, stored as {ref}]"
 
 
 class PayloadRefused(Exception):

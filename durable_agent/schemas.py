@@ -397,6 +397,7 @@ class ThinkInput(BaseModel):
     prompt_ref: str
     head: str | None = Field(description="Reference of the conversation so far (None: empty).")
     user_text: str | None = Field(default=None, description="A user message to append first (the task).")
+    user_ref: str | None = Field(default=None, description="Reference of a stored task to append first as the user message (a large task).")
     tool_results: list[ToolResultPart] = Field(default_factory=list)
     step: int
     context_window: int | None = Field(default=None, description="Tokens the model can read; None: the model's own.")

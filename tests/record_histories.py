@@ -155,6 +155,11 @@ SCENARIOS: list[Scenario] = [
     ("scripted_leased_budget_and_lane", {"task": "x", "model": "SCRIPTED"},
      {"daily_budget_usd": 5.0, "rate_limits": {"search_kb": "1/2s"}},
      [tool_use("search_kb", {"query": "a"}), tool_use("search_kb", {"query": "b"}), answer("done")], None),
+    # A task just over TASK_INLINE_BYTES: stored by a local activity, sent to think by reference,
+    # a stub carried into the continuation (patch task-by-reference).
+    ("scripted_large_task_by_reference", {"task": "Look up order ord-789. " + "Notes. " * 1_460, "model": "SCRIPTED"},
+     {"continue_as_new_every": 2},
+     [tool_use("lookup_order", {"order_id": "ord-789"}), tool_use("search_kb", {"query": "a"}), answer("done")], None),
     # Records kept by the record_decisions activity (patch decision-records-stored), and a loop that stops the run.
     ("scripted_records_stored_loop_stopped", {"task": "x", "model": "SCRIPTED"}, {"anomalies": {"on_loop": "stop"}},
      [tool_use("search_kb", {"query": "a"}), tool_use("search_kb", {"query": "b"}),

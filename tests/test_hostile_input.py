@@ -304,11 +304,12 @@ class TestStartInput:
         assert failure.non_retryable
         assert await failed_tasks(handle) == []
 
-    async def test_a_1_mb_task_is_refused_by_its_limit(self, harness: Harness) -> None:
+    async def test_a_task_over_its_limit_is_refused_by_name(self, harness: Harness) -> None:
+        """A 1 MB task runs (tests/test_large_task.py); one character more than the limit is refused at once."""
         async with harness.worker():
-            handle = await harness.start({"task": "Look up order ord-789 " + "x" * 1_000_000, "agent": "support"})
+            handle = await harness.start({"task": "Look up order ord-789 " + "x" * 1_000_001, "agent": "support"})
             failure = await failure_of(handle)
-        assert "task: 1,000,022 characters, over the limit of 100,000 (MAX_TASK_CHARS)" in failure.message
+        assert "task: 1,000,023 characters, over the limit of 1,000,000 (MAX_TASK_CHARS)" in failure.message
         assert await failed_tasks(handle) == []
 
     async def test_large_metadata_is_refused_by_its_limit(self, harness: Harness) -> None:

@@ -144,6 +144,7 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation, Thinking):
                 raise
             for warning in self.agent.warnings:
                 self._warn(warning)
+            await self._store_large_task()
         assert self.agent is not None
         self.autonomy, loosening = policy.run_autonomy(self.agent.autonomy, self.input.autonomy)
         if loosening and carried is None:  # a continuation carries the warning already

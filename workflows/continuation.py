@@ -54,6 +54,7 @@ class Continuation(RunRecords):
             last_usage=self.last_usage,
             pending_chars=self.pending_chars,
             sent_task=self.sent_task,
+            task_ref=self.task_ref,
             daily_lease=self.daily_lease,
             step_costs=self.step_costs,
             next_prompt_tokens=self.next_prompt_tokens,
@@ -61,6 +62,9 @@ class Continuation(RunRecords):
             last_think_at=self.last_think_at,
         )
         start = self.input.model_dump(mode="json", exclude_none=True)
+        if self.task_ref is not None and inputs.task_is_large(self.input.task):
+            # The model has the whole task in the conversation; the continuation's input names it.
+            start["task"] = inputs.task_stub(self.input.task, self.task_ref)
         workflow.continue_as_new(args=[start, self._within_payload_limit(start, carried)])
 
     def _within_payload_limit(self, start: dict[str, Any], carried: CarriedState) -> CarriedState:
@@ -107,6 +111,7 @@ class Continuation(RunRecords):
         self.pending_chars = carried.pending_chars
         self.started_at_step = carried.step
         self.sent_task = carried.sent_task
+        self.task_ref = carried.task_ref
         self.step_costs = list(carried.step_costs)
         self.daily_lease = carried.daily_lease
         self.tools_used_unlisted = carried.tools_used_unlisted

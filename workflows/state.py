@@ -79,6 +79,8 @@ class RunState:
     step_span: Any
     started_at_step: int
     sent_task: bool
+    #: The task's reference in the content store when it is too large to carry (``inputs.TASK_INLINE_BYTES``).
+    task_ref: str | None
     daily_remaining: float | None
     daily_reservation: SettleRequest | None
     #: The API request ids of the current step's model calls (a step can take several).
@@ -138,6 +140,7 @@ class RunState:
         self.step_span = None
         self.started_at_step = 0
         self.sent_task = False
+        self.task_ref = None
         self.daily_remaining = None
         self.daily_reservation = None
         self.step_request_ids = []

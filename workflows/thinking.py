@@ -10,13 +10,15 @@ and the step thinks again, once. See :mod:`durable_agent.stops` and
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from durable_agent import context, contracts, pricing, stops, telemetry
+    from durable_agent import context, contracts, inputs, pricing, stops, telemetry
+    from durable_agent.errors import failure_message
     from durable_agent.retry import MODEL_RETRY, temporal_policy
     from durable_agent.schemas import (
         ActionRecord,
@@ -29,7 +31,10 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from durable_agent.workflows.records import RunRecords
-from durable_agent.workflows.state import DEFAULT_HEARTBEAT_TIMEOUT
+from durable_agent.workflows.state import DEFAULT_HEARTBEAT_TIMEOUT, is_cancellation
+
+#: Runs begun before large tasks went into the content store sent them inline.
+PATCH_TASK_BY_REFERENCE = "task-by-reference"
 
 
 class Thinking(RunRecords):
@@ -120,10 +125,38 @@ class Thinking(RunRecords):
         self.answer = None
         return self._result(error=move.warning or f"the model's reply could not be acted on (stop reason {out.stop_reason})")
 
+    async def _store_large_task(self) -> None:
+        """Put a large task into the content store, so no activity or continuation input carries it.
+
+        A local activity: its input (the task) is not recorded in the history, only the
+        reference it returns. Runs begun before this sent the task inline, and replay so.
+
+        Raises:
+            ApplicationError: ``TaskNotStored``, non-retryable, when the store would not take it.
+        """
+        assert self.input is not None
+        if not inputs.task_is_large(self.input.task) or not workflow.patched(PATCH_TASK_BY_REFERENCE):
+            return
+        try:
+            self.task_ref = await workflow.execute_local_activity(
+                contracts.ACTIVITY_STORE_TASK,
+                self.input.task,
+                result_type=str,
+                start_to_close_timeout=timedelta(seconds=30),
+                schedule_to_close_timeout=timedelta(minutes=5),
+                summary="store the task",
+            )
+        except ActivityError as exc:
+            if is_cancellation(exc):
+                raise
+            message = f"the task could not be put into the content store ({contracts.ACTIVITY_STORE_TASK}): {failure_message(exc)}"
+            raise ApplicationError(message, type="TaskNotStored", non_retryable=True) from None
+
     async def _think(self, *, max_tokens: int | None = None, user_text: str | None = None) -> ThinkOutput:
         """One ``think`` activity with the step's pending input (the task, tool results, a note)."""
         assert self.input is not None and self.agent is not None
         allowance = max_tokens or self.agent.max_tokens
+        task_due = not self.sent_task  # the first call sends the task: inline, or by reference when large
         request = ThinkInput(
             session_id=workflow.info().workflow_id,
             agent=self.agent.name,
@@ -131,7 +164,8 @@ class Thinking(RunRecords):
             max_tokens=allowance,
             prompt_ref=self.agent.prompt_ref,
             head=self.head,
-            user_text=user_text if self.sent_task else self.input.task,
+            user_text=(self.input.task if self.task_ref is None else None) if task_due else user_text,
+            user_ref=self.task_ref if task_due else None,
             tool_results=self.pending_results,
             step=self.step + 1,
             context_window=self.agent.context_window_tokens,
