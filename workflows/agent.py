@@ -203,7 +203,8 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation, Thinking):
     async def _loop(self) -> AgentResult:
         assert self.input is not None and self.agent is not None
         max_steps = self.input.max_steps
-        fingerprint = telemetry.task_hash(self.input.task)
+        # A stored task's continuations hold a stub of it: its reference is what every run of the chain shares.
+        fingerprint = telemetry.task_hash(self.task_ref or self.input.task)
         while self.step < max_steps:
             if self._should_continue_as_new():
                 await self._continue_as_new()
