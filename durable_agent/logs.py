@@ -24,6 +24,14 @@ FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 #: Fields the agent's own code passes with ``extra=``, copied as they are.
 AGENT_FIELDS = ("step", "tool", "approval_id", "record_id", "agent")
+#: What Temporal's logger adapters attach (``extra`` name -> our field: their key).
+_COMMON = {"workflow_id": "workflow_id", "workflow_type": "workflow_type", "task_queue": "task_queue", "namespace": "namespace"}
+TEMPORAL_FIELDS: dict[str, dict[str, str]] = {
+    "temporal_workflow": {**_COMMON, "run_id": "run_id"},
+    "temporal_activity": {
+        **_COMMON, "run_id": "workflow_run_id", "activity_id": "activity_id", "activity_type": "activity_type", "attempt": "attempt",
+    },
+}
 
 _json_lines = False
 
@@ -50,27 +58,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        run = getattr(record, "temporal_workflow", None)
-        if isinstance(run, dict):
-            out.update(
-                workflow_id=run.get("workflow_id"),
-                run_id=run.get("run_id"),
-                workflow_type=run.get("workflow_type"),
-                task_queue=run.get("task_queue"),
-                namespace=run.get("namespace"),
-            )
-        act = getattr(record, "temporal_activity", None)
-        if isinstance(act, dict):
-            out.update(
-                workflow_id=act.get("workflow_id"),
-                run_id=act.get("workflow_run_id"),
-                workflow_type=act.get("workflow_type"),
-                activity_id=act.get("activity_id"),
-                activity_type=act.get("activity_type"),
-                attempt=act.get("attempt"),
-                task_queue=act.get("task_queue"),
-                namespace=act.get("namespace"),
-            )
+        for extra, fields in TEMPORAL_FIELDS.items():
+            details = getattr(record, extra, None)
+            if isinstance(details, dict):
+                out.update({ours: details.get(theirs) for ours, theirs in fields.items()})
         for field in AGENT_FIELDS:
             value = getattr(record, field, None)
             if value is not None:

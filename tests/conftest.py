@@ -202,3 +202,17 @@ def subprocess_env(state: Path, address: str, **extra: str) -> dict[str, str]:
     )
     env.update(extra)
     return env
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Any]:
+    """Subprocesses of one test (:class:`tests.test_crash_recovery.Processes`), all killed at the end."""
+    from tests.test_crash_recovery import Processes
+
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    procs = Processes(logs)
+    try:
+        yield procs
+    finally:
+        procs.kill_all()

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 from temporalio.client import Client, WorkflowHandle
@@ -95,17 +95,6 @@ class Processes:
     def output(self) -> str:
         """Everything the processes wrote, for a failing test's report."""
         return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.logs.glob("*.log")))
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    procs = Processes(logs)
-    try:
-        yield procs
-    finally:
-        procs.kill_all()
 
 
 #: Starts one worker subprocess under the given :class:`Processes`.

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,17 +23,6 @@ from tests.test_crash_recovery import CLAUDE_CONFIG, OFFLINE_CONFIG, Processes, 
 from tests.test_failures import until
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    procs = Processes(logs)
-    try:
-        yield procs
-    finally:
-        procs.kill_all()
 
 
 def scrape(port: int) -> str:
