@@ -88,6 +88,7 @@ class HolderMemo(BaseModel):
 
     seq: int
     refused: bool = False
+    held: bool = Field(default=False, description="Refused for now: what is left was held by other runs' leases.")
     seen_at: datetime
 
 
@@ -311,6 +312,8 @@ def check_request(state: LedgerState, agent: str, day: str) -> str | None:
 
 #: A run asks for this many calls' worth of budget at a time (its fair share permitting).
 LEASE_CALLS = 10
+#: Why a lease is not granted yet although the budget is not spent.
+HELD_MESSAGE = "what is left of the daily budget is held by other runs' leases; ask again shortly"
 #: How long a lease holds budget unreported: longer than a run takes between two model calls.
 LEASE_TTL = timedelta(hours=1)
 
@@ -343,6 +346,7 @@ class LeaseResult(Balance):
     amount_usd: float = 0.0
     message: str = ""
     closed: bool = Field(default=False, description="The day's ledger has closed: lease from today's instead.")
+    held: bool = Field(default=False, description="Not now: what is left is held by other runs' leases; ask again shortly.")
 
 
 class HeldLease(BaseModel):
@@ -393,6 +397,8 @@ def lease(state: LedgerState, request: LeaseRequest, now: datetime) -> LeaseResu
         open_lease = state.leases.get(request.holder)
         if open_lease is not None and open_lease.seq == request.seq:
             return _lease_result(state, request, True, amount=open_lease.amount_usd)
+        if memo.held:
+            return _lease_result(state, request, False, HELD_MESSAGE).model_copy(update={"held": True})
         message = refusal_message(state, request.min_usd) if memo.refused else "returned"
         return _lease_result(state, request, not memo.refused, message)
     if memo is None and request.sent_at is not None and request.sent_at < now - REMEMBER_FOR:
@@ -407,7 +413,10 @@ def lease(state: LedgerState, request: LeaseRequest, now: datetime) -> LeaseResu
         answer = _lease_result(state, request, True, "returned")
     else:
         available = state.limit_usd - state.spent_usd - state.reserved_usd
-        if request.min_usd > available + EPSILON_USD:
+        if request.min_usd > available + EPSILON_USD and state.spent_usd + request.min_usd <= state.limit_usd + EPSILON_USD and state.leases:
+            # Not spent, only held by other runs' leases: they report or give it back soon; ask again.
+            answer = _lease_result(state, request, False, HELD_MESSAGE).model_copy(update={"held": True})
+        elif request.min_usd > available + EPSILON_USD:
             state.refused += 1
             answer = _lease_result(state, request, False, refusal_message(state, request.min_usd))
         else:
@@ -418,7 +427,7 @@ def lease(state: LedgerState, request: LeaseRequest, now: datetime) -> LeaseResu
             )
             state.granted += 1
             answer = _lease_result(state, request, True, amount=amount)
-    state.holders[request.holder] = HolderMemo(seq=request.seq, refused=not answer.granted, seen_at=now)
+    state.holders[request.holder] = HolderMemo(seq=request.seq, refused=not answer.granted, held=answer.held, seen_at=now)
     return answer
 
 

@@ -246,3 +246,16 @@ def test_check_request_names_the_wrong_ledger() -> None:
     state = _state()
     assert budget.check_request(state, "support", "2025-03-14") is None
     assert "not of 'sales' on 2025-03-14" in (budget.check_request(state, "sales", "2025-03-14") or "")
+
+
+def test_a_budget_held_by_other_leases_is_not_refused() -> None:
+    """Not spent, only leased to others: the run is told to ask again, and is refused only once it is spent."""
+    state = _state(0.3)
+    budget.lease(state, _lease("a", 1, need=0.1, want=0.3), T0)  # a's fair share: half of 0.3
+    held = budget.lease(state, _lease("b", 1, need=0.2, want=0.2), T0)
+    assert held.held and not held.granted and state.refused == 0
+    assert budget.lease(state, _lease("b", 1, need=0.2, want=0.2), T0) == held  # a retry, answered the same
+    budget.lease(state, _lease("a", 2, used=0.05, need=0.0), T0)  # a gives the rest back
+    assert budget.lease(state, _lease("b", 2, need=0.2, want=0.2), T0).granted
+    spent = _state(0.3, spent=0.25)
+    assert not budget.lease(spent, _lease("c", 1, need=0.1), T0).held  # truly spent: refused

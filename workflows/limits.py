@@ -48,6 +48,8 @@ LIMITS_TIMEOUT = timedelta(seconds=30)
 LEASE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30), maximum_attempts=0)
 #: What a ledger or rate limiter activity returns.
 _LimitsResult = TypeVar("_LimitsResult", ReserveResult, Balance, AcquireResult, LeaseResult)
+#: How long a run waits before asking again when the budget left is held by other runs' leases.
+LEASE_HELD_WAIT = timedelta(seconds=2)
 #: Runs recorded before leases reserve and settle every call; this marks those that lease.
 PATCH_DAILY_LEASES = "daily-budget-leases"
 
@@ -71,6 +73,12 @@ class SharedLimits(RunRecords):
             return True, ""
         while True:
             result = await self._lease(day, min_usd=estimate, want_usd=estimate * LEASE_CALLS)
+            if result.held:
+                # The rest of the budget is held by other runs' leases, not spent: wait for them to report.
+                self.phase, self.waiting_for = "waiting_for_budget", f"the daily budget of {self.agent.name} (held by other runs)"
+                await workflow.sleep(LEASE_HELD_WAIT, summary="daily budget held by other runs")
+                self.waiting_for = None
+                continue
             if not result.closed:
                 break
             later = budget.day_of(workflow.now())
