@@ -1,106 +1,50 @@
 """The activities of an agent run: resolve the profile, think, run a tool, notify a reviewer.
 
-Each failure is classified here, once, into an error kind
-(:mod:`durable_agent.retry`), and becomes an ``ApplicationError`` that either
-names the exact wait before the next attempt or says not to retry.
+``AgentActivities`` holds the model side (resolving a profile, thinking); the
+tools (:mod:`.tools`), context compaction (:mod:`.context`) and reviewer
+notifications (:mod:`.notify`) are mixins of their own modules. Each failure is
+classified once, in the activity, into an error kind (:mod:`.common`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
-import json
-import logging
 import random
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import AsyncIterator
 from concurrent.futures import Executor
-from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from durable_agent import context, contracts, genai, logs, stops
-from durable_agent.activities.context import READ_RESULT_INFO, ContextActivities
-from durable_agent.encryption import DecryptionError
+from durable_agent import context, contracts, genai, stops
+from durable_agent.activities.common import content_errors, heartbeating, log, retry_error, tool_result_text
+from durable_agent.activities.context import READ_RESULT_INFO
+from durable_agent.activities.notify import NotifyActivities
+from durable_agent.activities.tools import ToolActivities
 from durable_agent.activities.approvals import ApprovalIndex
-from durable_agent.errors import InvalidToolArguments, ToolAuthError, ToolError, ToolRateLimited, ToolTimeout
-from durable_agent.jsonsafe import json_safe
 from durable_agent.models import ModelError, ModelRequest, is_anthropic, provider_for
-from durable_agent.policy import approve_command
 from durable_agent.pricing import find_price, price_warnings
 from durable_agent.profiles import AgentsConfig
 from durable_agent.ratelimit import estimate_input_tokens, profile_lane
-from durable_agent.retry import TOOL_RETRY_POLICIES, ErrorKind, RetryPlan, model_retry_delay, next_delay
+from durable_agent.retry import ErrorKind, model_retry_delay
 from durable_agent.schemas import (
     ResolveAgentInput,
     ResolvedAgent,
-    ReviewerNotice,
     ThinkInput,
     ThinkOutput,
     ToolCall,
-    ToolCallInput,
-    ToolCallOutput,
 )
 from durable_agent.stops import think_timeout
-from durable_agent.store import ContentStore, MissingContent
-from durable_agent.tools import Tool, ToolContext, ToolRegistry
+from durable_agent.store import ContentStore
+from durable_agent.tools import ToolRegistry
 from durable_agent.tools import registry as default_registry
 
 if TYPE_CHECKING:
     from durable_agent.activities.budget import ModelRateLimits
 
-log = logs.ActivityLogger(logging.getLogger("durable_agent.activities"), None)
-
-#: Longest tool result the model is shown, in characters (the store keeps all of it).
-MAX_RESULT_CHARS = 100_000
-PREVIEW_CHARS = 300
 #: Longest reasoning taken from thinking blocks into the workflow (and its history) per step.
 REASONING_CHARS = 2_000
-HEARTBEAT_EVERY = 5.0
-#: Longest error text a tool call reports (it is recorded in the history and shown to the model).
-ERROR_CHARS = 2_000
-
-
-@contextlib.asynccontextmanager
-async def _heartbeating(every: float = HEARTBEAT_EVERY) -> AsyncIterator[None]:
-    """Heartbeat in the background, so a dead worker is noticed within the heartbeat timeout."""
-
-    async def beat() -> None:
-        while True:
-            activity.heartbeat()
-            await asyncio.sleep(every)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-@contextlib.asynccontextmanager
-async def _content_errors() -> AsyncIterator[None]:
-    """Content that is not in the store, or that no key of this worker opens, will not appear on retry:
-    fail the activity at once, naming the reference and the store."""
-    try:
-        yield
-    except (MissingContent, DecryptionError) as exc:
-        raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None
-
-
-def _retry_error(message: str, kind: ErrorKind, delay: float | None, **details: Any) -> ApplicationError:
-    """An ``ApplicationError`` that retries after exactly ``delay`` seconds, or never (``None``)."""
-    message = _cut(message, ERROR_CHARS)
-    if delay is None:
-        return ApplicationError(message, details or None, type=kind.value, non_retryable=True)
-    return ApplicationError(message, details or None, type=kind.value, next_retry_delay=timedelta(seconds=delay))
 
 
 def run_user_id(session_id: str) -> str:
@@ -108,18 +52,7 @@ def run_user_id(session_id: str) -> str:
     return "run-" + hashlib.sha256(f"durable-agent:{session_id}".encode()).hexdigest()[:32]
 
 
-def _tool_result_text(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
-    return _cut(text, MAX_RESULT_CHARS)
-
-
-def _cut(text: str, limit: int) -> str:
-    if len(text) > limit:
-        return text[:limit] + f"\n[... cut: {len(text) - limit} more characters]"
-    return text
-
-
-class AgentActivities(ContextActivities):
+class AgentActivities(ToolActivities, NotifyActivities):
     """Activities bound to one worker's configuration, content store and tool registry."""
 
     def __init__(
@@ -227,7 +160,7 @@ class AgentActivities(ContextActivities):
     @activity.defn(name=contracts.ACTIVITY_THINK)
     async def think(self, request: ThinkInput) -> ThinkOutput:
         """One model call. Reads the conversation from the store and appends the reply to it."""
-        async with _content_errors():
+        async with content_errors():
             head, prompt, messages = await self._conversation(request)
         assert head is not None  # the task, at least, was just appended
         model_request = ModelRequest(
@@ -260,7 +193,7 @@ class AgentActivities(ContextActivities):
             with genai.chat_span(
                 request.model, system=model_request.system, messages=model_request.messages, max_tokens=request.max_tokens
             ) as chat:
-                async with _heartbeating():
+                async with heartbeating():
                     response = await provider.complete(model_request)
                 chat.set_response(
                     model=response.model,
@@ -285,7 +218,7 @@ class AgentActivities(ContextActivities):
                 "giving up" if delay is None else f"retrying in {delay:.2f}s",
                 extra={"step": request.step},
             )
-            raise _retry_error(exc.message, exc.kind, delay, status_code=exc.status_code, request_id=exc.request_id) from None
+            raise retry_error(exc.message, exc.kind, delay, status_code=exc.status_code, request_id=exc.request_id) from None
         duration_ms = int((time.monotonic() - started) * 1000)
         log.info(
             "think step %s attempt %s: request %s, stop %s", request.step, attempt, response.request_id or "-", response.stop_reason,
@@ -356,7 +289,7 @@ class AgentActivities(ContextActivities):
             user_content.append({"type": "text", "text": request.user_text})
         for part in request.tool_results:
             if part.ref is not None:
-                text = _tool_result_text((await self.store.get(part.ref))["output"])
+                text = tool_result_text((await self.store.get(part.ref))["output"])
             else:
                 text = part.text or ""
             block: dict[str, Any] = {"type": "tool_result", "tool_use_id": part.tool_use_id, "content": text}
@@ -370,165 +303,9 @@ class AgentActivities(ContextActivities):
         prompt = await self.store.get(request.prompt_ref)
         return head, prompt, await self.store.messages(head)
 
-    # --------------------------------------------------------------- run tool
-
-    @activity.defn(name=contracts.ACTIVITY_RUN_TOOL)
-    async def run_tool(self, request: ToolCallInput) -> ToolCallOutput:
-        """Run one tool call. Final outcomes are returned; retryable failures are raised with their delay."""
-        call: ToolCall = request.call
-        tool = self.tools.get(call.name)
-        if tool is None and call.name == contracts.TOOL_READ_RESULT:
-            return await self.read_result(call)
-        if tool is None:
-            return ToolCallOutput(status="unknown_tool", error=f"no tool named {call.name!r}", preview=f"no tool named {call.name!r}")
-        info = activity.info()
-        context = ToolContext(
-            idempotency_key=request.idempotency_key,
-            session_id=request.session_id,
-            agent=request.agent,
-            step=request.step,
-            attempt=info.attempt,
-            heartbeat=activity.heartbeat,
-        )
-        plan = TOOL_RETRY_POLICIES.get(tool.info.retry, TOOL_RETRY_POLICIES["tool_default"])
-        started = time.monotonic()
-        with genai.tool_span(call.name, call.id, args=call.args, description=tool.info.description) as span:
-            output = await self._invoke_tool(tool, call, context, plan, started)
-            genai.tool_outcome(span, output.status, output.preview if output.ref else None, output.error)
-        return output
-
-    async def _invoke_tool(self, tool: Tool, call: ToolCall, context: ToolContext, plan: RetryPlan, started: float) -> ToolCallOutput:
-        """Invoke the tool; a final outcome is returned, a retryable failure raised with its delay."""
-        info = activity.info()
-        try:
-            # At the pace the tool asked for: the workflow's heartbeat timeout follows it.
-            async with _heartbeating(min(HEARTBEAT_EVERY, tool.info.heartbeat_seconds or HEARTBEAT_EVERY)):
-                result = await asyncio.wait_for(tool.invoke(call.args, context, self.tool_executor), timeout=tool.info.timeout_seconds)
-        except InvalidToolArguments as exc:
-            message = _error_text(exc)
-            return ToolCallOutput(status="invalid_arguments", error=message, preview=message[:PREVIEW_CHARS])
-        except ToolError as exc:
-            kind = _tool_error_kind(exc)
-            retry_after = exc.retry_after if isinstance(exc, ToolRateLimited) else None
-            if not exc.retryable:
-                message = _error_text(exc)
-                return ToolCallOutput(status="error", error=message, preview=message[:PREVIEW_CHARS], duration_ms=_ms(started))
-            delay = next_delay(plan, kind, info.attempt, retry_after)
-            raise _retry_error(f"{call.name}: {_error_text(exc)}", kind, delay) from None
-        except (asyncio.TimeoutError, TimeoutError):
-            delay = next_delay(plan, ErrorKind.TIMEOUT, info.attempt)
-            raise _retry_error(f"{call.name} timed out after {tool.info.timeout_seconds:g}s", ErrorKind.TIMEOUT, delay) from None
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            delay = next_delay(plan, ErrorKind.TOOL_CRASH, info.attempt)
-            log.warning("tool %s crashed (attempt %s): %r", call.name, info.attempt, exc, extra={"tool": call.name})
-            raise _retry_error(f"{call.name} crashed: {type(exc).__name__}: {_error_text(exc)}", ErrorKind.TOOL_CRASH, delay) from None
-        return await self._tool_done(call, result, _ms(started))
-
-    async def _tool_done(self, call: ToolCall, result: Any, duration_ms: int) -> ToolCallOutput:
-        """The outcome of a tool that returned: never raises, so nothing of ours can make the tool run again.
-
-        The result is made JSON-safe once, here (what could not be kept as it was is
-        said in ``warnings``); if storing it fails, the model gets the preview and a note.
-        """
-        try:
-            output, warnings = json_safe(result)
-            text = _tool_result_text(output)
-        except Exception as exc:  # noqa: BLE001 - json_safe does not raise; this is the belt to its braces
-            output, text = None, f"[the result of {call.name} could not be read: {type(exc).__name__}]"
-            warnings = [f"RESULT_CONVERTED: {text}"]
-        try:
-            ref: str | None = await self.store.put({"tool": call.name, "output": output})
-        except Exception as exc:  # noqa: BLE001 - the store is down or full: the tool's work is done all the same
-            log.warning("result of %s not stored (the tool is not run again): %r", call.name, exc)
-            ref = None
-            note = f"RESULT_NOT_STORED: the full result could not be stored ({type(exc).__name__}); the model saw its first {PREVIEW_CHARS} characters"
-            warnings = [*warnings, _cut(note, 300)]
-            text = text[:PREVIEW_CHARS] + "\n[the rest of this result could not be stored]"
-            return ToolCallOutput(status="ok", ref=None, preview=text, duration_ms=duration_ms, chars=len(text), warnings=warnings)
-        return ToolCallOutput(status="ok", ref=ref, preview=text[:PREVIEW_CHARS], duration_ms=duration_ms, chars=len(text), warnings=warnings)
-
-    # ----------------------------------------------------------------- notify
-
-    @activity.defn(name=contracts.ACTIVITY_NOTIFY_REVIEWER)
-    async def notify_reviewer(self, notice: ReviewerNotice) -> None:
-        """Tell a human that an approval waits: a log line always, a JSON POST to the webhook when set.
-
-        The POST body is the notice (without the URL) plus ``"event": "approval_requested"``.
-        A failure raises a retryable ``WebhookFailed``; the workflow never waits for this activity,
-        so a webhook that stays down delays no decision.
-        """
-        approval = notice.approval
-        command = notice.approve_command or approve_command(notice.workflow_id, approval.approval_id, namespace=notice.namespace)
-        if activity.info().attempt == 1:  # one line per approval, not one per webhook retry
-            log.warning(
-                "approval %s waits in %s: %s %s (%s; deadline %s); approve with: %s",
-                approval.approval_id, notice.workflow_id, approval.tool, json.dumps(approval.args, sort_keys=True),
-                approval.reason, approval.deadline.isoformat(), command,
-            )
-        url = notice.webhook_url
-        if not url:
-            return
-        fields: dict[str, Any] = {"approve_command": command}
-        link = inbox_link(self.config, notice)
-        if link:
-            fields["inbox_url"] = link
-        body = json.dumps(
-            {"event": "approval_requested", **notice.model_dump(mode="json", exclude={"webhook_url"}), **fields}
-        ).encode()
-        # Webhook URLs often carry a token in the path: errors name the host only.
-        host = urllib.parse.urlsplit(url).netloc or "(no host)"
-
-        def post() -> int:
-            req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                return resp.status
-
-        try:
-            await asyncio.to_thread(post)
-        except urllib.error.HTTPError as exc:
-            raise ApplicationError(f"reviewer webhook at {host} answered {exc.code}", type="WebhookFailed") from None
-        except OSError as exc:  # refused, unreachable, timed out
-            raise ApplicationError(f"reviewer webhook at {host} failed: {exc}", type="WebhookFailed") from None
-
     def all(self) -> list[Any]:
         """Every activity of this object, for ``Worker(activities=...)``."""
         return [self.resolve_agent, self.store_task, self.think, self.compact, self.run_tool, self.notify_reviewer]
-
-
-def _error_text(exc: BaseException) -> str:
-    """An exception's text, cut to ``ERROR_CHARS`` and made valid Unicode (it is recorded and shown to the model)."""
-    try:
-        text = str(exc)
-    except Exception:  # noqa: BLE001 - a __str__ that fails must not fail the call
-        text = type(exc).__name__
-    return _cut(text.encode("utf-8", "replace").decode("utf-8"), ERROR_CHARS)
-
-
-def inbox_link(config: AgentsConfig, notice: ReviewerNotice) -> str | None:
-    """The address of this approval in the reviewer inbox, when the agent's profile names the inbox."""
-    profile = config.agents.get(notice.agent)
-    base = profile.approval.inbox_url if profile is not None else None
-    if not base:
-        return None
-    workflow_id = urllib.parse.quote(notice.workflow_id, safe="")
-    approval_id = urllib.parse.quote(notice.approval.approval_id, safe="")
-    return f"{base.rstrip('/')}/approvals/{workflow_id}/{approval_id}"
-
-
-def _ms(started: float) -> int:
-    return int((time.monotonic() - started) * 1000)
-
-
-def _tool_error_kind(exc: ToolError) -> ErrorKind:
-    if isinstance(exc, ToolTimeout):
-        return ErrorKind.TIMEOUT
-    if isinstance(exc, ToolRateLimited):
-        return ErrorKind.RATE_LIMIT
-    if isinstance(exc, ToolAuthError):
-        return ErrorKind.AUTH
-    return ErrorKind.TOOL_CRASH
 
 
 def _has_api_key() -> bool:

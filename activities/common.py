@@ -1,0 +1,94 @@
+"""What every activity of a run shares: heartbeats, error texts, and retry errors by kind.
+
+Each failure is classified once, in the activity, into an error kind
+(:mod:`durable_agent.retry`), and becomes an ``ApplicationError`` that either
+names the exact wait before the next attempt or says not to retry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from durable_agent import logs
+from durable_agent.encryption import DecryptionError
+from durable_agent.retry import ErrorKind
+from durable_agent.store import MissingContent
+
+log = logs.ActivityLogger(logging.getLogger("durable_agent.activities"), None)
+
+#: Longest tool result the model is shown, in characters (the store keeps all of it).
+MAX_RESULT_CHARS = 100_000
+PREVIEW_CHARS = 300
+HEARTBEAT_EVERY = 5.0
+#: Longest error text a tool call reports (it is recorded in the history and shown to the model).
+ERROR_CHARS = 2_000
+
+
+@contextlib.asynccontextmanager
+async def heartbeating(every: float = HEARTBEAT_EVERY) -> AsyncIterator[None]:
+    """Heartbeat in the background, so a dead worker is noticed within the heartbeat timeout."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(every)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+@contextlib.asynccontextmanager
+async def content_errors() -> AsyncIterator[None]:
+    """Content that is not in the store, or that no key of this worker opens, will not appear on retry:
+    fail the activity at once, naming the reference and the store."""
+    try:
+        yield
+    except (MissingContent, DecryptionError) as exc:
+        raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None
+
+
+def retry_error(message: str, kind: ErrorKind, delay: float | None, **details: Any) -> ApplicationError:
+    """An ``ApplicationError`` that retries after exactly ``delay`` seconds, or never (``None``)."""
+    message = cut(message, ERROR_CHARS)
+    if delay is None:
+        return ApplicationError(message, details or None, type=kind.value, non_retryable=True)
+    return ApplicationError(message, details or None, type=kind.value, next_retry_delay=timedelta(seconds=delay))
+
+
+def tool_result_text(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+    return cut(text, MAX_RESULT_CHARS)
+
+
+def cut(text: str, limit: int) -> str:
+    if len(text) > limit:
+        return text[:limit] + f"\n[... cut: {len(text) - limit} more characters]"
+    return text
+
+
+def error_text(exc: BaseException) -> str:
+    """An exception's text, cut to ``ERROR_CHARS`` and made valid Unicode (it is recorded and shown to the model)."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a __str__ that fails must not fail the call
+        text = type(exc).__name__
+    return cut(text.encode("utf-8", "replace").decode("utf-8"), ERROR_CHARS)
+
+
+def elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)

@@ -1,0 +1,129 @@
+"""The ``run_tool`` activity: one tool call, classified once, never re-run for our own failure.
+
+A tool that returned has done its work: its result is made JSON-safe and stored
+right away, and nothing after that can raise, so nothing of ours makes the tool
+run again. A failing tool is retried per its retry plan, by error kind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import Executor
+from typing import Any
+
+from temporalio import activity
+
+from durable_agent import contracts, genai
+from durable_agent.activities.common import (
+    HEARTBEAT_EVERY,
+    PREVIEW_CHARS,
+    cut,
+    elapsed_ms,
+    error_text,
+    heartbeating,
+    log,
+    retry_error,
+    tool_result_text,
+)
+from durable_agent.activities.context import ContextActivities
+from durable_agent.errors import InvalidToolArguments, ToolAuthError, ToolError, ToolRateLimited, ToolTimeout
+from durable_agent.jsonsafe import json_safe
+from durable_agent.retry import TOOL_RETRY_POLICIES, ErrorKind, RetryPlan, next_delay
+from durable_agent.schemas import ToolCall, ToolCallInput, ToolCallOutput
+from durable_agent.tools import Tool, ToolContext, ToolRegistry
+
+
+class ToolActivities(ContextActivities):
+    """Runs the worker's tools (and the built-in ``read_result``)."""
+
+    tools: ToolRegistry
+    #: The worker's bounded pool for synchronous tools.
+    tool_executor: Executor | None
+
+    @activity.defn(name=contracts.ACTIVITY_RUN_TOOL)
+    async def run_tool(self, request: ToolCallInput) -> ToolCallOutput:
+        """Run one tool call. Final outcomes are returned; retryable failures are raised with their delay."""
+        call: ToolCall = request.call
+        tool = self.tools.get(call.name)
+        if tool is None and call.name == contracts.TOOL_READ_RESULT:
+            return await self.read_result(call)
+        if tool is None:
+            return ToolCallOutput(status="unknown_tool", error=f"no tool named {call.name!r}", preview=f"no tool named {call.name!r}")
+        info = activity.info()
+        context = ToolContext(
+            idempotency_key=request.idempotency_key,
+            session_id=request.session_id,
+            agent=request.agent,
+            step=request.step,
+            attempt=info.attempt,
+            heartbeat=activity.heartbeat,
+        )
+        plan = TOOL_RETRY_POLICIES.get(tool.info.retry, TOOL_RETRY_POLICIES["tool_default"])
+        started = time.monotonic()
+        with genai.tool_span(call.name, call.id, args=call.args, description=tool.info.description) as span:
+            output = await self._invoke_tool(tool, call, context, plan, started)
+            genai.tool_outcome(span, output.status, output.preview if output.ref else None, output.error)
+        return output
+
+    async def _invoke_tool(self, tool: Tool, call: ToolCall, context: ToolContext, plan: RetryPlan, started: float) -> ToolCallOutput:
+        """Invoke the tool; a final outcome is returned, a retryable failure raised with its delay."""
+        info = activity.info()
+        try:
+            # At the pace the tool asked for: the workflow's heartbeat timeout follows it.
+            async with heartbeating(min(HEARTBEAT_EVERY, tool.info.heartbeat_seconds or HEARTBEAT_EVERY)):
+                result = await asyncio.wait_for(tool.invoke(call.args, context, self.tool_executor), timeout=tool.info.timeout_seconds)
+        except InvalidToolArguments as exc:
+            message = error_text(exc)
+            return ToolCallOutput(status="invalid_arguments", error=message, preview=message[:PREVIEW_CHARS])
+        except ToolError as exc:
+            kind = _tool_error_kind(exc)
+            retry_after = exc.retry_after if isinstance(exc, ToolRateLimited) else None
+            if not exc.retryable:
+                message = error_text(exc)
+                return ToolCallOutput(status="error", error=message, preview=message[:PREVIEW_CHARS], duration_ms=elapsed_ms(started))
+            delay = next_delay(plan, kind, info.attempt, retry_after)
+            raise retry_error(f"{call.name}: {error_text(exc)}", kind, delay) from None
+        except (asyncio.TimeoutError, TimeoutError):
+            delay = next_delay(plan, ErrorKind.TIMEOUT, info.attempt)
+            raise retry_error(f"{call.name} timed out after {tool.info.timeout_seconds:g}s", ErrorKind.TIMEOUT, delay) from None
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            delay = next_delay(plan, ErrorKind.TOOL_CRASH, info.attempt)
+            log.warning("tool %s crashed (attempt %s): %r", call.name, info.attempt, exc, extra={"tool": call.name})
+            raise retry_error(f"{call.name} crashed: {type(exc).__name__}: {error_text(exc)}", ErrorKind.TOOL_CRASH, delay) from None
+        return await self._tool_done(call, result, elapsed_ms(started))
+
+    async def _tool_done(self, call: ToolCall, result: Any, duration_ms: int) -> ToolCallOutput:
+        """The outcome of a tool that returned: never raises, so nothing of ours can make the tool run again.
+
+        The result is made JSON-safe once, here (what could not be kept as it was is
+        said in ``warnings``); if storing it fails, the model gets the preview and a note.
+        """
+        try:
+            output, warnings = json_safe(result)
+            text = tool_result_text(output)
+        except Exception as exc:  # noqa: BLE001 - json_safe does not raise; this is the belt to its braces
+            output, text = None, f"[the result of {call.name} could not be read: {type(exc).__name__}]"
+            warnings = [f"RESULT_CONVERTED: {text}"]
+        try:
+            ref: str | None = await self.store.put({"tool": call.name, "output": output})
+        except Exception as exc:  # noqa: BLE001 - the store is down or full: the tool's work is done all the same
+            log.warning("result of %s not stored (the tool is not run again): %r", call.name, exc)
+            ref = None
+            note = f"RESULT_NOT_STORED: the full result could not be stored ({type(exc).__name__}); the model saw its first {PREVIEW_CHARS} characters"
+            warnings = [*warnings, cut(note, 300)]
+            text = text[:PREVIEW_CHARS] + "\n[the rest of this result could not be stored]"
+            return ToolCallOutput(status="ok", ref=None, preview=text, duration_ms=duration_ms, chars=len(text), warnings=warnings)
+        return ToolCallOutput(status="ok", ref=ref, preview=text[:PREVIEW_CHARS], duration_ms=duration_ms, chars=len(text), warnings=warnings)
+
+
+def _tool_error_kind(exc: ToolError) -> ErrorKind:
+    if isinstance(exc, ToolTimeout):
+        return ErrorKind.TIMEOUT
+    if isinstance(exc, ToolRateLimited):
+        return ErrorKind.RATE_LIMIT
+    if isinstance(exc, ToolAuthError):
+        return ErrorKind.AUTH
+    return ErrorKind.TOOL_CRASH
