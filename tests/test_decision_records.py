@@ -106,6 +106,15 @@ class TestTraceCommand:
         rows = [line.split()[2] for line in followed.getvalue().splitlines()[1:-1]]
         assert rows == ["lookup_order", "search_kb", "issue_refund", "-"]
 
+    async def test_a_run_id_of_no_run_shows_no_other_runs_records(self, harness: Harness, server_address: str, capsys) -> None:
+        async with harness.worker():
+            handle = await harness.start({"task": "Refund 20 USD on order ord-789"})
+            await handle.result()
+            out = io.StringIO()
+            assert await trace_cli.main(trace_args(handle.id, server_address, run="not-a-run-id"), out=out) == 1
+        assert "lookup_order" not in out.getvalue()
+        assert handle.id in capsys.readouterr().err
+
     async def test_an_unknown_run_says_so(self, harness: Harness, server_address: str, capsys) -> None:
         assert await trace_cli.main(trace_args("no-such-run", server_address), out=io.StringIO()) == 1
         assert "no-such-run" in capsys.readouterr().err

@@ -17,7 +17,7 @@ import asyncio
 import sys
 from typing import Any, TextIO
 
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowQueryFailedError
 from temporalio.service import RPCError
 
 from durable_agent import contracts, trace
@@ -77,8 +77,10 @@ def print_records(records: list[DecisionRecord], out: TextIO, *, as_json: bool) 
         print(record.model_dump_json() if as_json else row(record), file=out, flush=True)
 
 
-async def _from_query(client: Client, workflow_id: str) -> list[DecisionRecord]:
-    return await client.get_workflow_handle(workflow_id).query(contracts.QUERY_TRACE, result_type=list[DecisionRecord])
+async def _from_query(client: Client, workflow_id: str, run_id: str | None) -> list[DecisionRecord]:
+    # The run asked for, never silently the latest one: another run's records would pass for its own.
+    handle = client.get_workflow_handle(workflow_id, run_id=run_id)
+    return await handle.query(contracts.QUERY_TRACE, result_type=list[DecisionRecord])
 
 
 async def _is_open(client: Client, workflow_id: str) -> bool:
@@ -96,7 +98,7 @@ async def show(args: argparse.Namespace, store: ContentStore, client: Client | N
         records = await trace.read_records(store, args.workflow_id, args.run)
         if not records and not shown and client is not None:
             from_store = False
-            records = await _from_query(client, args.workflow_id)
+            records = await _from_query(client, args.workflow_id, args.run)
         fresh = [r for r in records if (r.record_id or f"{r.step}/{r.timestamp}/{r.action.tool}") not in shown]
         shown.update(r.record_id or f"{r.step}/{r.timestamp}/{r.action.tool}" for r in fresh)
         if not printed_header and not args.json:
@@ -134,6 +136,9 @@ async def main(args: argparse.Namespace, out: Any = None) -> int:
         return await show(args, store, client, out)
     except RPCError as exc:
         print(f"trace: {args.workflow_id}: {exc.message}", file=sys.stderr)
+        return 1
+    except WorkflowQueryFailedError as exc:  # e.g. a --run that names no run of this workflow
+        print(f"trace: {args.workflow_id}: {exc}", file=sys.stderr)
         return 1
     except DecryptionError as exc:
         print(f"trace: {exc}", file=sys.stderr)
