@@ -216,3 +216,22 @@ def processes(tmp_path: Path) -> Iterator[Any]:
         yield procs
     finally:
         procs.kill_all()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 HTTP API (``moto_server``) on a free loopback port, for the session; tests use buckets of their own."""
+    from tests.s3_server import moto_server
+
+    with moto_server() as endpoint:
+        yield endpoint
+
+
+@pytest.fixture
+def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The standard AWS variables pointed at :func:`s3_endpoint`; returns the endpoint."""
+    from tests.s3_server import aws_env
+
+    for name, value in aws_env(s3_endpoint).items():
+        monkeypatch.setenv(name, value)
+    return s3_endpoint

@@ -4,26 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from durable_agent.blobs import BlobBackend, DirectoryBackend, S3Backend, StoreUnavailable, backend_from_url
-from tests.s3_server import aws_env, create_bucket, moto_server
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    with moto_server() as endpoint:
-        yield endpoint
-
-
-@pytest.fixture
-def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    for name, value in aws_env(s3_endpoint).items():
-        monkeypatch.setenv(name, value)
-    return s3_endpoint
+from tests.s3_server import create_bucket
 
 
 @pytest.fixture(params=["directory", "s3"])

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from tests.conftest import Harness, subprocess_env, temporal_cli
 from tests.test_approvals import REFUND_4999, wait_pending
 from tests.test_processes import cli
 from tests.fake_anthropic import FakeAnthropic, RecordedRequest, Reply, text, tool_use
-from tests.s3_server import aws_env, create_bucket, moto_server, payload_bytes
+from tests.s3_server import aws_env, create_bucket, payload_bytes
 from tests.test_crash_recovery import Processes, worker_argv
 from tests.test_failures import until
 
@@ -63,23 +62,6 @@ def by_progress(request: RecordedRequest) -> Reply:
     if done == 3:
         return tool_use("slow_transfer", {"account": f"acc-{MARKER}", "amount": 5.0, "seconds": 2.0})
     return text(f"Done: {task}")
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    procs = Processes(logs)
-    try:
-        yield procs
-    finally:
-        procs.kill_all()
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    with moto_server() as endpoint:
-        yield endpoint
 
 
 class Cluster:

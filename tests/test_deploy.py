@@ -23,7 +23,7 @@ from durable_agent.models.anthropic import set_credentials_provider
 from tests import tools_for_tests
 from tests.conftest import ROOT, Harness, subprocess_env
 from tests.fake_anthropic import FakeAnthropic, text, tool_use
-from tests.s3_server import aws_env, create_bucket, moto_server
+from tests.s3_server import aws_env, create_bucket
 from tests.test_crash_recovery import Processes, result_of, worker_argv
 from tests.test_failures import attempts, claude, until
 
@@ -55,29 +55,12 @@ def new_keys(*kids: str) -> str:
 
 
 @pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    procs = Processes(logs)
-    try:
-        yield procs
-    finally:
-        procs.kill_all()
-
-
-@pytest.fixture
 def fake(harness: Harness, fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAnthropic]:
     """The fake Messages API, with the in-process worker pointed at it."""
     for name, value in fake_anthropic.environ().items():
         monkeypatch.setenv(name, value)
     yield fake_anthropic
     set_credentials_provider(None)
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    with moto_server() as endpoint:
-        yield endpoint
 
 
 def check(env: dict[str, str], *extra: str) -> subprocess.CompletedProcess[str]:

@@ -18,7 +18,6 @@ import time
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -39,17 +38,6 @@ def cluster_commands() -> list[str]:
     block = re.search(r"```sh\n(.*?)```", section, re.S)
     assert block, "the section has no sh block"
     return [line.strip() for line in block.group(1).splitlines() if line.strip() and not line.strip().startswith("#")]
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    logs = tmp_path / "logs"
-    logs.mkdir()
-    procs = Processes(logs)
-    try:
-        yield procs
-    finally:
-        procs.kill_all()
 
 
 def exported(lines: list[str], env: dict[str, str]) -> dict[str, str]:

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,7 +16,7 @@ import pytest
 from durable_agent.blobs import StoreUnavailable
 from durable_agent.encryption import DecryptionError, KeyRing
 from durable_agent.store import SEGMENT_MESSAGES, ContentStore, MissingContent, open_store
-from tests.s3_server import aws_env, create_bucket, moto_server
+from tests.s3_server import create_bucket
 
 MARKER = "MARKER-store-5b1e"
 
@@ -24,19 +24,6 @@ MARKER = "MARKER-store-5b1e"
 def key_spec(kid: str) -> str:
     """One ``kid:base64key`` entry of AGENT_ENCRYPTION_KEYS, with a fresh key."""
     return f"{kid}:{base64.b64encode(os.urandom(32)).decode()}"
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint() -> Iterator[str]:
-    with moto_server() as endpoint:
-        yield endpoint
-
-
-@pytest.fixture
-def s3_env(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    for name, value in aws_env(s3_endpoint).items():
-        monkeypatch.setenv(name, value)
-    return s3_endpoint
 
 
 @pytest.fixture(params=["file", "s3"])
