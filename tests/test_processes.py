@@ -143,6 +143,18 @@ class TestWorkerAndCli:
         assert worker.returncode == 2 and "no.such.module" in out
 
 
+
+    def test_a_bad_module_in_the_environment_is_named_by_its_variable(self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+        from durable_agent.cli.worker import env_tool_modules, load_or_exit
+
+        monkeypatch.setenv("AGENT_TOOL_MODULES", "no.such.module")
+        with pytest.raises(SystemExit) as stopped:
+            load_or_exit(str(ROOT / "agents.toml"), env_tool_modules())
+        assert stopped.value.code == 2
+        err = capsys.readouterr().err
+        assert "AGENT_TOOL_MODULES" in err and "no.such.module" in err
+
+
 def stop_after_exit(process: subprocess.Popen[str]) -> str:
     try:
         out, _ = process.communicate(timeout=30)

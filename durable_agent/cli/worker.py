@@ -36,7 +36,7 @@ from durable_agent.connection import task_queue as default_task_queue
 from durable_agent.converter import guarded_client
 from durable_agent.encryption import KeyRing
 from durable_agent.errors import ConfigError
-from durable_agent.profiles import AgentsConfig, load_config
+from durable_agent.profiles import AgentsConfig, import_tool_modules, load_config
 from durable_agent.store import ContentStore, open_store
 from durable_agent.tools import ToolRegistry
 from durable_agent.worker_options import WorkerTuning, shutdown_grace
@@ -233,6 +233,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def load_or_exit(config_path: str, tool_modules: list[str]) -> AgentsConfig:
     try:
+        # The environment's modules first, so that a bad one is named by its variable, not
+        # by a --tools flag nobody typed (importing them again below is a no-op).
+        import_tool_modules(env_tool_modules(), file="AGENT_TOOL_MODULES", key="modules")
         return load_config(config_path, extra_tool_modules=tool_modules)
     except ConfigError as exc:
         print(f"worker: configuration error: {exc}", file=sys.stderr)
