@@ -222,13 +222,18 @@ class TestStarter:
 class TestStarterWithClaude:
     """With ANTHROPIC_API_KEY the same command thinks with Claude, through the real client."""
 
-    def test_json_output_stays_json_when_the_temporal_core_warns(self, fake_anthropic, server_address: str, state_dir: Path) -> None:
-        """The core's own warnings (here: a failed model attempt) go to stderr, never into `--json`'s stdout."""
+    def test_json_output_stays_json_when_the_temporal_core_warns(self, fake_anthropic, time_env, state_dir: Path) -> None:
+        """The core's own warnings go to stderr, never into `--json`'s stdout.
+
+        The time-skipping server does not advertise a capability the core asks for, so a
+        worker started against it always warns; before, that line landed in the JSON.
+        """
         from tests import fake_anthropic as fake
 
-        fake_anthropic.script(fake.error(529, "Overloaded", type="overloaded_error"), fake.text("Done."))
+        fake_anthropic.script(fake.text("Done."))
+        address = time_env.client.service_client.config.target_host
         queue = f"claude-{uuid.uuid4().hex[:8]}"
-        env = subprocess_env(state_dir, server_address, AGENT_TASK_QUEUE=queue, **fake_anthropic.environ(api_key="sk-ant-test"))
+        env = subprocess_env(state_dir, address, AGENT_TASK_QUEUE=queue, **fake_anthropic.environ(api_key="sk-ant-test"))
         run = subprocess.run(
             [sys.executable, str(ROOT / "starter.py"), "--worker", "--json", "Say done"],
             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
