@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ from temporalio.common import RawValue
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 
+from durable_agent import budget
 from durable_agent.cli.worker import create_worker
 from durable_agent.encryption import KeyRing, with_encryption
 from durable_agent.schemas import AgentResult, StatusView
@@ -241,7 +243,8 @@ class TestSharedEntities:
     """The budget ledger and the rate limiter take any payloads too: refused by name, never wedged."""
 
     async def test_ledger_refuses_malformed_updates_and_goes_on(self, harness: Harness) -> None:
-        day = "2026-11-26"
+        # Today: a ledger of a day gone by closes at once (and refuses updates as a closed ledger).
+        day = budget.day_of(datetime.now(timezone.utc))
         start = {"agent": "support", "day": day, "limit_usd": 5.0}
         reserve = {"agent": "support", "day": day, "limit_usd": 5.0, "reservation_id": "r-1", "amount_usd": 1.0}
         async with harness.worker():
