@@ -34,18 +34,10 @@ from durable_agent.testing import PlanFollowingModel, ScriptedModel, answer
 from tests import tools_for_tests
 from tests.conftest import SUPPORT_PROFILE, Harness, make_config
 from tests.s3_server import create_bucket
+from tests.test_deploy import failure_text
 from tests.test_failures import attempts
 
 SSN, CARD = "078-05-1120", "4111 1111 1111 1111"
-
-
-def failure_text(error: BaseException) -> str:
-    """Every message in a failure's chain of causes."""
-    parts = []
-    while error is not None:
-        parts.append(str(error))
-        error = error.__cause__  # type: ignore[assignment]
-    return " | ".join(parts)
 
 
 def plan_model(harness: Harness) -> tuple[str, PlanFollowingModel]:
