@@ -22,7 +22,7 @@ from temporalio.exceptions import ApplicationError
 from durable_agent import logs
 from durable_agent.encryption import DecryptionError
 from durable_agent.retry import ErrorKind
-from durable_agent.store import MissingContent
+from durable_agent.store import ContentIntegrityError, MissingContent
 
 log = logs.ActivityLogger(logging.getLogger("durable_agent.activities"), None)
 
@@ -54,11 +54,12 @@ async def heartbeating(every: float = HEARTBEAT_EVERY) -> AsyncIterator[None]:
 
 @contextlib.asynccontextmanager
 async def content_errors() -> AsyncIterator[None]:
-    """Content that is not in the store, or that no key of this worker opens, will not appear on retry:
-    fail the activity at once, naming the reference and the store."""
+    """Content that is not in the store, that no key of this worker opens, or that is not what its ref
+    names (forged, swapped, damaged) will not come right on retry: fail the activity at once, naming the
+    reference and the store, and never act on it."""
     try:
         yield
-    except (MissingContent, DecryptionError) as exc:
+    except (MissingContent, DecryptionError, ContentIntegrityError) as exc:
         raise ApplicationError(str(exc), type=type(exc).__name__, non_retryable=True) from None
 
 

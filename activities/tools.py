@@ -14,7 +14,7 @@ from typing import Any
 
 from temporalio import activity
 
-from durable_agent import contracts, genai
+from durable_agent import contracts, genai, results
 from durable_agent.activities.common import (
     HEARTBEAT_EVERY,
     PREVIEW_CHARS,
@@ -29,6 +29,7 @@ from durable_agent.activities.common import (
 from durable_agent.activities.context import ContextActivities
 from durable_agent.errors import InvalidToolArguments, ToolAuthError, ToolError, ToolRateLimited, ToolTimeout
 from durable_agent.jsonsafe import json_safe
+from durable_agent.results import RunChain
 from durable_agent.retry import TOOL_RETRY_POLICIES, ErrorKind, RetryPlan, next_delay
 from durable_agent.schemas import ToolCall, ToolCallInput, ToolCallOutput
 from durable_agent.tools import Tool, ToolContext, ToolRegistry
@@ -47,7 +48,7 @@ class ToolActivities(ContextActivities):
         call: ToolCall = request.call
         tool = self.tools.get(call.name)
         if tool is None and call.name == contracts.TOOL_READ_RESULT:
-            return await self.read_result(call)
+            return await self.read_result(call, RunChain.of_tool_call(activity.info().workflow_id, request.idempotency_key))
         if tool is None:
             return ToolCallOutput(status="unknown_tool", error=f"no tool named {call.name!r}", preview=f"no tool named {call.name!r}")
         info = activity.info()
@@ -93,13 +94,14 @@ class ToolActivities(ContextActivities):
             delay = next_delay(plan, ErrorKind.TOOL_CRASH, info.attempt)
             log.warning("tool %s crashed (attempt %s): %r", call.name, info.attempt, exc, extra={"tool": call.name})
             raise retry_error(f"{call.name} crashed: {type(exc).__name__}: {error_text(exc)}", ErrorKind.TOOL_CRASH, delay) from None
-        return await self._tool_done(call, result, elapsed_ms(started))
+        return await self._tool_done(call, result, elapsed_ms(started), RunChain.of_tool_call(info.workflow_id, context.idempotency_key))
 
-    async def _tool_done(self, call: ToolCall, result: Any, duration_ms: int) -> ToolCallOutput:
+    async def _tool_done(self, call: ToolCall, result: Any, duration_ms: int, chain: RunChain | None = None) -> ToolCallOutput:
         """The outcome of a tool that returned: never raises, so nothing of ours can make the tool run again.
 
         The result is made JSON-safe once, here (what could not be kept as it was is
-        said in ``warnings``); if storing it fails, the model gets the preview and a note.
+        said in ``warnings``), and kept naming the run that produced it (``chain``: only
+        that run may read it back); if storing it fails, the model gets the preview and a note.
         """
         try:
             output, warnings = json_safe(result)
@@ -108,7 +110,7 @@ class ToolActivities(ContextActivities):
             output, text = None, f"[the result of {call.name} could not be read: {type(exc).__name__}]"
             warnings = [f"RESULT_CONVERTED: {text}"]
         try:
-            ref: str | None = await self.store.put({"tool": call.name, "output": output})
+            ref: str | None = await self.store.put(results.tool_result(call.name, output, chain))
         except Exception as exc:  # noqa: BLE001 - the store is down or full: the tool's work is done all the same
             log.warning("result of %s not stored (the tool is not run again): %r", call.name, exc)
             ref = None

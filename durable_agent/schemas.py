@@ -476,7 +476,10 @@ class ToolCallOutput(BaseModel):
     error: str | None = None
     duration_ms: int = 0
     chars: int = Field(default=0, description="Size of the full result, for the next call's cost estimate.")
-    warnings: list[str] = Field(default_factory=list, description="What had to be changed to keep the result (RESULT_CONVERTED, RESULT_NOT_STORED).")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What had to be changed to keep the result (RESULT_CONVERTED, RESULT_NOT_STORED), or was refused (READ_RESULT_REFUSED).",
+    )
 
 
 class RecordDecisionsInput(BaseModel):

@@ -34,7 +34,7 @@ from typing import Any, TextIO
 from durable_agent.carry import compact_record
 from durable_agent.inputs import json_size
 from durable_agent.schemas import DecisionRecord
-from durable_agent.store import ContentStore
+from durable_agent.store import ContentIntegrityError, ContentStore
 
 #: The folder of the content store that holds the records.
 RECORDS = "records"
@@ -206,11 +206,37 @@ async def read_records(store: ContentStore, workflow_id: str, run: str | None = 
             return []
         run = chains[-1]
     records = []
-    for name in await _names(store, f"{_run_folder(workflow_id)}/{_name_segment(run)}"):
+    for name in await _names(store, _chain_folder(workflow_id, run)):
         value = await store.read_named(name)
         if value is not None:
-            records.append(DecisionRecord.model_validate(value))
+            records.append(_checked(store, name, DecisionRecord.model_validate(value)))
     return records
+
+
+async def observed_result(store: ContentStore, workflow_id: str, run: str, ref: str) -> bool:
+    """Whether a decision record of the chain ``run`` of ``workflow_id`` observed the result ``ref`` (newest first)."""
+    for name in reversed(await _names(store, _chain_folder(workflow_id, run))):
+        value = await store.read_named(name)
+        observation = value.get("observation") if isinstance(value, dict) else None
+        if isinstance(observation, dict) and observation.get("result_ref") == ref:
+            _checked(store, name, DecisionRecord.model_validate(value))
+            return True
+    return False
+
+
+def _chain_folder(workflow_id: str, run: str) -> str:
+    return f"{_run_folder(workflow_id)}/{_name_segment(run)}"
+
+
+def _checked(store: ContentStore, name: str, record: DecisionRecord) -> DecisionRecord:
+    """``record``, read under ``name``, if its id says it belongs there (a record copied from elsewhere does not)."""
+    try:
+        belongs = record.record_id is not None and record_name(record) == name
+    except ValueError:  # an id that is not workflow/run/step/call
+        belongs = False
+    if not belongs:
+        raise ContentIntegrityError(f"record {name!r}", store.location, f"it holds the record {record.record_id!r}")
+    return record
 
 
 # ------------------------------------------------------------- the trace query

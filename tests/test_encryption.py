@@ -22,6 +22,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from durable_agent.codec_server import create_app
 from durable_agent.encryption import (
     ENCODING,
+    CiphertextMismatch,
     DecryptionError,
     EncryptionCodec,
     EncryptionConfigError,
@@ -79,6 +80,42 @@ class TestKeyRing:
 
     def test_unsealed_blob_passes(self) -> None:
         assert ring("k1").open_blob(b'{"a":1}') == b'{"a":1}'
+
+
+class TestBoundBlobs:
+    """A blob sealed to what it is (its ref, its name) opens for that and nothing else; old blobs still open."""
+
+    def test_opens_only_for_its_binding(self) -> None:
+        keys = ring("k1")
+        blob = keys.seal_blob(b"pay alice 20", bound_to=b"sha256:aaaa")
+        assert blob.startswith(b"DAE2") and keys.open_blob(blob, b"sha256:aaaa") == b"pay alice 20"
+        for other in (b"sha256:bbbb", None):
+            with pytest.raises(CiphertextMismatch):
+                keys.open_blob(blob, other)
+        legacy = keys.seal_blob(b"old")  # the first format: bound to nothing, still read
+        assert legacy.startswith(b"DAE1") and keys.open_blob(legacy, b"sha256:anything") == b"old"
+
+    @pytest.mark.parametrize("blob", [b"DAE2", b"DAE1\x05ab", b"DAE2\x02\xff\xfe" + b"x" * 40, b"DAE2\x02k1" + b"x" * 40])
+    def test_malformed_blobs_do_not_verify(self, blob: bytes) -> None:
+        with pytest.raises(DecryptionError):  # CiphertextMismatch, or a key id that is not configured
+            ring("k1").open_blob(blob, b"sha256:aaaa")
+
+
+class TestContentDigests:
+    """Refs made with keys are HMACs nobody without the keys can compute; a rotation keeps old ones verifiable."""
+
+    def test_keyed_deterministic_and_rotatable(self) -> None:
+        import hashlib
+
+        keys: dict[str, str] = {}
+        old = ring("k1", keys=keys)
+        digest = old.content_digest(b'{"task":"x"}')
+        assert digest == old.content_digest(b'{"task":"x"}') != hashlib.sha256(b'{"task":"x"}').hexdigest()
+        assert digest != ring("k9").content_digest(b'{"task":"x"}')  # another deployment's keys: another ref
+        rotated = ring("k2", "k1", keys=keys)
+        assert rotated.content_digest(b'{"task":"x"}') != digest
+        assert rotated.is_content_digest(b'{"task":"x"}', digest) and not rotated.is_content_digest(b'{"task":"y"}', digest)
+        assert not ring("k2", keys=keys).is_content_digest(b'{"task":"x"}', digest)
 
 
 class TestPayloadCodec:

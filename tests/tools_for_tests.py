@@ -7,6 +7,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Awaitable, Callable
 
 from durable_agent import ToolError, ToolRateLimited, ToolTimeout, tool, tool_context
 from durable_agent.demo import shop
@@ -178,3 +179,31 @@ def slow_transfer(account: str, amount: float, seconds: float = 4.0) -> dict:
     time.sleep(seconds)
     _count("slow_transfer", event="finished")
     return {"account": account, "amount": amount, "status": "done", "note": "y" * int(os.environ.get("TRANSFER_NOTE_CHARS", "0"))}
+
+
+#: What ``checkpoint`` awaits, by name: set by a test before the run (an attacker acting at that moment, say).
+CHECKPOINTS: dict[str, Callable[[], Awaitable[None]]] = {}
+
+
+@tool(read_only=True)
+async def checkpoint(name: str) -> str:
+    """Awaits the test's ``CHECKPOINTS[name]`` (if any) while the run waits on this call, then says so."""
+    _count("checkpoint", checkpoint=name)
+    hook = CHECKPOINTS.get(name)
+    if hook is not None:
+        await hook()
+    return f"checkpoint {name} passed"
+
+
+@tool(read_only=True)
+async def customer_record(customer_id: str) -> dict:
+    """A customer's record, with what must never leave the run that read it (an SSN and a card number)."""
+    _count("customer_record", customer_id=customer_id)
+    return {"customer_id": customer_id, "name": "Carol Example", "ssn": "078-05-1120", "card": "4111 1111 1111 1111"}
+
+
+@tool(risk="medium", amount_arg="amount", currency_arg="currency")
+async def pay(payee: str, amount: float, currency: str = "USD") -> dict:
+    """Pays ``amount`` to ``payee`` (counted: every payment a run makes is in the counter file)."""
+    _count("pay", payee=payee, amount=amount)
+    return {"payee": payee, "amount": amount, "currency": currency, "status": "paid"}
