@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from durable_agent import context, contracts, genai, stops
+from durable_agent import context, contracts, genai, redaction, stops
 from durable_agent.activities.common import content_errors, heartbeating, log, retry_error, tool_result_text
 from durable_agent.activities.context import READ_RESULT_INFO
 from durable_agent.activities.notify import NotifyActivities
@@ -123,7 +123,7 @@ class AgentActivities(ToolActivities, NotifyActivities):
         }
         prompt_ref = await self.store.put(prompt)
         warnings.extend(price_warnings(model, prices))
-        return ResolvedAgent(
+        resolved = ResolvedAgent(
             name=name,
             model=model,
             autonomy=profile.autonomy,
@@ -144,6 +144,8 @@ class AgentActivities(ToolActivities, NotifyActivities):
             context_management=profile.context_management,
             prompt_tokens=context.estimate_request_tokens(prompt["system"], prompt["tools"], []),
         )
+        # Recorded in the history: no configuration secret (notify_reviewer reads the webhook URL itself).
+        return redaction.without_secrets(resolved)
 
     # ------------------------------------------------------------------ think
 

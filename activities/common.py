@@ -19,8 +19,9 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from durable_agent import logs
+from durable_agent import logs, redaction
 from durable_agent.encryption import DecryptionError
+from durable_agent.errors import FULL_MESSAGE_DETAIL
 from durable_agent.retry import ErrorKind
 from durable_agent.store import ContentIntegrityError, MissingContent
 
@@ -69,6 +70,20 @@ def retry_error(message: str, kind: ErrorKind, delay: float | None, **details: A
     if delay is None:
         return ApplicationError(message, details or None, type=kind.value, non_retryable=True)
     return ApplicationError(message, details or None, type=kind.value, next_retry_delay=timedelta(seconds=delay))
+
+
+def quoting_error(headline: str, text: str, kind: ErrorKind, delay: float | None) -> ApplicationError:
+    """A retry error whose ``text`` may quote what the run handles (a tool's own error message).
+
+    The SDK logs an activity's error and puts its text on spans. While payloads are
+    encrypted that text is ``headline`` only (a tool name, an exception type), and the
+    full message travels in the error's details, encrypted, where
+    :func:`durable_agent.errors.failure_message` finds it for the model.
+    """
+    full = f"{headline}: {text}"
+    if redaction.content_in_logs():
+        return retry_error(full, kind, delay)
+    return retry_error(f"{headline} (its message is {redaction.WITHHELD})", kind, delay, **{FULL_MESSAGE_DETAIL: cut(full, ERROR_CHARS)})
 
 
 def tool_result_text(value: Any) -> str:

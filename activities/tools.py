@@ -14,7 +14,7 @@ from typing import Any
 
 from temporalio import activity
 
-from durable_agent import contracts, genai, results
+from durable_agent import contracts, genai, redaction, results
 from durable_agent.activities.common import (
     HEARTBEAT_EVERY,
     PREVIEW_CHARS,
@@ -23,6 +23,7 @@ from durable_agent.activities.common import (
     error_text,
     heartbeating,
     log,
+    quoting_error,
     retry_error,
     tool_result_text,
 )
@@ -84,7 +85,7 @@ class ToolActivities(ContextActivities):
                 message = error_text(exc)
                 return ToolCallOutput(status="error", error=message, preview=message[:PREVIEW_CHARS], duration_ms=elapsed_ms(started))
             delay = next_delay(plan, kind, info.attempt, retry_after)
-            raise retry_error(f"{call.name}: {error_text(exc)}", kind, delay) from None
+            raise quoting_error(call.name, error_text(exc), kind, delay) from None
         except (asyncio.TimeoutError, TimeoutError):
             delay = next_delay(plan, ErrorKind.TIMEOUT, info.attempt)
             raise retry_error(f"{call.name} timed out after {tool.info.timeout_seconds:g}s", ErrorKind.TIMEOUT, delay) from None
@@ -92,8 +93,9 @@ class ToolActivities(ContextActivities):
             raise
         except Exception as exc:
             delay = next_delay(plan, ErrorKind.TOOL_CRASH, info.attempt)
-            log.warning("tool %s crashed (attempt %s): %r", call.name, info.attempt, exc, extra={"tool": call.name})
-            raise retry_error(f"{call.name} crashed: {type(exc).__name__}: {error_text(exc)}", ErrorKind.TOOL_CRASH, delay) from None
+            shown = repr(exc) if redaction.content_in_logs() else f"{type(exc).__name__} (its message is {redaction.WITHHELD})"
+            log.warning("tool %s crashed (attempt %s): %s", call.name, info.attempt, shown, extra={"tool": call.name})
+            raise quoting_error(f"{call.name} crashed: {type(exc).__name__}", error_text(exc), ErrorKind.TOOL_CRASH, delay) from None
         return await self._tool_done(call, result, elapsed_ms(started), RunChain.of_tool_call(info.workflow_id, context.idempotency_key))
 
     async def _tool_done(self, call: ToolCall, result: Any, duration_ms: int, chain: RunChain | None = None) -> ToolCallOutput:

@@ -7,13 +7,22 @@ from pydantic import ValidationError
 from durable_agent.inputs import quoted
 
 
+#: The key, in the first detail of an activity's error, of its full message when the error's own
+#: text may not quote it (while payloads are encrypted, the SDK logs that text and puts it on spans;
+#: details are payloads, so encrypted). See ``durable_agent.activities.common.quoting_error``.
+FULL_MESSAGE_DETAIL = "full_message"
+
+
 def failure_message(exc: BaseException) -> str:
-    """The message of what made a Temporal call fail: its cause's message, else its text.
+    """The message of what made a Temporal call fail: its cause's full message, else its message, else its text.
 
     For an ``ActivityError`` or a ``WorkflowUpdateFailedError``, whose own text only
     says that the activity or update failed.
     """
     cause = getattr(exc, "cause", None)
+    details = getattr(cause, "details", None) or ()
+    if details and isinstance(details[0], dict) and isinstance(details[0].get(FULL_MESSAGE_DETAIL), str):
+        return str(details[0][FULL_MESSAGE_DETAIL])
     return getattr(cause, "message", None) or str(cause or exc)
 
 

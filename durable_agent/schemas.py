@@ -191,7 +191,9 @@ class ReviewerNotice(BaseModel):
     agent: str
     approval: PendingApproval
     approve_command: str = Field(default="", description="The exact `temporal` CLI command that approves it.")
-    webhook_url: str | None = Field(default=None, description="Where to POST; never part of the body.")
+    webhook_url: str | None = Field(
+        default=None, description="Ignored: notices of older workers carried it. The activity reads the URL from its configuration."
+    )
     require_signature: bool = Field(default=False, description="Decisions must be signed (durable-agent approve, the inbox).")
 
 
@@ -303,7 +305,12 @@ class ApprovalPolicy(StrictModel):
     destructive_needs_approval: bool = True
     reviewers: list[str] = Field(default_factory=list, description="Allowed reviewers; empty: anyone (unsigned profiles only).")
     timeout_seconds: float = Field(default=300.0, gt=0)
-    webhook_url: str | None = None
+    webhook_url: str | None = Field(
+        default=None, description="Where notify_reviewer POSTs. A secret: read from the worker's configuration, in no payload."
+    )
+    webhook_plaintext: bool = Field(
+        default=False, description="With encryption on, send the arguments and last steps in the webhook body anyway."
+    )
     require_signature: bool = Field(default=False, description="Only Ed25519-signed decisions count ([reviewer_keys]).")
     delegates: list[str] = Field(
         default_factory=list, description="Keys (e.g. the inbox's) that may sign for any reviewer on the allow-list."

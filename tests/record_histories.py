@@ -167,6 +167,11 @@ SCENARIOS: list[Scenario] = [
     # A loop that pauses the run through the approval mechanism (patch anomaly-pause): resumed, then stopped.
     ("scripted_anomaly_paused_then_stopped", {"task": "x", "model": "SCRIPTED"}, {"anomalies": {"on_loop": "pause"}},
      [tool_use("search_kb", {"query": "a"})] * 4 + [answer("never")], _resume_then_stop),
+    # Recorded before the webhook URL was kept out of payloads (issue 17): the URL is in the resolve_agent
+    # result, the notify_reviewer input and the state carried across continue-as-new; new code replays it.
+    ("webhook_url_carried_continue_as_new", {"task": "Refund order ord-789"},
+     {"continue_as_new_every": 3, "approval": {**SUPPORT_PROFILE["approval"], "webhook_url": "http://127.0.0.1:9/hooks/approvals/RECORDED-TOKEN"}},
+     None, _approve_by_signal),
     # A small window: the conversation is compacted (old results elided, then summarised) mid-run.
     ("scripted_compaction", {"task": "read the reports", "model": "SCRIPTED"},
      {"tools": ["report"], "autonomy": "autonomous", "context_window_tokens": 8192},

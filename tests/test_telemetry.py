@@ -9,23 +9,18 @@ import os
 import uuid
 
 import pytest
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from durable_agent import genai, telemetry
 from durable_agent.connection import connect
 from durable_agent.schemas import AgentResult, StatusView
 from tests.conftest import make_config
+from tests.otel_memory import METRICS, SPANS, install
 from durable_agent.cli.worker import create_worker
-
-SPANS = InMemorySpanExporter()
-METRICS = InMemoryMetricReader()
 
 
 @pytest.fixture(scope="module", autouse=True)
 def otel() -> None:
-    if not telemetry.setup(span_processors=[SimpleSpanProcessor(SPANS)], metric_readers=[METRICS]):
+    if not install():
         pytest.skip("telemetry was already set up in this process by something else")
 
 
@@ -52,7 +47,7 @@ class TestTelemetry:
             )
             result = await handle.result()
         assert result.status == "success"
-        spans = SPANS.get_finished_spans()
+        spans = _run_spans(handle.id)  # this run's trace: the exporter holds other tests' spans too
         steps = sorted((s for s in spans if s.name == "agent_step"), key=lambda s: s.attributes["agent.step"])
         # Every task replayed from history (no cache), yet each step is one span.
         assert [s.attributes["agent.step"] for s in steps] == [1, 2, 3, 4]

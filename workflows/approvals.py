@@ -353,7 +353,6 @@ class Approvals(RunRecords):
                 agent=self.agent.name,
                 approval=pending,
                 approve_command=self._approve_command(approval_id),
-                webhook_url=self.agent.approval.webhook_url,
                 require_signature=self.agent.approval.require_signature,
             ),
             start_to_close_timeout=timedelta(seconds=30),

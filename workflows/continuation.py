@@ -12,7 +12,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from durable_agent import carry, inputs
+    from durable_agent import carry, inputs, redaction
     # Defined in the core, not here: a pydantic model built in every run's sandbox costs milliseconds.
     from durable_agent.carry import CarriedState
 
@@ -37,7 +37,7 @@ class Continuation(RunRecords):
         await self._records_written()
         await workflow.wait_condition(workflow.all_handlers_finished)
         carried = CarriedState(
-            agent=self.agent,
+            agent=redaction.without_secrets(self.agent),  # a run resolved by an older worker has its webhook URL
             step=self.step,
             usage=self.usage,
             total_cost=self.total_cost,

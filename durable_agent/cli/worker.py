@@ -27,7 +27,7 @@ from temporalio.client import Client
 from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from durable_agent import logs, telemetry, trace, worker_options
+from durable_agent import logs, redaction, telemetry, trace, worker_options
 from durable_agent.activities import AgentActivities, ApprovalActivities, ApprovalIndex, BudgetActivities, RecordActivities
 from durable_agent.activities.budget import ModelRateLimits
 from durable_agent.activities.budget import limits_task_queue as limits_task_queue_for
@@ -190,6 +190,19 @@ def tool_timeouts(config: AgentsConfig, tools: ToolRegistry) -> list[float]:
     return [tool.info.timeout_seconds for name in {t for p in config.agents.values() for t in p.tools} if (tool := tools.get(name))]
 
 
+def plaintext_opt_ins(config: AgentsConfig) -> list[str]:
+    """What the operator chose to send in clear although payloads are encrypted (said when a worker starts)."""
+    if not redaction.encryption_on():
+        return []
+    found = []
+    if redaction.trace_plaintext():
+        found.append(f"{redaction.TRACE_PLAINTEXT_ENV} is set: the trace sink gets whole records, in clear")
+    for name, profile in config.agents.items():
+        if profile.approval.webhook_url and profile.approval.webhook_plaintext:
+            found.append(f"agent {name!r} sets webhook_plaintext: its webhook gets held actions' arguments, in clear")
+    return found
+
+
 def default_config_path() -> str:
     """``AGENT_CONFIG``, else ``agents.toml`` here, else the one in the source checkout this runs from."""
     if os.environ.get("AGENT_CONFIG"):
@@ -270,6 +283,8 @@ async def main(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - any client error means the store is unusable; it is reported whole
         fail(1, f"the content store at {store.location} is not usable: {exc}")
     trace.configure(os.environ.get("AGENT_TRACE_FILE") or None)
+    for opt_in in plaintext_opt_ins(config):
+        log.warning("encryption is on, but %s", opt_in)
     try:
         telemetry.setup(prometheus_port=None if args.check else port)
     except OSError as exc:
