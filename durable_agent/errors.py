@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
+from durable_agent.fields import did_you_mean, known_keys
 from durable_agent.inputs import quoted
 
 
@@ -30,18 +31,20 @@ def failure_message(exc: BaseException) -> str:
 _LENGTH_LIMITS = {"task": "MAX_TASK_CHARS", "comment": "MAX_COMMENT_CHARS"}
 
 
-def validation_problems(exc: ValidationError) -> str:
+def validation_problems(exc: ValidationError, model: type[BaseModel] | None = None) -> str:
     """Pydantic's complaints, one per field, in words a person typing JSON can act on.
 
     Field names and values chosen by the sender are quoted short, so a refusal (kept in
-    the run's warnings) stays small whatever was sent; a length limit is named.
+    the run's warnings) stays small whatever was sent; a length limit is named. Given the
+    ``model`` that refused, an unknown field is answered with the field meant, if one is close.
     """
     problems = []
     for err in exc.errors()[:10]:
         field = ".".join(quoted(str(p)) for p in err["loc"]) or "(input)"
         kind = err["type"]
         if kind == "extra_forbidden":
-            problems.append(f"{field}: unknown field")
+            meant = did_you_mean(str(err["loc"][-1]), known_keys(model, err["loc"][:-1])) if model and err["loc"] else None
+            problems.append(f"{field}: unknown field" + (f"; did you mean {meant!r}?" if meant else ""))
         elif kind == "string_too_long":
             limit = err.get("ctx", {}).get("max_length")
             name = _LENGTH_LIMITS.get(str(err["loc"][-1]), "MAX_NAME_CHARS")

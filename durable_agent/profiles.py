@@ -17,6 +17,7 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from durable_agent import signing
 from durable_agent.errors import ConfigError, ToolDefinitionError
+from durable_agent.fields import describe_text_number, looks_like_a_number, numbers_as_text, unknown_key_hint
 from durable_agent.pricing import DEFAULT_FALLBACK_PRICE, DEFAULT_PRICES
 from durable_agent.ratelimit import Window
 from durable_agent.schemas import AnomalyThresholds, ApprovalPolicy, Autonomy, ModelPrice, ReviewerKeyring, StrictModel
@@ -217,8 +218,9 @@ def load_config(path: str | os.PathLike[str], *, extra_tool_modules: list[str] |
         extra_tool_modules: Modules named on the command line (``--tools``), imported first.
 
     Raises:
-        ConfigError: the file is missing or unreadable, or a key is invalid
-            (unknown key, wrong type, a tool no module declares, a bad rate limit).
+        ConfigError: the file is missing or unreadable, or a key is invalid (an unknown
+            key, with the key meant when one is close; a wrong type, a number in quotes
+            included; a tool no module declares; a bad rate limit).
     """
     file = str(path)
     try:
@@ -232,7 +234,19 @@ def load_config(path: str | os.PathLike[str], *, extra_tool_modules: list[str] |
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-        raise ConfigError(file, _key(err["loc"]), err["msg"] + more) from None
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            hint = unknown_key_hint(AgentsConfig, err["loc"])
+            message = "unknown key" + (f"; {hint}" if hint else "")
+        raise ConfigError(file, _key(err["loc"]), message + more) from None
+    for key, given in numbers_as_text(raw, AgentsConfig, limit=1):
+        # Pydantic would read "1.00" as 1.0; a number in quotes is more often a mistake than a wish.
+        name = key.rpartition(".")[2]
+        if looks_like_a_number(given):
+            fix = f"write {name} = {str(given).strip()} (no quotes)"
+        else:
+            fix = "write a number" + ("" if isinstance(given, bool) else " (no quotes)")
+        raise ConfigError(file, key, f"must be a number, not {describe_text_number(given)}: {fix}")
     import_tool_modules(extra_tool_modules or [], file="--tools", key="modules")
     import_tool_modules(config.tool_modules, file=file)
     for name, profile in config.agents.items():

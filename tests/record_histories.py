@@ -127,6 +127,11 @@ Scenario = tuple[str, dict[str, Any], dict[str, Any] | None, list[dict[str, Any]
 
 SCENARIOS: list[Scenario] = [
     ("offline_small_refund", {"task": "Refund 20 USD on order ord-789"}, None, None, None),
+    # Numbers given as strings: taken as numbers by the code before patch strict-input-numbers (with which this
+    # one was recorded: it must still replay as it ran), refused at once since.
+    ("budget_as_text_before_strict_numbers", {"task": "Refund 20 USD on order ord-789", "budget_usd": "1.00", "max_steps": "20"},
+     None, None, None),
+    ("budget_as_text_refused", {"task": "Refund 20 USD on order ord-789", "budget_usd": "1.00"}, None, None, None),
     # Bound decisions: ids unique across executions; a signal without one refused, then one naming it.
     ("bound_refund_approved_by_id", {"task": "Refund order ord-789"}, None, None, _signal_without_id_then_with_it),
     # Signed decisions: the keyring read at decision time, a forged decision refused, a signed one approved.

@@ -27,7 +27,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from durable_agent import contracts, genai, inputs, policy, pricing, telemetry
+    from durable_agent import contracts, fields, genai, inputs, policy, pricing, telemetry
     from durable_agent.errors import failure_message, validation_problems
     from durable_agent.retry import TOOL_RETRY_POLICIES, temporal_policy
     from durable_agent.schemas import (
@@ -58,6 +58,8 @@ PREVIEW_CHARS = 300
 #: Where ``_act`` hands a tool result's warnings to the step's decision record.
 RESULT_WARNINGS = "_result_warnings"
 MIN_HEARTBEAT_TIMEOUT_SECONDS = 5.0
+#: Numbers of the start input given as strings ("1.00") or booleans are refused (runs before it took them).
+PATCH_STRICT_INPUT_NUMBERS = "strict-input-numbers"
 
 __all__ = ["AgentWorkflow", "CarriedState", "is_cancellation", "tool_heartbeat_timeout"]
 
@@ -189,10 +191,14 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation, Thinking):
         problems = inputs.start_input_problems(args[0])
         if problems:
             raise _invalid_input("; ".join(problems))
+        # Runs that began before took "budget_usd": "1.00" as 1.0: only new ones refuse it.
+        as_text = fields.text_numbers_problem(args[0], AgentInput)
+        if as_text and workflow.patched(PATCH_STRICT_INPUT_NUMBERS):
+            raise _invalid_input(as_text)
         try:
             request = AgentInput.model_validate(args[0])
         except ValidationError as exc:
-            raise _invalid_input(validation_problems(exc)) from None
+            raise _invalid_input(validation_problems(exc, AgentInput)) from None
         if len(args) == 1:
             return request, None
         try:

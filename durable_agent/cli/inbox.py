@@ -22,7 +22,8 @@ import sys
 from pathlib import Path
 
 from durable_agent import signing
-from durable_agent.connection import connect
+from durable_agent.cli.hints import cannot_connect
+from durable_agent.connection import connect, target_address
 from durable_agent.inbox import SignIn, SignInError, create_app, serving
 from durable_agent.inbox.signin import add_token
 from durable_agent.store import state_dir
@@ -62,7 +63,7 @@ async def main(args: argparse.Namespace) -> int:
     try:
         client = await connect(args.address)
     except Exception as exc:  # noqa: BLE001 - any connection failure is reported the same way
-        print(f"inbox: cannot connect to Temporal: {exc}", file=sys.stderr)
+        print(cannot_connect("inbox", target_address(args.address), exc), file=sys.stderr)
         return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -31,6 +31,7 @@ from durable_agent import logs, redaction, telemetry, trace, worker_options
 from durable_agent.activities import AgentActivities, ApprovalActivities, ApprovalIndex, BudgetActivities, RecordActivities
 from durable_agent.activities.budget import ModelRateLimits
 from durable_agent.activities.budget import limits_task_queue as limits_task_queue_for
+from durable_agent.cli.hints import cannot_connect
 from durable_agent.connection import connect, target_address
 from durable_agent.connection import task_queue as default_task_queue
 from durable_agent.converter import guarded_client
@@ -299,7 +300,8 @@ async def main(args: argparse.Namespace) -> int:
     try:
         client = await connect(args.address, **overrides)
     except Exception as exc:  # noqa: BLE001 - reported with the address, then exit
-        fail(1, f"cannot connect to Temporal at {address}: {exc}")
+        print(cannot_connect("worker", address, exc), file=sys.stderr)
+        return 1
     queue = args.task_queue or default_task_queue()
     if args.check:
         print(f"worker: ok (Temporal at {address}, store at {store.location}, encryption {'on' if ring else 'off'})")
