@@ -173,9 +173,12 @@ async def embedded_server(address: str, out: Any) -> AsyncIterator[Client]:
 
 @contextlib.asynccontextmanager
 async def in_process_worker(client: Client, args: argparse.Namespace, task_queue: str) -> AsyncIterator[None]:
-    from durable_agent.cli.worker import create_worker, default_config_path, env_tool_modules, load_or_exit  # the worker's own wiring
+    from durable_agent.cli.worker import create_worker, default_config_path, env_tool_modules, load_or_exit, reviewer_warnings  # the worker's own wiring
 
-    config = load_or_exit(args.config or default_config_path(), env_tool_modules() + args.tools)
+    config_path = args.config or default_config_path()
+    config = load_or_exit(config_path, env_tool_modules() + args.tools)
+    for warning in reviewer_warnings(config, config_path):
+        print(f"starter: warning: {warning}", file=sys.stderr)
     trace_file = os.environ.get("AGENT_TRACE_FILE") or str(state_dir() / "trace.jsonl")
     trace.configure(trace_file)
     from durable_agent.store import open_store
@@ -239,7 +242,7 @@ def format_record(record: DecisionRecord, total_cost: float) -> str:
     return line
 
 
-def approval_commands(workflow_id: str, approval_id: str, address: str, *, signed: bool = False) -> str:
+def approval_commands(workflow_id: str, approval_id: str, address: str, *, signed: bool = False, args_sha256: str | None = None) -> str:
     """The approve and reject commands for one approval, ready to paste (signed ones for profiles that require them)."""
     addr = None if address in ("localhost:7233", "127.0.0.1:7233") else address
     reviewer = os.environ.get("USER") or "YOUR_NAME"
@@ -247,7 +250,7 @@ def approval_commands(workflow_id: str, approval_id: str, address: str, *, signe
         command = policy.signed_approve_command(workflow_id, approval_id, reviewer=reviewer)
         return f"    approve: {command}\n    reject:  {command} --reject"
     return "\n".join(
-        f"    {name}:{' ' * (8 - len(name))}{policy.approve_command(workflow_id, approval_id, name=name, reviewer=reviewer, address=addr)}"
+        f"    {name}:{' ' * (8 - len(name))}{policy.approve_command(workflow_id, approval_id, name=name, reviewer=reviewer, address=addr, args_sha256=args_sha256)}"
         for name in ("approve", "reject")
     )
 
@@ -303,7 +306,7 @@ async def follow(handle: WorkflowHandle[Any, Any], address: str, out: Any, *, pr
                 print(
                     f"\n  >> APPROVAL NEEDED {pending.approval_id}: {pending.tool}({_short(pending.args, 80)})\n"
                     f"     why: {pending.reason} (risk {pending.risk}); decide before {pending.deadline:%Y-%m-%d %H:%M:%S} UTC\n"
-                    f"{approval_commands(handle.id, pending.approval_id, address, signed=pending.require_signature)}",
+                    f"{approval_commands(handle.id, pending.approval_id, address, signed=pending.require_signature, args_sha256=pending.args_sha256)}",
                     file=out,
                 )
                 if prompt and asking is None:
