@@ -178,3 +178,10 @@ def slow_transfer(account: str, amount: float, seconds: float = 4.0) -> dict:
     time.sleep(seconds)
     _count("slow_transfer", event="finished")
     return {"account": account, "amount": amount, "status": "done", "note": "y" * int(os.environ.get("TRANSFER_NOTE_CHARS", "0"))}
+
+
+@tool(amount_arg="amount", currency_arg="currency", protected=True)
+async def send_payment(iban: str, amount: float, currency: str = "EUR") -> dict:
+    """Pay an amount to a bank account (a stand-in for a payment API: it records the call and moves nothing)."""
+    _count("send_payment", iban=iban, amount=amount)
+    return {"paid": amount, "currency": currency}
