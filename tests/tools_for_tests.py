@@ -207,3 +207,10 @@ async def pay(payee: str, amount: float, currency: str = "USD") -> dict:
     """Pays ``amount`` to ``payee`` (counted: every payment a run makes is in the counter file)."""
     _count("pay", payee=payee, amount=amount)
     return {"payee": payee, "amount": amount, "currency": currency, "status": "paid"}
+
+
+@tool(amount_arg="amount", currency_arg="currency", protected=True)
+async def send_payment(iban: str, amount: float, currency: str = "EUR") -> dict:
+    """Pay an amount to a bank account (a stand-in for a payment API: it records the call and moves nothing)."""
+    _count("send_payment", iban=iban, amount=amount)
+    return {"paid": amount, "currency": currency}

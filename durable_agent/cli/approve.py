@@ -37,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--key", metavar="FILE", help="sign with your key file (from `durable-agent keys new`); required by profiles that require signatures"
     )
     parser.add_argument("--reject", action="store_true", help="reject the action instead of approving it")
+    parser.add_argument(
+        "--args-sha256", metavar="DIGEST",
+        help="the digest of the arguments you saw (status query, inbox, the starter's command): refused if the action waits with others",
+    )
     parser.add_argument("--comment", help="kept in the record; on a rejection, the model reads it")
     parser.add_argument(
         "--expires-in", type=int, default=DEFAULT_DECISION_TTL_SECONDS, metavar="SECONDS",
@@ -60,7 +64,8 @@ async def main(args: argparse.Namespace) -> int:
     decide = agents.reject if args.reject else agents.approve
     try:
         record = await decide(
-            args.workflow_id, args.approval_id, reviewer=args.reviewer, comment=args.comment, key=key, expires_in=args.expires_in
+            args.workflow_id, args.approval_id, reviewer=args.reviewer, comment=args.comment, key=key, expires_in=args.expires_in,
+            args_sha256=args.args_sha256,
         )
     except ApprovalRefused as exc:
         print(f"approve: refused: {exc.reason}", file=sys.stderr)

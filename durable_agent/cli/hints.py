@@ -112,16 +112,20 @@ def cannot_connect(who: str, address: str, exc: BaseException) -> str:
 
 
 def approve_commands(
-    workflow_id: str, approval_id: str, *, reviewer: str, address: str | None = None, signed: bool = False
+    workflow_id: str, approval_id: str, *, reviewer: str, address: str | None = None, signed: bool = False,
+    args_sha256: str | None = None,
 ) -> list[tuple[str, str]]:
     """``[("approve", line), ("reject", line)]``: the ``durable-agent approve`` commands for one approval.
 
     They answer: a decision the run refuses (a stale id, a reviewer not allowed) prints
     the reason and the ids that wait, and exits 1. ``address`` is added when the
     person's environment would not find the server by itself; ``signed`` adds the key
-    file that profiles requiring signatures need.
+    file that profiles requiring signatures need; ``args_sha256`` binds the decision to
+    the arguments shown (signed decisions bind them anyway).
     """
     args: list[str] = ["approve", workflow_id, "--approval-id", approval_id, "--reviewer", reviewer]
+    if args_sha256 and not signed:
+        args += ["--args-sha256", args_sha256]
     if signed:
         args += ["--key", "YOUR_KEY_FILE"]
     if address:

@@ -122,13 +122,15 @@ def format_record(record: DecisionRecord, total_cost: float) -> str:
     return line
 
 
-def approval_commands(workflow_id: str, approval_id: str, address: str | None, *, signed: bool = False) -> str:
+def approval_commands(
+    workflow_id: str, approval_id: str, address: str | None, *, signed: bool = False, args_sha256: str | None = None
+) -> str:
     """The approve and reject commands for one approval, ready to paste in the shell the starter runs in.
 
     ``address`` is the server's, when the person's environment would not find it by itself.
     """
     reviewer = os.environ.get("USER") or "YOUR_NAME"
-    lines = approve_commands(workflow_id, approval_id, reviewer=reviewer, address=address, signed=signed)
+    lines = approve_commands(workflow_id, approval_id, reviewer=reviewer, address=address, signed=signed, args_sha256=args_sha256)
     return "\n".join(f"     {name}:{' ' * (8 - len(name))}{line}" for name, line in lines)
 
 
@@ -197,7 +199,7 @@ async def follow(
                     print(
                         f"\n  >> APPROVAL NEEDED {pending.approval_id}: {pending.tool}({_short(pending.args, 80)})\n"
                         f"     why: {pending.reason} (risk {pending.risk}); decide before {pending.deadline:%Y-%m-%d %H:%M:%S} UTC\n"
-                        f"{approval_commands(handle.id, pending.approval_id, address, signed=pending.require_signature)}",
+                        f"{approval_commands(handle.id, pending.approval_id, address, signed=pending.require_signature, args_sha256=pending.args_sha256)}",
                         file=out,
                         flush=True,
                     )

@@ -28,13 +28,21 @@ from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from durable_agent import logs, redaction, telemetry, trace, worker_options
-from durable_agent.activities import AgentActivities, ApprovalActivities, ApprovalIndex, BudgetActivities, RecordActivities
+from durable_agent.activities import (
+    AgentActivities,
+    ApprovalActivities,
+    ApprovalIndex,
+    BudgetActivities,
+    RecordActivities,
+    ensure_approval_index,
+)
 from durable_agent.activities.budget import ModelRateLimits
 from durable_agent.activities.budget import limits_task_queue as limits_task_queue_for
 from durable_agent.cli.hints import cannot_connect
 from durable_agent.connection import connect, target_address
 from durable_agent.connection import task_queue as default_task_queue
 from durable_agent.converter import guarded_client
+from durable_agent.decisions import unauthenticated_allow_list
 from durable_agent.encryption import KeyRing
 from durable_agent.errors import ConfigError
 from durable_agent.profiles import AgentsConfig, import_tool_modules, load_config
@@ -256,6 +264,11 @@ def load_or_exit(config_path: str, tool_modules: list[str]) -> AgentsConfig:
         raise SystemExit(2) from None
 
 
+def reviewer_warnings(config: AgentsConfig, file: str) -> list[str]:
+    """What the operator should know about who may decide: allow-lists that check only a typed name."""
+    return [text for name, profile in config.agents.items() if (text := unauthenticated_allow_list(file, name, profile.approval))]
+
+
 def fail(status: int, message: str) -> NoReturn:
     print(f"worker: {message}", file=sys.stderr)
     raise SystemExit(status)
@@ -303,10 +316,16 @@ async def main(args: argparse.Namespace) -> int:
         print(cannot_connect("worker", address, exc), file=sys.stderr)
         return 1
     queue = args.task_queue or default_task_queue()
+    # A check only looks; a worker registers the inbox's search attribute where it may.
+    warnings = reviewer_warnings(config, args.config) + [w for w in [await ensure_approval_index(client, register=not args.check)] if w]
     if args.check:
+        for warning in warnings:
+            print(f"worker: warning: {warning}", file=sys.stderr)
         print(f"worker: ok (Temporal at {address}, store at {store.location}, encryption {'on' if ring else 'off'})")
         await store.close()
         return 0
+    for warning in warnings:
+        log.warning("%s", warning)
     tool_pool = ThreadPoolExecutor(max_workers=tuning.tool_threads, thread_name_prefix="tool")
     worker = create_worker(
         client, config, task_queue=queue, store=store, tuning=tuning, tool_executor=tool_pool,
