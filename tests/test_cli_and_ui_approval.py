@@ -84,7 +84,7 @@ class TestCliApproval:
             result = await handle.result()
         assert [(a.approval_id, a.status, a.reviewer) for a in result.approvals] == [(approval_id, "approved", "dana")]
 
-    async def test_the_starters_command_binds_the_arguments(self, harness: Harness, server_address: str) -> None:
+    async def test_the_starters_command_binds_the_arguments(self, harness: Harness, server_address: str, state_dir: Path) -> None:
         """The approve command `durable-agent run` prints names the arguments' digest, and works as pasted."""
         from durable_agent.cli.run import follow
 
@@ -100,7 +100,12 @@ class TestCliApproval:
             command = next(line for line in shown.getvalue().splitlines() if line.strip().startswith("approve:"))
             argv = shlex.split(command.split("approve:", 1)[1])
             assert argv[argv.index("--args-sha256") + 1] == pending.args_sha256
-            pasted = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60, env=subprocess_env())
+            env = subprocess_env(state_dir, server_address)
+            # Another digest (the arguments changed since the reviewer looked) is refused, and says so.
+            altered = [*argv[: argv.index("--args-sha256") + 1], "0" * 64, *argv[argv.index("--args-sha256") + 2 :]]
+            refused = await asyncio.to_thread(subprocess.run, altered, capture_output=True, text=True, timeout=60, env=env)
+            assert refused.returncode == 1 and "refused" in refused.stderr, refused.stderr
+            pasted = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60, env=env)
             assert pasted.returncode == 0, pasted.stderr
             result = await asyncio.wait_for(following, timeout=60)
         assert result.status == "success" and [a.approval_id for a in result.approvals] == [pending.approval_id]
