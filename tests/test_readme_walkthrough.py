@@ -93,6 +93,7 @@ def shell_lines(block: str) -> list[tuple[str, str]]:
 _VARYING = [
     (r"run-[0-9a-f]{8}", r"run-[0-9a-f]{8}"),
     (r"apr-\d+-[0-9a-f]{8}", r"apr-\d+-[0-9a-f]{8}"),
+    (r"[0-9a-f]{64}", r"[0-9a-f]{64}"),
     (r"\d+\+\d+ tok", r"\d+\+\d+ tok"),
     (r"\d+ input \+ \d+ output tokens", r"\d+ input \+ \d+ output tokens"),
     (r"127\.0\.0\.1:\d+", r"127\.0\.0\.1:\d+"),
