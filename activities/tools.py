@@ -27,6 +27,7 @@ from durable_agent.activities.common import (
     tool_result_text,
 )
 from durable_agent.activities.context import ContextActivities
+from durable_agent.activities.mcp import McpToolActivities
 from durable_agent.errors import InvalidToolArguments, ToolAuthError, ToolError, ToolRateLimited, ToolTimeout
 from durable_agent.jsonsafe import json_safe
 from durable_agent.retry import TOOL_RETRY_POLICIES, ErrorKind, RetryPlan, next_delay
@@ -34,8 +35,8 @@ from durable_agent.schemas import ToolCall, ToolCallInput, ToolCallOutput
 from durable_agent.tools import Tool, ToolContext, ToolRegistry
 
 
-class ToolActivities(ContextActivities):
-    """Runs the worker's tools (and the built-in ``read_result``)."""
+class ToolActivities(ContextActivities, McpToolActivities):
+    """Runs the worker's tools (and the built-in ``read_result``, and the MCP servers' tools)."""
 
     tools: ToolRegistry
     #: The worker's bounded pool for synchronous tools.
@@ -45,6 +46,8 @@ class ToolActivities(ContextActivities):
     async def run_tool(self, request: ToolCallInput) -> ToolCallOutput:
         """Run one tool call. Final outcomes are returned; retryable failures are raised with their delay."""
         call: ToolCall = request.call
+        if self.is_mcp_tool(call.name):
+            return await self.run_mcp_tool(request)
         tool = self.tools.get(call.name)
         if tool is None and call.name == contracts.TOOL_READ_RESULT:
             return await self.read_result(call)

@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("durable_agent.cli.keys", "make a reviewer's signing key and print its [reviewer_keys] line"),
     "approve": ("durable_agent.cli.approve", "sign and send a decision on a held action (profiles that require signatures)"),
     "inbox": ("durable_agent.cli.inbox", "serve the reviewers' web page: every approval waiting, with Approve and Reject"),
+    "mcp": ("durable_agent.cli.mcp", "list every configured MCP server's tools and the policy they map onto"),
 }
 
 
