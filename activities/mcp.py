@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import mcp_types as mcp
 from temporalio import activity
@@ -148,7 +148,7 @@ class McpToolActivities:
 
     async def _mcp_done(self, call: ToolCall, answer: McpAnswer, duration_ms: int) -> ToolCallOutput:
         """Store the answer (text, structured content, images) and describe it; never raises, so nothing is sent again."""
-        status = "error" if answer.is_error else "ok"
+        status: Literal["ok", "error"] = "error" if answer.is_error else "ok"
         output, warnings = json_safe(answer.output)
         text = tool_result_text(output)
         error = cut(text, ERROR_CHARS) if answer.is_error else None

@@ -95,12 +95,26 @@ def snapshot(ctx: Context) -> CallToolResult:
     )
 
 
+IN_FLIGHT = {"now": 0, "peak": 0}
+
+
 @app.tool(annotations=ToolAnnotations(read_only_hint=True))
 async def hang(seconds: float, ctx: Context) -> str:
     """Answer after a while."""
     record("hang", {"seconds": seconds}, ctx)
-    await asyncio.sleep(seconds)
+    IN_FLIGHT["now"] += 1
+    IN_FLIGHT["peak"] = max(IN_FLIGHT["peak"], IN_FLIGHT["now"])
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        IN_FLIGHT["now"] -= 1
     return "done"
+
+
+@app.tool(annotations=ToolAnnotations(read_only_hint=True))
+def peak_concurrency() -> int:
+    """The most hang calls this process ever ran at once."""
+    return IN_FLIGHT["peak"]
 
 
 @app.tool(annotations=ToolAnnotations(read_only_hint=True))

@@ -121,6 +121,8 @@ class McpConnection:
         self._lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(config.max_concurrent)
         self._closing: set[asyncio.Task[None]] = set()
+        #: Sessions started so far (a stdio server's processes): one for a server that never fails.
+        self.connects = 0
         self.redact = redactor(config.secrets(self.environ))
 
     @property
@@ -144,6 +146,7 @@ class McpConnection:
                 if session is not None:
                     self._retire(session)
                 session = self._session = _Session(self._make_client)
+                self.connects += 1
             try:
                 client = await session.client(min(timeout, self.config.connect_timeout))
             except BaseException as exc:
@@ -172,7 +175,7 @@ class McpConnection:
     def _why(self, exc: BaseException, timed_out: str) -> str:
         if isinstance(exc, asyncio.TimeoutError | TimeoutError):
             return f"MCP server {self.name!r} {timed_out}"
-        if isinstance(exc, BaseExceptionGroup):
+        while isinstance(exc, BaseExceptionGroup):  # the SDK's task groups nest them
             exc = exc.exceptions[0]
         return self.redact(f"MCP server {self.name!r}: {type(exc).__name__}: {exc}")[:1_000]
 
