@@ -2,9 +2,9 @@
 
 Every call is appended to ``$MCP_TEST_STATE/calls.jsonl`` (tool, arguments,
 the idempotency key from ``_meta``, the process id), so a test can count what
-the server really did, across processes and restarts. ``MCP_TEST_VARIANT``
-makes it misbehave on purpose: ``bad_schema`` (a tool whose inputSchema is not
-an object), ``long_name`` (a tool name too long for the model). Over HTTP it
+the server really did, across processes and restarts. ``MCP_TEST_VARIANT=long_name``
+adds a tool whose name is too long for the model (a schema that is not an object
+the SDK refuses to send: see :mod:`tests.mcp_raw_server`). Over HTTP it
 requires ``Authorization: Bearer $MCP_TEST_TOKEN`` when that variable is set.
 """
 
@@ -142,15 +142,7 @@ def whoami(ctx: Context) -> str:
 
 def misbehave(variant: str) -> None:
     """Break the tool list in the way ``variant`` names."""
-    if variant == "bad_schema":
-
-        @app.tool(name="odd_tool")
-        def odd_tool(x: str) -> str:
-            """A tool whose input schema is a string, not an object."""
-            return x
-
-        app._tool_manager.get_tool("odd_tool").parameters = {"type": "string"}  # type: ignore[union-attr]
-    elif variant == "long_name":
+    if variant == "long_name":
 
         @app.tool(name="summarise_every_ticket_of_the_quarter_by_team_and_priority")
         def long_named() -> str:

@@ -205,7 +205,7 @@ class McpConnection:
                 raise McpUnavailable(self._why(exc, "")) from None
             raise McpErrorResponse(self.redact(f"MCP server {self.name!r} refused tools/list: {exc}"), exc.code) from None
         except pydantic.ValidationError as exc:
-            raise McpErrorResponse(f"MCP server {self.name!r} answered tools/list with something that is not MCP: {exc.error_count()} problems") from None
+            raise McpErrorResponse(f"MCP server {self.name!r} answered tools/list with something that is not MCP ({_first_problem(exc)})") from None
         except Exception as exc:  # noqa: BLE001 - any transport failure: the server is unavailable for now
             session.retired = True
             raise McpUnavailable(self._why(exc, f"did not list its tools within {self.config.connect_timeout:g}s")) from None
@@ -291,10 +291,7 @@ class McpConnection:
                 raise McpCallLost(self._why(exc, ""), timed_out=exc.code == mcp.REQUEST_TIMEOUT) from None
             raise McpErrorResponse(self.redact(f"MCP server {self.name!r} answered {name} with error {exc.code}: {exc}"), exc.code) from None
         except pydantic.ValidationError as exc:
-            raise McpErrorResponse(
-                f"MCP server {self.name!r} answered {name} with a result that is not valid ({exc.error_count()} problems, e.g. "
-                f"{self.redact(str(exc.errors(include_url=False, include_input=False)[0].get('msg', '')))})"
-            ) from None
+            raise McpErrorResponse(f"MCP server {self.name!r} answered {name} with a result that is not valid ({self.redact(_first_problem(exc))})") from None
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a transport failure after the request left: its outcome is unknown
@@ -310,6 +307,14 @@ class McpConnection:
                 await session.close()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+def _first_problem(exc: pydantic.ValidationError) -> str:
+    """Where and what the first validation problem is, without the value (it may be anything the server sent)."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    where = ".".join(str(part) for part in first["loc"])
+    more = f"; {exc.error_count() - 1} more" if exc.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"[:500]
 
 
 @contextlib.asynccontextmanager
