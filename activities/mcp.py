@@ -105,7 +105,11 @@ class McpToolActivities:
 
         async def mark_sent() -> None:
             record = {"tool": call.name, "attempt": attempt, "sent_at": datetime.now(UTC).isoformat()}
-            if not await self.store.create_named(marker, record):
+            try:
+                created = await self.store.create_named(marker, record)
+            except Exception as exc:  # noqa: BLE001 - the store is down: nothing was sent, so another attempt may send it
+                raise McpUnavailable(f"the call could not be marked as sent in the content store ({type(exc).__name__}); not sent") from None
+            if not created:
                 raise _AlreadySent()
 
         connection = self.mcp.connections[tool.server]
