@@ -59,8 +59,12 @@ def get_ticket(ticket_id: str, ctx: Context) -> dict[str, Any]:
 async def create_ticket(title: str, ctx: Context, wait_for: str = "") -> str:
     """Open a new ticket. (Tests: with wait_for, the call waits until that file exists.)"""
     record("create_ticket", {"title": title}, ctx)
-    while wait_for and not Path(wait_for).exists():  # noqa: ASYNC110 - another process creates the file
-        await asyncio.sleep(0.05)
+    try:
+        while wait_for and not Path(wait_for).exists():  # noqa: ASYNC110 - another process creates the file
+            await asyncio.sleep(0.05)
+    except asyncio.CancelledError:
+        record("create_ticket_cancelled", {"title": title}, ctx)
+        raise
     return f"created T-{100 + len(calls(STATE, 'create_ticket'))}: {title}"
 
 

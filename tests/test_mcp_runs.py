@@ -15,6 +15,7 @@ from durable_agent.schemas import AgentResult, StatusView
 from durable_agent.testing import answer, tool_use
 from tests import mcp_servers
 from tests.conftest import Harness, make_config, temporal_cli
+from tests.test_failures import until
 from tests.mcp_fixtures import TOKEN, http_url, mcp_state, stdio_server  # noqa: F401
 
 GET = "mcp__tickets__get_ticket"
@@ -170,6 +171,21 @@ class TestWhenServersMisbehave:
         block = scripted.tool_results()[0]
         assert block["is_error"] is True and "OUTCOME UNKNOWN" in block["content"] and "within 1s" in block["content"]
         assert len(mcp_servers.calls(mcp_state, "create_ticket")) == 1
+
+    async def test_cancelling_the_run_cancels_the_call_on_the_server(
+        self, harness: Harness, stdio_server: dict[str, Any], mcp_state: Path, tmp_path: Path
+    ) -> None:
+        never = str(tmp_path / "never-created")
+        model, _ = harness.scripted([tool_use("mcp__tickets__create_ticket", {"title": "slow", "wait_for": never}), answer("never")])
+        config = make_config({"support": profile(model)}, mcp_servers={"tickets": stdio_server})
+        async with harness.worker(config):
+            handle = await harness.start({"task": "Open a ticket"})
+            await until(lambda: mcp_servers.calls(mcp_state, "create_ticket"), "the call to reach the server")
+            await handle.cancel()
+            # It changes the world: the run waits for the call to stop (through the activity's heartbeat).
+            result = await handle.result()
+            assert result.status == "cancelled"
+            await until(lambda: mcp_servers.calls(mcp_state, "create_ticket_cancelled"), "the server to see the cancellation")
 
     async def test_a_read_only_call_that_hangs_is_retried_then_reported_unavailable(
         self, harness: Harness, stdio_server: dict[str, Any], mcp_state: Path

@@ -18,7 +18,7 @@ from durable_agent.errors import ConfigError
 from durable_agent.mcp.catalog import McpCatalog
 from durable_agent.mcp.client import McpCallLost, McpUnavailable
 from durable_agent.mcp.config import McpServerConfig, model_facing_name
-from durable_agent.mcp.mapping import McpTool, convert, listing_problems
+from durable_agent.mcp.mapping import McpTool, convert, listing_problems, shared_names
 from durable_agent.profiles import load_config
 from durable_agent.tool_policy import ToolPolicy, apply
 from tests import mcp_servers
@@ -78,6 +78,8 @@ class TestConfiguration:
             ('{"mcpServers": {"t": {"type": "sse", "url": "http://x/sse"}}}', "mcpServers.t.type", "SSE transport is not supported"),
             ('{"mcpServers": {"t": {"url": "http://x", "command": "y"}}}', "mcpServers.t", "either command"),
             ('{"mcpServers": {"my.server": {"url": "http://x"}}}', "mcpServers.my.server", "a server name is"),
+            ('{"mcpServers": {"my server": {"url": "http://x"}, "my_server": {"url": "http://y"}}}', "mcpServers.my_server",
+             "as those of the server 'my server'"),
         ],
     )
     def test_a_bad_mcp_json_stops_the_worker_naming_file_and_key(self, tmp_path: Path, mcp_json: str, key: str, words: str) -> None:
@@ -151,6 +153,13 @@ class TestMapping:
         assert "not a JSON Schema object" in problems["odd"] and "over the API's 64" in problems["x" * 60]
         assert "both be called mcp__tickets__a_b" in problems["a.b"]
         assert model_facing_name("tickets", "a.b") == "mcp__tickets__a_b"
+
+    def test_two_servers_exposing_the_same_model_facing_name_are_named(self) -> None:
+        schema = {"type": "object", "properties": {}}
+        found = shared_names({"a": [McpTool("a", "_b", "", schema)], "a_": [McpTool("a_", "b", "", schema), McpTool("a_", "c", "", schema)]})
+        assert found == {"a_": "its tool 'b' and 'a''s '_b' would both be called mcp__a___b"}
+        catalog = McpCatalog({"a": McpServerConfig(url="http://x"), "a_": McpServerConfig(url="http://y")})
+        assert catalog.server_of("mcp__a___b") == "a_" and catalog.server_of("mcp__a__c") == "a" and catalog.server_of("other") is None
 
     def test_results_become_text_structured_content_and_images(self) -> None:
         text = mcp.TextContent(type="text", text="2 open")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from durable_agent.errors import ConfigError
 from durable_agent.mcp.client import McpConnection, McpErrorResponse, McpUnavailable
 from durable_agent.mcp.config import WILDCARD, McpServerConfig, is_mcp_entry, normalize, split_entry
-from durable_agent.mcp.mapping import McpTool, from_listing, listing_problems
+from durable_agent.mcp.mapping import McpTool, from_listing, listing_problems, shared_names
 from durable_agent.ratelimit import profile_lane
 from durable_agent.schemas import ToolInfo
 from durable_agent.tool_policy import ToolPolicy, apply, argument_problem, policy_for
@@ -62,10 +62,8 @@ class McpCatalog:
 
     def server_of(self, model_name: str) -> str | None:
         """The server whose tool the model calls ``model_name``, if any."""
-        for prefix, name in self._prefixes.items():
-            if model_name.startswith(prefix):
-                return name
-        return None
+        matching = [prefix for prefix in self._prefixes if model_name.startswith(prefix)]
+        return self._prefixes[max(matching, key=len)] if matching else None
 
     async def discover(self, server: str) -> ServerListing:
         """List ``server``'s tools now and keep the listing.
@@ -192,6 +190,10 @@ class McpCatalog:
             for tool_name, why in result.problems.items():
                 raise ConfigError(where.file, where.key, f"tool {tool_name!r}: {why}")
             report[name] = result
+        listed = {name: list(r.tools.values()) for name, r in report.items() if isinstance(r, ServerListing)}
+        for server, why in shared_names(listed).items():
+            where = self.servers[server].source
+            raise ConfigError(where.file, where.key, why)
         for agent, (entries, policies) in profiles.items():
             self._check_profile(file, agent, entries, policies, report)
         return report

@@ -26,7 +26,8 @@ from durable_agent.schemas import StrictModel
 #: The Messages API's limit on tool names, and the characters it allows.
 MAX_TOOL_NAME = 64
 _ALLOWED = re.compile(r"[^A-Za-z0-9_-]")
-_SERVER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+#: Longest server name, as the model sees it (the tool's own name needs room in the 64).
+MAX_SERVER_NAME = 40
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 #: Keys of a ``.mcp.json`` server entry that durable-agent reads; other tools' own keys are ignored there.
 MCP_JSON_KEYS = ("type", "command", "args", "env", "url", "headers")
@@ -259,11 +260,18 @@ def merge_servers(
                     str(mcp_json), f"mcpServers.{name}", f"a server named {name!r} is also under [mcp_servers] in {toml_file}; rename one"
                 )
             servers[name] = server
+    prefixes: dict[str, str] = {}
     for name, server in servers.items():
         where = server.source
-        if not _SERVER_NAME.match(name) or "__" in name:
-            # The model sees it inside tool names (mcp__NAME__TOOL), and profiles name tools as NAME.TOOL.
-            raise ConfigError(where.file, where.key, "a server name is 1-40 letters, digits, '_' or '-', without '__'")
+        if not name or "." in name or len(normalize(name)) > MAX_SERVER_NAME:
+            # Profiles name its tools NAME.TOOL; the model sees them as mcp__NAME__TOOL.
+            raise ConfigError(where.file, where.key, f"a server name is 1-{MAX_SERVER_NAME} characters without '.'")
+        prefix = normalize(name)
+        if prefix in prefixes:
+            raise ConfigError(
+                where.file, where.key, f"the model would see its tools as mcp__{prefix}__..., as those of the server {prefixes[prefix]!r}"
+            )
+        prefixes[prefix] = name
         missing = server.missing_variables(env)
         if missing:
             path, variable = missing[0]

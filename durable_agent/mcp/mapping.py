@@ -115,6 +115,18 @@ def listing_problems(tools: list[McpTool]) -> dict[str, str]:
     return problems
 
 
+def shared_names(listings: dict[str, list[McpTool]]) -> dict[str, str]:
+    """Server -> why, for tools of two servers that the model would see under one name (``a``'s ``_b``, ``a_``'s ``b``)."""
+    seen: dict[str, McpTool] = {}
+    found: dict[str, str] = {}
+    for server, tools in listings.items():
+        for tool in tools:
+            other = seen.setdefault(tool.model_name, tool)
+            if other is not tool:
+                found[server] = f"its tool {tool.name!r} and {other.server!r}'s {other.name!r} would both be called {tool.model_name}"
+    return found
+
+
 @dataclass
 class McpAnswer:
     """A ``tools/call`` result made into a tool result.
