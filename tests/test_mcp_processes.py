@@ -148,6 +148,7 @@ class TestCommands:
         assert done.returncode == 0, done.stderr
         out = done.stdout
         assert f"tickets  (stdio: {sys.executable} {SERVER_SCRIPT} stdio (env: MCP_TEST_STATE); {config}: mcp_servers.tickets)" in out
+        assert "  used by: support\n" in out
         assert "mcp__tickets__get_ticket" in out and "read-only, idempotent, risk low, timeout 10s" in out
         assert "mcp__tickets__delete_ticket" in out and "destructive, not idempotent, risk high" in out
         assert "in support: writes, idempotent, risk high, timeout 20s, amount_arg amount, rate 10/min" in out

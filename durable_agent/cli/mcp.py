@@ -66,6 +66,9 @@ async def describe(config: AgentsConfig, catalog: McpCatalog) -> list[dict[str, 
             entry["error"] = str(exc)
             out.append(entry)
             continue
+        entry["used_by"] = [
+            agent for agent, profile in config.agents.items() if any(e == f"{name}.{WILDCARD}" or e.startswith(f"{name}.") for e in profile.tools)
+        ]
         tools = []
         for tool in sorted(listing.tools.values(), key=lambda t: t.name):
             base = tool.info(server.timeout)
@@ -88,16 +91,15 @@ def print_table(servers: list[dict[str, Any]]) -> None:
         if "error" in server:
             print(f"  NOT AVAILABLE: {server['error']}")
             continue
+        print(f"  used by: {', '.join(server['used_by']) or 'no profile'}")
         if not server["tools"]:
             print("  (no tools)")
         width = max((len(t["model_name"]) for t in server["tools"]), default=0)
         for tool in server["tools"]:
             print(f"  {tool['model_name']:<{width}}  {tool['policy']}")
             for agent, policy in tool["profiles"].items():
-                if policy != tool["policy"]:
+                if policy != tool["policy"]:  # what the profile's tool_policy makes of it
                     print(f"  {'':<{width}}    in {agent}: {policy}")
-                else:
-                    print(f"  {'':<{width}}    in {agent}: as above")
         for tool_name, why in server["unusable"].items():
             print(f"  UNUSABLE {tool_name}: {why}")
         print()
