@@ -15,7 +15,7 @@ from durable_agent.schemas import AgentResult, StatusView
 from durable_agent.testing import answer, tool_use
 from tests import mcp_servers
 from tests.conftest import Harness, make_config, temporal_cli
-from tests.test_failures import until
+from tests.test_failures import approval_pending, until
 from tests.mcp_fixtures import TOKEN, http_url, mcp_state, stdio_server  # noqa: F401
 
 GET = "mcp__tickets__get_ticket"
@@ -26,12 +26,9 @@ def profile(model: str, **extra: Any) -> dict[str, Any]:
 
 
 async def pending(handle: Any) -> StatusView:
-    for _ in range(400):
-        status = await handle.query("status", result_type=StatusView)
-        if status.pending_approvals:
-            return status
-        await asyncio.sleep(0.05)
-    raise AssertionError("no approval became pending")
+    """The run's status once an approval waits."""
+    await until(lambda: approval_pending(handle), "an approval to wait", 30)
+    return await handle.query("status", result_type=StatusView)
 
 
 def observations(result_trace: list[dict[str, Any]]) -> list[dict[str, Any]]:
