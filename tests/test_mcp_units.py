@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -217,6 +218,21 @@ class TestConnections:
             assert connection.connects == 1
         finally:
             await catalog.close()
+
+    async def test_logs_never_show_a_variables_value(self, http_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+        monkeypatch.setenv("TOKEN_FOR_TESTS", TOKEN)
+        monkeypatch.setenv("API_KEY_FOR_TESTS", "k3y-in-the-url")
+        server = McpServerConfig(url=http_url + "?key=${API_KEY_FOR_TESTS}", headers={"Authorization": "Bearer ${TOKEN_FOR_TESTS}"})
+        catalog = McpCatalog({"tickets": server})
+        caplog.set_level(logging.DEBUG)
+        logging.getLogger("httpx2").setLevel(logging.DEBUG)
+        try:
+            await catalog.discover("tickets")
+        finally:
+            logging.getLogger("httpx2").setLevel(logging.WARNING)
+            await catalog.close()
+        assert "HTTP Request: POST" in caplog.text and "key=[hidden]" in caplog.text
+        assert "k3y-in-the-url" not in caplog.text and TOKEN not in caplog.text
 
     async def test_errors_never_show_a_header_or_a_variables_value(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("API_KEY_FOR_TESTS", "k3y-that-must-not-show")

@@ -42,6 +42,42 @@ PROBE_AFTER_IDLE = 1.0
 CLIENT_INFO = mcp.Implementation(name="durable-agent", version="0.1.0")
 
 
+class _RedactingFilter(logging.Filter):
+    """Hides every MCP secret (header and env values, ``${VAR}`` values) in the SDK's and its HTTP client's log lines.
+
+    A URL may carry a ``${VAR}`` (``?key=${API_KEY}``), and the HTTP client logs each request's URL.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if self.secrets:
+            message = record.getMessage()
+            hidden = redactor(list(self.secrets))(message)
+            if hidden != message:
+                record.msg, record.args = hidden, None
+        return True
+
+
+_LOG_FILTER = _RedactingFilter()
+
+
+def _guard_logs(secrets: list[str]) -> None:
+    """Add ``secrets`` to what the MCP SDK's and HTTP client's loggers never show."""
+    _LOG_FILTER.secrets.update(secrets)
+    names = [n for n in list(logging.root.manager.loggerDict) if n.split(".")[0] in ("mcp", "mcp_types", "httpx2", "httpcore2")]
+    for name in ("mcp", "httpx2", *names):
+        logger = logging.getLogger(name)
+        if _LOG_FILTER not in logger.filters:
+            logger.addFilter(_LOG_FILTER)
+
+
+# One line per HTTP request (with its URL) is noise in a worker's log, and a URL may carry a secret.
+logging.getLogger("httpx2").setLevel(logging.WARNING)
+
+
 class McpUnavailable(Exception):
     """The server could not be reached, or had no free slot in time (``busy``): nothing was sent."""
 
@@ -131,7 +167,9 @@ class McpConnection:
 
     def _make_client(self) -> Client:
         server = self.config.expanded(self.environ)  # here, and only here, ${VAR}s take their values
-        self.redact = redactor(server.secrets(self.environ) + self.config.secrets(self.environ))
+        secrets = server.secrets(self.environ) + self.config.secrets(self.environ)
+        self.redact = redactor(secrets)
+        _guard_logs(secrets)
         if server.command is not None:
             params = StdioServerParameters(command=server.command, args=server.args, env=server.env or None)
             return Client(params, cache=None, client_info=CLIENT_INFO)
