@@ -358,7 +358,8 @@ def _first_problem(exc: pydantic.ValidationError) -> str:
 @contextlib.asynccontextmanager
 async def _http_transport(url: str, headers: dict[str, str], connect_timeout: float) -> AsyncIterator[Any]:
     """Streamable HTTP with the server's headers, over an HTTP client this connection owns."""
-    timeout = httpx2.Timeout(30.0, connect=connect_timeout, read=300.0)
+    # No read timeout of its own: every call is bounded by its tool's timeout, which may be longer.
+    timeout = httpx2.Timeout(30.0, connect=connect_timeout, read=None)
     async with httpx2.AsyncClient(headers=headers, timeout=timeout) as http:
         async with streamable_http_client(url, http_client=http) as streams:
             yield streams
