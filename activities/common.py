@@ -91,6 +91,15 @@ def tool_result_text(value: Any) -> str:
     return cut(text, MAX_RESULT_CHARS)
 
 
+def tool_result_content(stored: dict[str, Any]) -> str | list[dict[str, Any]]:
+    """A stored tool result as the model reads it: its text, with the images an MCP tool returned after it."""
+    text = tool_result_text(stored["output"])
+    images = stored.get("images")
+    if not images:
+        return text
+    return [{"type": "text", "text": text}, *images]
+
+
 def cut(text: str, limit: int) -> str:
     if len(text) > limit:
         return text[:limit] + f"\n[... cut: {len(text) - limit} more characters]"

@@ -8,6 +8,7 @@ run again. A failing tool is retried per its retry plan, by error kind.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from concurrent.futures import Executor
 from typing import Any
@@ -28,16 +29,18 @@ from durable_agent.activities.common import (
     tool_result_text,
 )
 from durable_agent.activities.context import ContextActivities
+from durable_agent.activities.mcp import McpToolActivities
 from durable_agent.errors import InvalidToolArguments, ToolAuthError, ToolError, ToolRateLimited, ToolTimeout
 from durable_agent.jsonsafe import json_safe
 from durable_agent.results import RunChain
 from durable_agent.retry import TOOL_RETRY_POLICIES, ErrorKind, RetryPlan, next_delay
 from durable_agent.schemas import ToolCall, ToolCallInput, ToolCallOutput
+from durable_agent.tool_policy import apply as apply_tool_policy
 from durable_agent.tools import Tool, ToolContext, ToolRegistry
 
 
-class ToolActivities(ContextActivities):
-    """Runs the worker's tools (and the built-in ``read_result``)."""
+class ToolActivities(ContextActivities, McpToolActivities):
+    """Runs the worker's tools (and the built-in ``read_result``, and the MCP servers' tools)."""
 
     tools: ToolRegistry
     #: The worker's bounded pool for synchronous tools.
@@ -47,11 +50,14 @@ class ToolActivities(ContextActivities):
     async def run_tool(self, request: ToolCallInput) -> ToolCallOutput:
         """Run one tool call. Final outcomes are returned; retryable failures are raised with their delay."""
         call: ToolCall = request.call
+        if self.is_mcp_tool(call.name):
+            return await self.run_mcp_tool(request)
         tool = self.tools.get(call.name)
         if tool is None and call.name == contracts.TOOL_READ_RESULT:
             return await self.read_result(call, RunChain.of_tool_call(activity.info().workflow_id, request.idempotency_key))
         if tool is None:
             return ToolCallOutput(status="unknown_tool", error=f"no tool named {call.name!r}", preview=f"no tool named {call.name!r}")
+        tool = self._with_profile_policy(tool, request.agent)
         info = activity.info()
         context = ToolContext(
             idempotency_key=request.idempotency_key,
@@ -67,6 +73,12 @@ class ToolActivities(ContextActivities):
             output = await self._invoke_tool(tool, call, context, plan, started)
             genai.tool_outcome(span, output.status, output.preview if output.ref else None, output.error)
         return output
+
+    def _with_profile_policy(self, tool: Tool, agent: str) -> Tool:
+        """The tool as the run's profile sees it: its ``tool_policy`` (a timeout, idempotency) laid over the decorator's."""
+        profile = self.config.agents.get(agent)
+        policy = profile.tool_policy.get(tool.name) if profile is not None else None
+        return tool if policy is None else dataclasses.replace(tool, info=apply_tool_policy(tool.info, policy))
 
     async def _invoke_tool(self, tool: Tool, call: ToolCall, context: ToolContext, plan: RetryPlan, started: float) -> ToolCallOutput:
         """Invoke the tool; a final outcome is returned, a retryable failure raised with its delay."""

@@ -18,9 +18,11 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 from durable_agent import signing
 from durable_agent.errors import ConfigError, ToolDefinitionError
 from durable_agent.fields import describe_text_number, looks_like_a_number, numbers_as_text, unknown_key_hint
+from durable_agent.mcp.config import McpServerConfig, is_mcp_entry, merge_servers
 from durable_agent.pricing import DEFAULT_FALLBACK_PRICE, DEFAULT_PRICES
 from durable_agent.ratelimit import Window
 from durable_agent.schemas import AnomalyThresholds, ApprovalPolicy, Autonomy, ModelPrice, ReviewerKeyring, StrictModel
+from durable_agent.tool_policy import ToolPolicy, check_profile_entries
 from durable_agent.tools import parse_rate_limit, registry
 
 #: The Claude model used when a profile says ``model = "auto"`` and a key is present.
@@ -54,6 +56,9 @@ class Profile(StrictModel):
     rate_limits: dict[str, str] = Field(default_factory=dict, description="Tool name -> 'N/unit', overrides the tool's.")
     rate_limit_wait: dict[str, bool] = Field(
         default_factory=dict, description="Tool name -> wait for a free slot (true) or tell the model at once (false)."
+    )
+    tool_policy: dict[str, ToolPolicy] = Field(
+        default_factory=dict, description='Tool name, "SERVER.TOOL" or "SERVER.*" -> what this profile says of it (README: Tools).'
     )
 
     @model_validator(mode="after")
@@ -124,6 +129,12 @@ class AgentsConfig(StrictModel):
     )
     reviewer_keys: dict[str, str] = Field(
         default_factory=dict, description='Reviewer (or delegate) name -> "ed25519:BASE64" public key, for signed decisions.'
+    )
+    mcp_servers: dict[str, McpServerConfig] = Field(
+        default_factory=dict, description="MCP servers by name: url and headers (streamable HTTP) or command, args, env (stdio)."
+    )
+    mcp_config: str | None = Field(
+        default=None, description="A .mcp.json (Claude Code, Claude Desktop) whose mcpServers are added; relative to this file."
     )
     agents: dict[str, Profile]
     #: The file this was read from (None when built in code): the keyring is re-read from it at decision time.
@@ -249,8 +260,12 @@ def load_config(path: str | os.PathLike[str], *, extra_tool_modules: list[str] |
         raise ConfigError(file, key, f"must be a number, not {describe_text_number(given)}: {fix}")
     import_tool_modules(extra_tool_modules or [], file="--tools", key="modules")
     import_tool_modules(config.tool_modules, file=file)
+    mcp_json = (Path(path).parent / config.mcp_config) if config.mcp_config else None
+    config.mcp_servers = merge_servers(file, config.mcp_servers, mcp_json)
     for name, profile in config.agents.items():
         for index, tool_name in enumerate(profile.tools):
+            if is_mcp_entry(tool_name):
+                continue  # an MCP server's tools: checked below, and against the server when the worker starts
             if tool_name not in registry:
                 known = ", ".join(registry.names()) or "none"
                 raise ConfigError(
@@ -259,6 +274,7 @@ def load_config(path: str | os.PathLike[str], *, extra_tool_modules: list[str] |
                     f"no tool named {tool_name!r} is registered (known: {known}); list the module that declares it "
                     f"under tool_modules (the demo's is durable_agent.demo.shop) or pass --tools MODULE",
                 )
+        check_profile_entries(file, name, profile.tools, profile.tool_policy, config.mcp_servers, _python_args)
         for key, tool_names in (("rate_limits", profile.rate_limits), ("rate_limit_wait", profile.rate_limit_wait)):
             for tool_name in tool_names:
                 if tool_name not in profile.tools:
@@ -271,6 +287,11 @@ def load_config(path: str | os.PathLike[str], *, extra_tool_modules: list[str] |
         check_signed_approvals(file, name, profile.approval, config.reviewer_keys)
     config._source = Path(path)
     return config
+
+
+def _python_args(name: str) -> list[str] | None:
+    tool = registry.get(name)
+    return list(tool.args_model.model_fields) if tool is not None else None
 
 
 def check_signed_approvals(file: str, agent: str, approval: ApprovalPolicy, keys: dict[str, str]) -> None:

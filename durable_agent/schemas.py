@@ -294,6 +294,7 @@ class ToolInfo(BaseModel):
     rate_limit_wait: bool = Field(default=True, description="Over the limit: wait for a slot, or tell the model at once.")
     rate_limit_lane: str = Field(default="", description="Whose limit it is: '' the tool's own, agent:<name> a profile's.")
     heartbeat_seconds: float | None = None
+    idempotent: bool = Field(default=False, description="Safe to send again after a timeout or a lost connection.")
 
 
 class ApprovalPolicy(StrictModel):
@@ -477,7 +478,7 @@ class ToolCallInput(BaseModel):
 
 
 class ToolCallOutput(BaseModel):
-    status: Literal["ok", "error", "invalid_arguments", "unknown_tool"]
+    status: Literal["ok", "error", "invalid_arguments", "unknown_tool", "outcome_unknown"]
     ref: str | None = None
     preview: str = ""
     error: str | None = None

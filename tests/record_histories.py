@@ -181,7 +181,18 @@ SCENARIOS: list[Scenario] = [
     ("scripted_compaction", {"task": "read the reports", "model": "SCRIPTED"},
      {"tools": ["report"], "autonomy": "autonomous", "context_window_tokens": 8192},
      [*[tool_use("report", {"n": n, "size": 3000}) for n in range(10)], answer("read them all")], None),
+    # MCP tools through the gate (issue 19): a read-only call, a destructive one approved, an isError result.
+    ("scripted_mcp_tools", {"task": "Tidy the tickets", "model": "SCRIPTED"}, {"tools": ["lookup_order", "tickets.*"]},
+     [tool_use("mcp__tickets__get_ticket", {"ticket_id": "T-1"}), tool_use("mcp__tickets__delete_ticket", {"ticket_id": "T-1"}),
+      tool_use("mcp__tickets__broken_report", {}), answer("done")], _approve_by_signal),
 ]
+
+#: Top-level agents.toml keys a scenario needs beyond the profile, given the recording's state folder.
+TOP_LEVEL: dict[str, Callable[[Path], dict[str, Any]]] = {
+    "scripted_mcp_tools": lambda state: {
+        "mcp_servers": {"tickets": {"command": sys.executable, "args": [str(HERE / "mcp_servers.py"), "stdio"], "env": {"MCP_TEST_STATE": str(state)}}}
+    },
+}
 
 #: Entity workflows a scenario drives, recorded after it: (file name, workflow id template).
 ENTITIES = {
@@ -215,6 +226,8 @@ async def record(client: Client, state: Path, only: list[str] | None = None) -> 
         top: dict[str, Any] = {"reviewer_keys": {name: key.public_key for name, key in RECORD_KEYS.items()}}
         if pricing:
             top["pricing"] = pricing
+        if name in TOP_LEVEL:
+            top.update(TOP_LEVEL[name](state))
         config = make_config({"support": profile}, **top)
         workflow_id = f"history-{name}"
         os.environ["SHOP_DB"] = str(state / f"shop-{name}.sqlite")  # every scenario starts from the seed shop

@@ -230,3 +230,30 @@ class TestGenAIConventions:
             ancestors.append(node.name)
         assert ancestors[-1] == "start_agent_run", ancestors
         assert starter.attributes["gen_ai.conversation.id"] == workflow_id
+
+
+class TestMcpSpans:
+    """An MCP server's tool is an ``execute_tool`` span in the run's trace, like a Python tool."""
+
+    async def test_an_mcp_call_is_an_execute_tool_span(self, server_address: str, state_dir, tmp_path) -> None:
+        from durable_agent.models import register_provider, unregister_provider
+        from durable_agent.testing import ScriptedModel, answer, tool_use
+        from tests.mcp_fixtures import stdio_config
+
+        model = f"scripted-{uuid.uuid4().hex[:8]}"
+        register_provider(model, ScriptedModel(script=[tool_use("mcp__tickets__broken_report", {}), answer("no report")]))
+        config = make_config(
+            {"support": {"tools": ["tickets.*"], "model": model}}, mcp_servers={"tickets": stdio_config(tmp_path)}
+        )
+        client = await connect(server_address)
+        queue, workflow_id = f"mcp-{uuid.uuid4().hex[:8]}", f"mcp-{uuid.uuid4().hex[:8]}"
+        try:
+            async with create_worker(client, config, task_queue=queue, max_cached_workflows=0):
+                handle = await client.start_workflow("AgentWorkflow", {"task": "report"}, id=workflow_id, task_queue=queue, result_type=AgentResult)
+                assert (await handle.result()).status == "success"
+        finally:
+            unregister_provider(model)
+        [span] = [s for s in _run_spans(workflow_id) if s.name.startswith("execute_tool ")]
+        assert span.name == "execute_tool mcp__tickets__broken_report"
+        assert span.attributes["gen_ai.tool.name"] == "mcp__tickets__broken_report"
+        assert span.attributes["durable_agent.tool.status"] == "error" and not span.status.is_ok

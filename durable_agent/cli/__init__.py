@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "approve": ("durable_agent.cli.approve", "approve or reject a held action and print the run's answer (--key signs it)"),
     "inbox": ("durable_agent.cli.inbox", "serve the reviewers' web page: every approval waiting, with Approve and Reject"),
     "demo": ("durable_agent.cli.demo", "the bundled demo shop: reset its orders (or show them)"),
+    "mcp": ("durable_agent.cli.mcp", "list every configured MCP server's tools and the policy they map onto"),
 }
 
 

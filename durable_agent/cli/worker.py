@@ -17,7 +17,7 @@ import os
 import pkgutil
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -45,6 +45,7 @@ from durable_agent.converter import guarded_client
 from durable_agent.decisions import unauthenticated_allow_list
 from durable_agent.encryption import KeyRing
 from durable_agent.errors import ConfigError
+from durable_agent.mcp.catalog import McpCatalog, ServerListing
 from durable_agent.profiles import AgentsConfig, import_tool_modules, load_config
 from durable_agent.store import ContentStore, open_store
 from durable_agent.tools import ToolRegistry
@@ -87,8 +88,10 @@ class WorkerGroup:
     ``async with`` runs them all; :meth:`run` runs them until cancelled.
     """
 
-    def __init__(self, workers: list[Worker]) -> None:
+    def __init__(self, workers: list[Worker], closers: Sequence[Callable[[], Awaitable[None]]] = ()) -> None:
         self.workers = workers
+        #: Called once the workers have stopped (the MCP connections: stdio servers are stopped).
+        self.closers = list(closers)
 
     @property
     def agents(self) -> Worker:
@@ -113,7 +116,11 @@ class WorkerGroup:
 
     async def __aexit__(self, *exc: Any) -> None:
         # Shut down together: each waits for its own tasks in flight.
-        await asyncio.gather(*(worker.__aexit__(*exc) for worker in self.workers))
+        try:
+            await asyncio.gather(*(worker.__aexit__(*exc) for worker in self.workers))
+        finally:
+            for close in self.closers:
+                await close()
 
     async def run(self) -> None:
         await asyncio.gather(*(worker.run() for worker in self.workers))
@@ -131,6 +138,7 @@ def create_worker(
     tool_executor: Executor | None = None,
     limits_task_queue: str | None = None,
     serve_limits: bool = True,
+    mcp: McpCatalog | None = None,
 ) -> WorkerGroup:
     """The workers that run every durable-agent workflow and activity, as one group.
 
@@ -148,6 +156,8 @@ def create_worker(
         limits_task_queue: Where daily-budget ledgers and rate limiters start: ``AGENT_LIMITS_TASK_QUEUE``,
             else ``<task_queue>-limits``, their own queue so agent load cannot starve them.
         serve_limits: Poll the limits queue too (the default); ``False`` when other workers serve it.
+        mcp: The MCP servers' connections (as checked at start); made from ``config`` without one.
+            The group closes them when it stops.
     """
     queue = task_queue or default_task_queue()
     limits_queue = limits_task_queue_for(queue, limits_task_queue or os.environ.get("AGENT_LIMITS_TASK_QUEUE") or None)
@@ -155,7 +165,7 @@ def create_worker(
     model_limits = ModelRateLimits(client, model_windows, limits_queue) if model_windows else None
     store = store or ContentStore()
     activities = AgentActivities(
-        config, store, tool_executor=tool_executor, model_limits=model_limits, index=ApprovalIndex(client)
+        config, store, tool_executor=tool_executor, model_limits=model_limits, index=ApprovalIndex(client), mcp=mcp
     )
     sizing: dict[str, Any] = {}
     if tuning is not None:
@@ -191,12 +201,15 @@ def create_worker(
         workers.append(
             Worker(guarded, task_queue=limits_queue, workflows=ENTITY_WORKFLOWS, workflow_runner=workflow_runner(), **entity_sizing)
         )
-    return WorkerGroup(workers)
+    return WorkerGroup(workers, closers=[activities.mcp.close] if activities.mcp is not None else [])
 
 
 def tool_timeouts(config: AgentsConfig, tools: ToolRegistry) -> list[float]:
     """The timeouts of every tool the profiles use (the grace period covers the longest)."""
-    return [tool.info.timeout_seconds for name in {t for p in config.agents.values() for t in p.tools} if (tool := tools.get(name))]
+    found = [tool.info.timeout_seconds for name in {t for p in config.agents.values() for t in p.tools} if (tool := tools.get(name))]
+    found += [server.timeout for server in config.mcp_servers.values()]
+    found += [policy.timeout for p in config.agents.values() for policy in p.tool_policy.values() if policy.timeout is not None]
+    return found
 
 
 def plaintext_opt_ins(config: AgentsConfig) -> list[str]:
@@ -236,7 +249,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--check",
         action="store_true",
-        help="check the configuration, the keys, the content store (write and read) and Temporal, then exit: 0 when all is well",
+        help="check the configuration, the keys, the content store (write and read), every MCP server and Temporal, then exit: 0 when all is well",
     )
     parser.add_argument(
         "--log-format", choices=logs.FORMATS, default=None, help="text (default) or json lines with run id, step and tool (env AGENT_LOG_FORMAT)"
@@ -269,6 +282,31 @@ def reviewer_warnings(config: AgentsConfig, file: str) -> list[str]:
     return [text for name, profile in config.agents.items() if (text := unauthenticated_allow_list(file, name, profile.approval))]
 
 
+async def check_mcp_servers(config: AgentsConfig, mcp: McpCatalog, *, every: bool) -> str:
+    """Connect to every MCP server and check its tools against the profiles; a summary for ``--check``.
+
+    A server that does not answer stops ``--check`` (status 1) and is only logged otherwise (its
+    runs go on without its tools); a tool or a policy that cannot work stops the worker (status 2).
+    """
+    if not config.mcp_servers:
+        return ""
+    profiles = {name: (profile.tools, profile.tool_policy) for name, profile in config.agents.items()}
+    try:
+        report = await mcp.check(str(config.source or "agents.toml"), profiles)
+    except ConfigError as exc:
+        await mcp.close()
+        fail(2, f"configuration error: {exc}")
+    down = {name: why for name, why in report.items() if isinstance(why, str)}
+    for name, why in down.items():
+        source = config.mcp_servers[name].source
+        if every:
+            await mcp.close()
+            fail(1, f"cannot use the MCP server {name} ({source.file}: {source.key}): {why}")
+        log.warning("MCP server %s (%s: %s) is not answering (%s); runs start without its tools until it does", name, source.file, source.key, why)
+    listed = [f"{name} ({len(listing.tools)} tools)" for name, listing in report.items() if isinstance(listing, ServerListing)]
+    return f", MCP servers: {', '.join(listed)}" if listed else ""
+
+
 def fail(status: int, message: str) -> NoReturn:
     print(f"worker: {message}", file=sys.stderr)
     raise SystemExit(status)
@@ -296,6 +334,8 @@ async def main(args: argparse.Namespace) -> int:
         await store.check()
     except Exception as exc:  # noqa: BLE001 - any client error means the store is unusable; it is reported whole
         fail(1, f"the content store at {store.location} is not usable: {exc}")
+    mcp = McpCatalog(config.mcp_servers)
+    mcp_summary = await check_mcp_servers(config, mcp, every=args.check)
     trace.configure(os.environ.get("AGENT_TRACE_FILE") or None)
     for opt_in in plaintext_opt_ins(config):
         log.warning("encryption is on, but %s", opt_in)
@@ -321,7 +361,8 @@ async def main(args: argparse.Namespace) -> int:
     if args.check:
         for warning in warnings:
             print(f"worker: warning: {warning}", file=sys.stderr)
-        print(f"worker: ok (Temporal at {address}, store at {store.location}, encryption {'on' if ring else 'off'})")
+        print(f"worker: ok (Temporal at {address}, store at {store.location}, encryption {'on' if ring else 'off'}{mcp_summary})")
+        await mcp.close()
         await store.close()
         return 0
     for warning in warnings:
@@ -329,7 +370,7 @@ async def main(args: argparse.Namespace) -> int:
     tool_pool = ThreadPoolExecutor(max_workers=tuning.tool_threads, thread_name_prefix="tool")
     worker = create_worker(
         client, config, task_queue=queue, store=store, tuning=tuning, tool_executor=tool_pool,
-        limits_task_queue=args.limits_task_queue, serve_limits=not args.no_limits,
+        limits_task_queue=args.limits_task_queue, serve_limits=not args.no_limits, mcp=mcp,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
