@@ -65,7 +65,11 @@ class Continuation(RunRecords):
         if self.task_ref is not None and inputs.task_is_large(self.input.task):
             # The model has the whole task in the conversation; the continuation's input names it.
             start["task"] = inputs.task_stub(self.input.task, self.task_ref)
-        workflow.continue_as_new(args=[start, self._within_payload_limit(start, carried)])
+        # With Worker Versioning the next execution starts on the deployment's current build (this one is pinned).
+        workflow.continue_as_new(
+            args=[start, self._within_payload_limit(start, carried)],
+            initial_versioning_behavior=workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE,
+        )
 
     def _within_payload_limit(self, start: dict[str, Any], carried: CarriedState) -> CarriedState:
         """``carried``, its trace cut when needed so the continuation's input stays under Temporal's limit.

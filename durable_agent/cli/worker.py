@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from temporalio.client import Client
+from temporalio.common import WorkerDeploymentVersion
 from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from durable_agent import logs, redaction, telemetry, trace, worker_options
+from durable_agent import deployments, logs, redaction, telemetry, trace, worker_options
 from durable_agent.activities import (
     AgentActivities,
     ApprovalActivities,
@@ -139,6 +140,7 @@ def create_worker(
     limits_task_queue: str | None = None,
     serve_limits: bool = True,
     mcp: McpCatalog | None = None,
+    deployment: WorkerDeploymentVersion | None = None,
 ) -> WorkerGroup:
     """The workers that run every durable-agent workflow and activity, as one group.
 
@@ -158,9 +160,16 @@ def create_worker(
         serve_limits: Poll the limits queue too (the default); ``False`` when other workers serve it.
         mcp: The MCP servers' connections (as checked at start); made from ``config`` without one.
             The group closes them when it stops.
+        deployment: The Worker Deployment version (``--deployment-name``, ``--build-id``): agent runs are
+            pinned to it, ledgers and limiters auto-upgrade (see :mod:`durable_agent.deployments`).
+            ``None`` (the default, and the embedded worker of ``durable-agent run``): unversioned.
+
+    Raises:
+        ValueError: a versioned worker whose limits queue is the agents' queue.
     """
     queue = task_queue or default_task_queue()
     limits_queue = limits_task_queue_for(queue, limits_task_queue or os.environ.get("AGENT_LIMITS_TASK_QUEUE") or None)
+    deployments.check_task_queues(deployment, queue, limits_queue)
     model_windows = config.model_rate_limits()
     model_limits = ModelRateLimits(client, model_windows, limits_queue) if model_windows else None
     store = store or ContentStore()
@@ -193,13 +202,17 @@ def create_worker(
             + RecordActivities(store).all(),
             workflow_runner=workflow_runner(),
             activity_executor=activity_executor,
+            deployment_config=deployments.worker_config(deployment, deployments.RUNS),
             **sizing,
         )
     ]
     if serve_limits and limits_queue != queue:
         entity_sizing = {k: v for k, v in sizing.items() if k in ("max_cached_workflows", "workflow_task_poller_behavior")}
         workers.append(
-            Worker(guarded, task_queue=limits_queue, workflows=ENTITY_WORKFLOWS, workflow_runner=workflow_runner(), **entity_sizing)
+            Worker(
+                guarded, task_queue=limits_queue, workflows=ENTITY_WORKFLOWS, workflow_runner=workflow_runner(),
+                deployment_config=deployments.worker_config(deployment, deployments.ENTITIES), **entity_sizing,
+            )
         )
     return WorkerGroup(workers, closers=[activities.mcp.close] if activities.mcp is not None else [])
 
@@ -258,6 +271,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics-port", type=int, default=None, metavar="N", help="serve Prometheus metrics on http://0.0.0.0:N/metrics (env AGENT_METRICS_PORT)"
     )
     worker_options.add_arguments(parser)
+    deployments.add_arguments(parser)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -326,6 +340,10 @@ async def main(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config, env_tool_modules() + args.tools)
     try:
         tuning = worker_options.from_args(args)
+        deployment = deployments.from_args(args)
+        queue = args.task_queue or default_task_queue()
+        limits_queue = limits_task_queue_for(queue, args.limits_task_queue or os.environ.get("AGENT_LIMITS_TASK_QUEUE") or None)
+        deployments.check_task_queues(deployment, queue, limits_queue)
         ring = KeyRing.from_env()
         store = open_store(ring)
     except ValueError as exc:  # EncryptionConfigError and bad AGENT_STORE_URL included
@@ -355,22 +373,28 @@ async def main(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - reported with the address, then exit
         print(cannot_connect("worker", address, exc), file=sys.stderr)
         return 1
-    queue = args.task_queue or default_task_queue()
     # A check only looks; a worker registers the inbox's search attribute where it may.
     warnings = reviewer_warnings(config, args.config) + [w for w in [await ensure_approval_index(client, register=not args.check)] if w]
     if args.check:
         for warning in warnings:
             print(f"worker: warning: {warning}", file=sys.stderr)
-        print(f"worker: ok (Temporal at {address}, store at {store.location}, encryption {'on' if ring else 'off'}{mcp_summary})")
+        # Where this build stands (current, ramping, or the command that makes it current); unknown: status 1.
+        known, where = await deployments.status_line(client, deployment) if deployment else (True, "")
+        if where:
+            print(f"worker: {where}", file=sys.stdout if known else sys.stderr)
+        if known:
+            print(f"worker: ok (Temporal at {address}, store at {store.location}, encryption {'on' if ring else 'off'}{mcp_summary})")
         await mcp.close()
         await store.close()
-        return 0
+        return 0 if known else 1
     for warning in warnings:
         log.warning("%s", warning)
+    if deployment is not None:
+        log.info("%s", (await deployments.status_line(client, deployment))[1])
     tool_pool = ThreadPoolExecutor(max_workers=tuning.tool_threads, thread_name_prefix="tool")
     worker = create_worker(
         client, config, task_queue=queue, store=store, tuning=tuning, tool_executor=tool_pool,
-        limits_task_queue=args.limits_task_queue, serve_limits=not args.no_limits, mcp=mcp,
+        limits_task_queue=args.limits_task_queue, serve_limits=not args.no_limits, mcp=mcp, deployment=deployment,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
