@@ -151,7 +151,7 @@ class DeploymentStatus:
         return self.current == self.build_id
 
     def summary(self) -> str:
-        """One line: this build's place, the current version, and the other builds' states."""
+        """One line: this build's place, the current version, the other builds' states (draining, drained...)."""
         if not self.exists:
             return (
                 f"deployment {self.deployment} does not exist yet (its first worker creates it when it polls); "
@@ -164,12 +164,12 @@ class DeploymentStatus:
             place = f"ramping at {self.ramping_percentage:g}% (current: {current})"
         else:
             place = f"not current (current: {current})"
-        others = [f"{build} {status}" for build, status in sorted(self.builds.items()) if build != self.build_id]
+        others = [f"{build} {status}" for build, status in sorted(self.builds.items()) if build not in (self.build_id, self.current)]
         line = f"deployment {self.deployment}, build {self.build_id}: {place}"
         if others:
             line += f"; other builds: {', '.join(others)}"
         if not self.is_current:
-            line += f". Runs it started stay on it; new runs go to it once it is current: {self.make_current()}"
+            line += f". New runs start on it once it is current: {self.make_current()}"
         return line
 
     def make_current(self) -> str:
