@@ -16,9 +16,8 @@ from typing import Any
 import pytest
 from temporalio.api.deployment.v1 import WorkerDeploymentVersion as VersionProto
 from temporalio.api.enums.v1 import EventType, RoutingConfigUpdateState, VersioningBehavior
-from temporalio.api.history.v1 import History
 from temporalio.api.workflowservice.v1 import DescribeWorkerDeploymentRequest, DescribeWorkerDeploymentVersionRequest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowHandle, WorkflowHistory
 from temporalio.common import WorkerDeploymentVersion
 from temporalio.service import RPCError
 
@@ -55,7 +54,7 @@ max_amount = 1000.0
 """
 
 
-def builds(history: History) -> list[str]:
+def builds(history: WorkflowHistory) -> list[str]:
     """The build that completed each workflow task, in order."""
     return [
         e.workflow_task_completed_event_attributes.deployment_version.build_id
@@ -64,7 +63,7 @@ def builds(history: History) -> list[str]:
     ]
 
 
-def activity_workers(history: History) -> set[str]:
+def activity_workers(history: WorkflowHistory) -> set[str]:
     """The identities (``pid@host``) of the workers that ran the run's activities."""
     return {
         e.activity_task_started_event_attributes.identity
@@ -144,7 +143,7 @@ class Deployment:
         await until(lambda: approval_pending(handle), f"{handle.id} to wait for approval", 60, self.processes.output)
         return (await handle.query("status", result_type=StatusView)).pending_approvals[0].approval_id
 
-    async def executions(self, handle: WorkflowHandle[Any, AgentResult]) -> list[History]:
+    async def executions(self, handle: WorkflowHandle[Any, AgentResult]) -> list[WorkflowHistory]:
         """The history of each execution of the run (continue-as-new makes several), first first."""
         runs = [w async for w in self.client.list_workflows(f"WorkflowId = '{handle.id}'")]
         runs.sort(key=lambda w: w.start_time)
@@ -242,6 +241,11 @@ class TestStartAndCheck:
         done = subprocess.run(argv, cwd=ROOT, env=subprocess_env(deployment.state, deployment.address), capture_output=True, text=True, timeout=60)
         assert done.returncode == 2
         assert "worker: configuration error: --deployment-name is set but no build id: a versioned worker needs both" in done.stderr
+
+    def test_the_readme_shows_what_check_prints(self) -> None:
+        status = deployments.DeploymentStatus("agents", "v2", exists=True, current="v1", builds={"v1": "current", "v2": "inactive"})
+        shown = status.summary().split(": temporal worker")[0]
+        assert f"#   worker: {shown}: ..." in (ROOT / "README.md").read_text()
 
     async def test_a_deployment_no_worker_polled_yet(self, client: Client) -> None:
         status = await deployments.describe(client, WorkerDeploymentVersion(f"nobody-{uuid.uuid4().hex[:8]}", "v1"))
