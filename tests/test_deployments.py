@@ -84,18 +84,26 @@ class Deployment:
     def worker_argv(self, build: str, *extra: str) -> list[str]:
         return [
             sys.executable, "worker.py", "--config", str(self.config), "--task-queue", self.task_queue,
-            "--deployment-name", self.name, "--build-id", build, *extra,
+            "--deployment-name", self.name, "--build-id", build,
+            # Every task replays from history (no sticky queue on a killed worker to time out, either).
+            "--max-cached-workflows", "0", *extra,
         ]
 
     def start_worker(self, build: str) -> subprocess.Popen[bytes]:
         return self.processes.start(f"worker-{build}", self.worker_argv(build), subprocess_env(self.state, self.address))
 
-    def check(self, build: str) -> subprocess.CompletedProcess[str]:
-        """``durable-agent worker --check`` as build ``build``."""
-        return subprocess.run(
+    def check(self, build: str) -> subprocess.Popen[str]:
+        """Start ``durable-agent worker --check`` as build ``build`` (``checked`` reads what it said)."""
+        return subprocess.Popen(
             self.worker_argv(build, "--check"), cwd=ROOT, env=subprocess_env(self.state, self.address),
-            capture_output=True, text=True, timeout=60,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
+
+    @staticmethod
+    def checked(check: subprocess.Popen[str]) -> tuple[int, str, str]:
+        """The exit status, standard output and standard error of a ``check``."""
+        out, err = check.communicate(timeout=60)
+        return check.returncode, out, err
 
     async def polled(self, build: str) -> None:
         """Wait until workers of ``build`` poll both of its task queues (the server then knows the version)."""
@@ -168,6 +176,8 @@ class TestRollout:
         v1 = d.start_worker("v1")
         await d.polled("v1")
         await d.make_current("v1")
+        d.start_worker("v2")  # beside v1: it serves nothing until it is current
+        check_v2 = d.check("v2")
         # Three runs start on v1 and wait for a person: a refund, a refund in a run that continues as new
         # every 3 steps (its 3rd step is the refund), and a cancellation.
         pinned = await d.start("Refund order ord-789")
@@ -175,9 +185,9 @@ class TestRollout:
         cancel = await d.start("Cancel order ord-1001")
         pinned_id, long_id, cancel_id = [await d.waiting(h) for h in (pinned, long, cancel)]
 
-        d.start_worker("v2")
         await d.polled("v2")
-        check_v2 = d.check("v2")
+        assert f"deployment {d.name}, build v2: not current (current: build v1)" in processes.output()  # its start-up log
+        check_v2_said = d.checked(check_v2)
         await d.make_current("v2")
         check_v1 = d.check("v1")
 
@@ -207,12 +217,13 @@ class TestRollout:
         assert ledger[0] == "v1" and ledger[-1] == "v2" and ledger == sorted(ledger), ledger
 
         # `worker --check` says where each build stands, and how to make a build current.
-        assert check_v2.returncode == 0, check_v2.stderr
-        assert f"deployment {d.name}, build v2: not current (current: build v1)" in check_v2.stdout
-        assert f"set-current-version --deployment-name {d.name} --build-id v2" in check_v2.stdout
-        assert check_v1.returncode == 0, check_v1.stderr
-        assert f"deployment {d.name}, build v1: not current (current: build v2)" in check_v1.stdout
-        assert "worker: ok" in check_v1.stdout
+        status, out, err = check_v2_said
+        assert status == 0, err
+        assert f"deployment {d.name}, build v2: not current (current: build v1)" in out
+        assert f"set-current-version --deployment-name {d.name} --build-id v2" in out
+        status, out, err = d.checked(check_v1)
+        assert status == 0, err
+        assert f"deployment {d.name}, build v1: not current (current: build v2)" in out and "worker: ok" in out
 
         # v1's workers go away: the cancellation pinned to v1 waits for them, whatever v2 does meanwhile.
         processes.kill(v1)
