@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 from durable_agent import logs
 from durable_agent.encryption import DecryptionError
+from durable_agent.observations import PREVIEW_CHARS  # noqa: F401  (activities import it from here)
 from durable_agent.retry import ErrorKind
 from durable_agent.store import MissingContent
 
@@ -28,7 +29,6 @@ log = logs.ActivityLogger(logging.getLogger("durable_agent.activities"), None)
 
 #: Longest tool result the model is shown, in characters (the store keeps all of it).
 MAX_RESULT_CHARS = 100_000
-PREVIEW_CHARS = 300
 HEARTBEAT_EVERY = 5.0
 #: Longest error text a tool call reports (it is recorded in the history and shown to the model).
 ERROR_CHARS = 2_000

