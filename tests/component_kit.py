@@ -29,9 +29,13 @@ TOOLS = [
 
 
 def profile(**overrides: Any) -> ResolvedAgent:
-    """The support demo's profile as a run resolves it (supervised, refunds over 1,000 USD held)."""
+    """The support demo's profile as a run resolves it (supervised, refunds over 1,000 USD held).
+
+    Named apart from the demo's ``support``: what these tests count in the process's
+    metrics must not mix with what the workflow tests measure there.
+    """
     fields: dict[str, Any] = {
-        "name": "support",
+        "name": "unit-support",
         "model": "claude-haiku-4-5",
         "autonomy": Autonomy.SUPERVISED,
         "max_tokens": 1024,
@@ -61,7 +65,7 @@ def record(step: int, call: int = 0, **action: Any) -> DecisionRecord:
     return DecisionRecord(
         record_id=f"wf-1/first-run/{step}/{call}",
         timestamp=START + timedelta(seconds=step),
-        agent_id="support",
+        agent_id="unit-support",
         session_id="wf-1",
         step=step,
         action=ActionRecord(**{"type": "tool_call", "tool": "lookup_order", "args": {"order_id": "ord-789"}, **action}),

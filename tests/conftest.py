@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
@@ -30,6 +32,15 @@ from tests.processes import ROOT, Processes, temporal_cli
 from durable_agent.cli.worker import create_worker
 
 __all__ = ["ROOT", "Harness", "make_config", "subprocess_env", "temporal_cli"]
+
+# Workers here replay every workflow task from the start (max_cached_workflows=0), and each
+# replay imports the workflow modules afresh in its sandbox: without cached bytecode (as under
+# PYTHONDONTWRITEBYTECODE) every import compiles them again, some 15 ms a task. Keep bytecode
+# in a folder of its own, outside the checkout, for this process and the processes it starts.
+PYCACHE = Path(tempfile.gettempdir()) / "durable-agent-pycache"
+sys.pycache_prefix, sys.dont_write_bytecode = str(PYCACHE), False
+os.environ["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 @pytest.fixture(scope="session")

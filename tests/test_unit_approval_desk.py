@@ -186,20 +186,28 @@ class TestSignedDecisions:
 
     async def test_signed_by_the_reviewer_is_taken(self) -> None:
         alice = signing.generate_key("alice")
-        d = self.signed(ReviewerKeyring(agent="support", reviewers=["alice"], keys={"alice": alice.public_key}))
+        d = self.signed(ReviewerKeyring(agent="unit-support", reviewers=["alice"], keys={"alice": alice.public_key}))
         hold, decided = await self._review(d, alice)
         assert decided.status == "approved" and (await hold).status == "approved"
         assert d.host.names() == [contracts.ACTIVITY_NOTIFY_REVIEWER, contracts.ACTIVITY_REVIEWER_KEYRING]
 
     async def test_a_key_revoked_meanwhile_no_longer_counts(self) -> None:
         alice = signing.generate_key("alice")
-        d = self.signed(ReviewerKeyring(agent="support", reviewers=["alice"], keys={}))
+        d = self.signed(ReviewerKeyring(agent="unit-support", reviewers=["alice"], keys={}))
+        hold = asyncio.ensure_future(d.desk.hold_tool_call(REFUND, 0, d.verdict(REFUND), [REFUND], STEP))
+        await asyncio.sleep(0)
+        [target] = d.desk.pending()
+        request = decisions.signed_review(
+            alice, target, namespace="default", workflow_id="wf-1", approved=True, reviewer="alice", comment=None,
+            expires_at=int(d.host.clock.timestamp()) + 600,
+        )
         with pytest.raises(ApplicationError, match="has no key under"):
-            await self._review(d, alice)
+            await d.intake.take_review((request.model_dump(mode="json"),))
         assert d.desk.pending() and "DECISION_REFUSED: review update refused" in d.warnings[0]
+        assert (await hold).status == "timed_out"  # nobody else decided it
 
     async def test_signals_are_refused(self) -> None:
-        d = self.signed(ReviewerKeyring(agent="support"))
+        d = self.signed(ReviewerKeyring(agent="unit-support"))
         d.signal(approval_id=approval_id(), reviewer="alice")
         assert "requires signed decisions" in d.warnings[0]
 
@@ -224,3 +232,5 @@ class TestHoldingTheRun:
         d.desk.close()
         assert d.desk.pending() == []
         hold.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await hold

@@ -63,7 +63,7 @@ class TestRecords:
         assert [json.loads(line)["step"] for line in out.getvalue().splitlines()] == [1]
         assert host.calls == []
 
-    def test_the_query_keeps_the_newest_under_its_byte_cap(self) -> None:
+    async def test_the_query_keeps_the_newest_under_its_byte_cap(self) -> None:
         records, _ = book()
         for step in range(1, 801):
             records.record(step, CALL.model_copy(update={"reasoning": "x" * 400}), {"status": "ok"}, CostRecord(), [], started=START)
