@@ -85,6 +85,12 @@ class TestAssembly:
         with pytest.raises(ValueError, match="carried twice: step, tools_used, tools_used_unlisted"):
             continuation.assemble([Progress(), Progress()])
 
+    def test_a_field_nobody_carries_is_a_defect_named(self) -> None:
+        parts = [c for c in carriers() if type(c).__name__ != "AnomalyWatch"]
+        continuation.restore(parts, FULL)
+        with pytest.raises(ValueError, match=r"carried by nobody \['recent_actions', 'step_costs'\]"):
+            continuation.assemble(parts)
+
     def test_long_lists_carry_the_latest_and_count_the_rest(self) -> None:
         workflow = AgentWorkflow()
         continuation.restore(workflow._carriers(), FULL)

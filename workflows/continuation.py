@@ -88,7 +88,8 @@ def assemble(parts: Sequence[Carries]) -> CarriedState:
     """The carried state, made of every component's part.
 
     Raises:
-        ValueError: two components carry the same field (a defect: one would be lost).
+        ValueError: a field carried twice, by none, or unknown: a defect (a part would be lost),
+            which fails the workflow task until a fixed worker picks the run up.
     """
     fields: dict[str, Any] = {}
     for part in parts:
@@ -97,6 +98,10 @@ def assemble(parts: Sequence[Carries]) -> CarriedState:
         if twice:
             raise ValueError(f"carried twice: {', '.join(sorted(twice))}")
         fields.update(given)
+    expected = CarriedState.model_fields.keys()
+    if fields.keys() != expected:
+        missing, unknown = sorted(expected - fields.keys()), sorted(fields.keys() - expected)
+        raise ValueError(f"carried state incomplete: carried by nobody {missing}, unknown {unknown}")
     return CarriedState(**fields)
 
 
