@@ -174,7 +174,8 @@ class TestSignedDecisions:
 
         return answer
 
-    async def _review(self, d: Desk, key: signing.SigningKey) -> Any:
+    async def _hold_and_sign(self, d: Desk, key: signing.SigningKey) -> tuple[asyncio.Future[Any], tuple[Any, ...]]:
+        """Hold the refund, and sign alice's approval of it with ``key``: the hold, and the ``review`` payloads."""
         hold = asyncio.ensure_future(d.desk.hold_tool_call(REFUND, 0, d.verdict(REFUND), [REFUND], STEP))
         await asyncio.sleep(0)
         [target] = d.desk.pending()
@@ -182,27 +183,22 @@ class TestSignedDecisions:
             key, target, namespace="default", workflow_id="wf-1", approved=True, reviewer="alice", comment=None,
             expires_at=int(d.host.clock.timestamp()) + 600,
         )
-        return hold, await d.intake.take_review((request.model_dump(mode="json"),))
+        return hold, (request.model_dump(mode="json"),)
 
     async def test_signed_by_the_reviewer_is_taken(self) -> None:
         alice = signing.generate_key("alice")
         d = self.signed(ReviewerKeyring(agent="unit-support", reviewers=["alice"], keys={"alice": alice.public_key}))
-        hold, decided = await self._review(d, alice)
+        hold, payloads = await self._hold_and_sign(d, alice)
+        decided = await d.intake.take_review(payloads)
         assert decided.status == "approved" and (await hold).status == "approved"
         assert d.host.names() == [contracts.ACTIVITY_NOTIFY_REVIEWER, contracts.ACTIVITY_REVIEWER_KEYRING]
 
     async def test_a_key_revoked_meanwhile_no_longer_counts(self) -> None:
         alice = signing.generate_key("alice")
         d = self.signed(ReviewerKeyring(agent="unit-support", reviewers=["alice"], keys={}))
-        hold = asyncio.ensure_future(d.desk.hold_tool_call(REFUND, 0, d.verdict(REFUND), [REFUND], STEP))
-        await asyncio.sleep(0)
-        [target] = d.desk.pending()
-        request = decisions.signed_review(
-            alice, target, namespace="default", workflow_id="wf-1", approved=True, reviewer="alice", comment=None,
-            expires_at=int(d.host.clock.timestamp()) + 600,
-        )
+        hold, payloads = await self._hold_and_sign(d, alice)
         with pytest.raises(ApplicationError, match="has no key under"):
-            await d.intake.take_review((request.model_dump(mode="json"),))
+            await d.intake.take_review(payloads)
         assert d.desk.pending() and "DECISION_REFUSED: review update refused" in d.warnings[0]
         assert (await hold).status == "timed_out"  # nobody else decided it
 
