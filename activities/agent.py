@@ -18,7 +18,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from durable_agent import context, contracts, genai, stops
-from durable_agent.activities.common import content_errors, heartbeating, log, retry_error, tool_result_text
+from durable_agent.activities.common import content_errors, log, retry_error, tool_result_text
 from durable_agent.activities.context import READ_RESULT_INFO
 from durable_agent.activities.notify import NotifyActivities
 from durable_agent.activities.tools import ToolActivities
@@ -193,8 +193,7 @@ class AgentActivities(ToolActivities, NotifyActivities):
             with genai.chat_span(
                 request.model, system=model_request.system, messages=model_request.messages, max_tokens=request.max_tokens
             ) as chat:
-                async with heartbeating():
-                    response = await provider.complete(model_request)
+                response = await provider.complete(model_request)  # heartbeating all along (HeartbeatInterceptor)
                 chat.set_response(
                     model=response.model,
                     response_id=response.response_id,

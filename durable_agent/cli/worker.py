@@ -31,6 +31,7 @@ from durable_agent import logs, telemetry, trace, worker_options
 from durable_agent.activities import AgentActivities, ApprovalActivities, ApprovalIndex, BudgetActivities, RecordActivities
 from durable_agent.activities.budget import ModelRateLimits
 from durable_agent.activities.budget import limits_task_queue as limits_task_queue_for
+from durable_agent.activities.common import HeartbeatInterceptor
 from durable_agent.connection import connect, target_address
 from durable_agent.connection import task_queue as default_task_queue
 from durable_agent.converter import guarded_client
@@ -174,6 +175,8 @@ def create_worker(
             + RecordActivities(store).all(),
             workflow_runner=workflow_runner(),
             activity_executor=activity_executor,
+            # Every activity heartbeats for its whole body: a slow dependency costs time, never an attempt.
+            interceptors=[HeartbeatInterceptor()],
             **sizing,
         )
     ]
