@@ -292,6 +292,18 @@ class ToolInfo(BaseModel):
     rate_limit_wait: bool = Field(default=True, description="Over the limit: wait for a slot, or tell the model at once.")
     rate_limit_lane: str = Field(default="", description="Whose limit it is: '' the tool's own, agent:<name> a profile's.")
     heartbeat_seconds: float | None = None
+    idempotent: bool = Field(
+        default=False, description="Running it twice does what running it once does (it honours its idempotency key)."
+    )
+
+    @property
+    def repeatable(self) -> bool:
+        """Whether another attempt after a timeout is safe: the tool changes nothing, or is declared idempotent.
+
+        A timed-out attempt may have done its work; running a tool that is neither
+        again could do it twice, so its outcome is reported as unknown instead.
+        """
+        return self.read_only or self.idempotent
 
 
 class ApprovalPolicy(StrictModel):
@@ -470,7 +482,8 @@ class ToolCallInput(BaseModel):
 
 
 class ToolCallOutput(BaseModel):
-    status: Literal["ok", "error", "invalid_arguments", "unknown_tool"]
+    #: ``outcome_unknown``: a tool that changes the world timed out (it may or may not have done its work) and was not run again.
+    status: Literal["ok", "error", "invalid_arguments", "unknown_tool", "outcome_unknown"]
     ref: str | None = None
     preview: str = ""
     error: str | None = None

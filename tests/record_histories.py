@@ -167,6 +167,9 @@ SCENARIOS: list[Scenario] = [
     # A loop that pauses the run through the approval mechanism (patch anomaly-pause): resumed, then stopped.
     ("scripted_anomaly_paused_then_stopped", {"task": "x", "model": "SCRIPTED"}, {"anomalies": {"on_loop": "pause"}},
      [tool_use("search_kb", {"query": "a"})] * 4 + [answer("never")], _resume_then_stop),
+    # A world-changing tool that times out: not retried, its outcome unknown (patch tool-timeout-outcome-unknown).
+    ("scripted_tool_timeout_outcome_unknown", {"task": "pay", "model": "SCRIPTED"}, {"tools": ["pay_slowly"], "autonomy": "autonomous"},
+     [tool_use("pay_slowly", {"account": "acc-1", "amount": 10.0}), answer("its outcome is unknown")], None),
     # A small window: the conversation is compacted (old results elided, then summarised) mid-run.
     ("scripted_compaction", {"task": "read the reports", "model": "SCRIPTED"},
      {"tools": ["report"], "autonomy": "autonomous", "context_window_tokens": 8192},
