@@ -64,6 +64,7 @@ class AgentActivities(ToolActivities, NotifyActivities):
         tool_executor: Executor | None = None,
         model_limits: ModelRateLimits | None = None,
         index: ApprovalIndex | None = None,
+        limits_queue: str | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -74,6 +75,8 @@ class AgentActivities(ToolActivities, NotifyActivities):
         self.model_limits = model_limits
         #: Tells runs whether to mark themselves for the reviewer inbox (None: never).
         self.index = index
+        #: Where the ledgers and limiters of this worker's runs are started (runs name it when they wait for it).
+        self.limits_queue = limits_queue
 
     # ---------------------------------------------------------------- resolve
 
@@ -143,6 +146,7 @@ class AgentActivities(ToolActivities, NotifyActivities):
             thinking_budget_tokens=profile.thinking_budget_tokens,
             context_management=profile.context_management,
             prompt_tokens=context.estimate_request_tokens(prompt["system"], prompt["tools"], []),
+            limits_task_queue=self.limits_queue,
         )
 
     # ------------------------------------------------------------------ think

@@ -361,6 +361,9 @@ class ResolvedAgent(BaseModel):
     thinking_budget_tokens: int | None = Field(default=None, description="Extended thinking's budget; None: off.")
     context_management: bool = Field(default=False, description="Ask the API to clear old tool results itself (tier 3).")
     prompt_tokens: int = Field(default=0, description="Estimated tokens of the system prompt and tool schemas.")
+    limits_task_queue: str | None = Field(
+        default=None, description="Where the worker starts the daily-budget ledgers and rate limiters (named when a run waits for them)."
+    )
 
     def tool(self, name: str) -> ToolInfo | None:
         for info in self.tools:

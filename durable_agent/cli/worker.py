@@ -34,7 +34,8 @@ from durable_agent.activities.budget import limits_task_queue as limits_task_que
 from durable_agent.activities.common import HeartbeatInterceptor
 from durable_agent.connection import connect, target_address
 from durable_agent.connection import task_queue as default_task_queue
-from durable_agent.converter import guarded_client
+from durable_agent.cli import worker_checks
+from durable_agent.converter import MissingKeyListener, guarded_client
 from durable_agent.encryption import KeyRing
 from durable_agent.errors import ConfigError
 from durable_agent.profiles import AgentsConfig, import_tool_modules, load_config
@@ -123,6 +124,7 @@ def create_worker(
     tool_executor: Executor | None = None,
     limits_task_queue: str | None = None,
     serve_limits: bool = True,
+    on_missing_key: MissingKeyListener | None = None,
 ) -> WorkerGroup:
     """The workers that run every durable-agent workflow and activity, as one group.
 
@@ -140,6 +142,8 @@ def create_worker(
         limits_task_queue: Where daily-budget ledgers and rate limiters start: ``AGENT_LIMITS_TASK_QUEUE``,
             else ``<task_queue>-limits``, their own queue so agent load cannot starve them.
         serve_limits: Poll the limits queue too (the default); ``False`` when other workers serve it.
+        on_missing_key: Told when a task arrives encrypted under a key this worker lacks (the task
+            fails and is retried elsewhere; see :mod:`durable_agent.converter`).
     """
     queue = task_queue or default_task_queue()
     limits_queue = limits_task_queue_for(queue, limits_task_queue or os.environ.get("AGENT_LIMITS_TASK_QUEUE") or None)
@@ -147,7 +151,7 @@ def create_worker(
     model_limits = ModelRateLimits(client, model_windows, limits_queue) if model_windows else None
     store = store or ContentStore()
     activities = AgentActivities(
-        config, store, tool_executor=tool_executor, model_limits=model_limits, index=ApprovalIndex(client)
+        config, store, tool_executor=tool_executor, model_limits=model_limits, index=ApprovalIndex(client), limits_queue=limits_queue
     )
     sizing: dict[str, Any] = {}
     if tuning is not None:
@@ -162,7 +166,7 @@ def create_worker(
     if max_cached_workflows is not None:
         sizing["max_cached_workflows"] = max_cached_workflows
     # Whatever a client sends, the workflows get a value they can refuse by name (see durable_agent.converter).
-    guarded = guarded_client(client)
+    guarded = guarded_client(client, on_missing_key)
     workers = [
         Worker(
             guarded,
@@ -289,16 +293,28 @@ async def main(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - reported with the address, then exit
         fail(1, f"cannot connect to Temporal at {address}: {exc}")
     queue = args.task_queue or default_task_queue()
+    limits_queue = limits_task_queue_for(queue, args.limits_task_queue or os.environ.get("AGENT_LIMITS_TASK_QUEUE") or None)
+    # Keys the queue's open runs need, and a worker for the limits queue (see worker_checks).
+    findings = await worker_checks.look(
+        client, config, task_queue=queue, limits_queue=limits_queue, ring=ring, serves_limits=not args.no_limits
+    )
     if args.check:
-        print(f"worker: ok (Temporal at {address}, store at {store.location}, encryption {'on' if ring else 'off'})")
         await store.close()
+        if worker_checks.check_status(findings):
+            return 1
+        print(f"worker: ok (Temporal at {address}, store at {store.location}, encryption {'on' if ring else 'off'})")
         return 0
+    refusal = worker_checks.start_problem(findings, serves_limits=not args.no_limits)
+    if refusal:
+        await store.close()
+        fail(2, refusal)
+    stop = asyncio.Event()
+    keys_missing = worker_checks.StopWithoutKeys(ring, stop)
     tool_pool = ThreadPoolExecutor(max_workers=tuning.tool_threads, thread_name_prefix="tool")
     worker = create_worker(
         client, config, task_queue=queue, store=store, tuning=tuning, tool_executor=tool_pool,
-        limits_task_queue=args.limits_task_queue, serve_limits=not args.no_limits,
+        limits_task_queue=args.limits_task_queue, serve_limits=not args.no_limits, on_missing_key=keys_missing,
     )
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -317,4 +333,7 @@ async def main(args: argparse.Namespace) -> int:
         tool_pool.shutdown(wait=False, cancel_futures=True)
         await store.close()
     log.info("worker stopped")
+    if keys_missing.reason:
+        print(f"worker: stopped: {keys_missing.reason}", file=sys.stderr)
+        return 2
     return 0
