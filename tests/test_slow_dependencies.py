@@ -10,50 +10,38 @@ succeeds on the first attempt of each activity.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 
 import pytest
 from temporalio.api.enums.v1 import EventType
+from temporalio.api.history.v1 import History
 
 from durable_agent import contracts
-from durable_agent.models.anthropic import set_credentials_provider
 from durable_agent.workflows.state import DEFAULT_HEARTBEAT_TIMEOUT
 from tests.conftest import Harness, make_config
 from tests.fake_anthropic import FakeAnthropic, RecordedRequest, Reply, text, tool_use
 from tests.test_failures import attempts, events, run_claude
 
-pytestmark = pytest.mark.slow
-
 MODEL = "claude-haiku-4-5"
-#: Longer than the heartbeat timeout of the model activities, as the brief's reproduction had them.
+#: Longer than the heartbeat timeout of the model activities, as in the security review's reproduction (issue 17).
 SLOW_COUNT_SECONDS = 20.0
 SLOW_ANSWER_SECONDS = 25.0
 
 
-@pytest.fixture
-def fake(harness: Harness, fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAnthropic]:
-    """The fake Messages API, with the in-process worker pointed at it."""
-    for name, value in fake_anthropic.environ().items():
-        monkeypatch.setenv(name, value)
-    yield fake_anthropic
-    set_credentials_provider(None)
-
-
-def no_timeouts(history: object) -> bool:
-    return events(history, EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT) == []  # type: ignore[arg-type]
+def no_timeouts(history: History) -> bool:
+    return events(history, EventType.EVENT_TYPE_ACTIVITY_TASK_TIMED_OUT) == []
 
 
 class TestSlowModelApi:
     """The model's endpoints answer slower than the heartbeat timeout: the run waits for them."""
 
-    async def test_slow_token_count_and_slow_answer(self, harness: Harness, fake: FakeAnthropic) -> None:
+    async def test_slow_token_count_and_slow_answer(self, harness: Harness, fake_api: FakeAnthropic) -> None:
         assert SLOW_COUNT_SECONDS > DEFAULT_HEARTBEAT_TIMEOUT.total_seconds()
-        fake.count_delay = SLOW_COUNT_SECONDS
-        fake.script(text("All done.", delay=SLOW_ANSWER_SECONDS))
+        fake_api.count_delay = SLOW_COUNT_SECONDS
+        fake_api.script(text("All done.", delay=SLOW_ANSWER_SECONDS))
         run = await run_claude(harness, "hello")
         assert run.ok.status == "success" and run.ok.answer == "All done."
         # Counted once and asked once: no attempt was given up on, nothing was paid for twice.
-        assert len(fake.count_requests) == 1 and len(fake.requests) == 1
+        assert len(fake_api.count_requests) == 1 and len(fake_api.requests) == 1
         assert attempts(run.history, contracts.ACTIVITY_THINK) == [1]
         assert no_timeouts(run.history)
 
@@ -83,11 +71,11 @@ class TestSlowSummary:
     """Compaction's summary call is slower than the heartbeat timeout: the run waits for it."""
 
     @pytest.mark.parametrize(("stream", "delay"), [("0", SLOW_ANSWER_SECONDS), ("1", SLOW_COUNT_SECONDS)], ids=["plain", "streamed"])
-    async def test_slow_summary(self, harness: Harness, fake: FakeAnthropic, monkeypatch: pytest.MonkeyPatch, stream: str, delay: float) -> None:
+    async def test_slow_summary(self, harness: Harness, fake_api: FakeAnthropic, monkeypatch: pytest.MonkeyPatch, stream: str, delay: float) -> None:
         # Streamed, the delay is before the first byte: no event arrives to heartbeat on.
         monkeypatch.setenv("DURABLE_AGENT_STREAM", stream)
         model = Chatty(summary_delay=delay)
-        fake.always(model)
+        fake_api.always(model)
         config = make_config({
             "chatty": {"model": MODEL, "tools": ["echo"], "autonomy": "autonomous", "max_tokens": 1024, "context_window_tokens": 4096},
         })

@@ -9,26 +9,14 @@ real Temporal server with the real ``anthropic`` client against the fake API.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
-import pytest
 from temporalio.api.enums.v1 import EventType, RetryState
 
 from durable_agent.demo import shop
-from durable_agent.models.anthropic import set_credentials_provider
 from tests import tools_for_tests
 from tests.conftest import Harness
 from tests.fake_anthropic import FakeAnthropic, text, tool_use
 from tests.test_failures import attempts, events, run_claude, tool_results
-
-
-@pytest.fixture
-def fake(harness: Harness, fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAnthropic]:
-    """The fake Messages API, with the in-process worker pointed at it."""
-    for name, value in fake_anthropic.environ().items():
-        monkeypatch.setenv(name, value)
-    yield fake_anthropic
-    set_credentials_provider(None)
 
 
 def events_of(tool: str) -> list[str]:
@@ -38,21 +26,21 @@ def events_of(tool: str) -> list[str]:
 class TestToolTimeouts:
     """A timeout repeats no side effect, and the model and the record say the outcome is unknown."""
 
-    async def test_a_payment_that_times_out_is_made_once_and_reported_unknown(self, harness: Harness, fake: FakeAnthropic) -> None:
-        fake.script(tool_use("pay_slowly", {"account": "acc-1", "amount": 10.0}), text("I could not confirm the payment."))
+    async def test_a_payment_that_times_out_is_made_once_and_reported_unknown(self, harness: Harness, fake_api: FakeAnthropic) -> None:
+        fake_api.script(tool_use("pay_slowly", {"account": "acc-1", "amount": 10.0}), text("I could not confirm the payment."))
         run = await run_claude(harness, "Pay 10 to acc-1", "pay_slowly")
         assert run.ok.status == "success"
         assert events_of("pay_slowly") == ["paid"]
         assert attempts(run.history, "run_tool") == [1]
-        observed = tool_results(fake.requests[1])
+        observed = tool_results(fake_api.requests[1])
         assert observed[0]["is_error"] is True
         assert observed[0]["content"].startswith("OUTCOME UNKNOWN: pay_slowly timed out after 2s")
         assert "unavailable" not in observed[0]["content"]
         assert run.trace[0].observation["status"] == "outcome_unknown"
         assert run.ok.tools_used == ["pay_slowly"]
 
-    async def test_an_idempotent_tool_is_retried_and_pays_once(self, harness: Harness, fake: FakeAnthropic) -> None:
-        fake.script(tool_use("pay_once_per_key", {"account": "acc-2", "amount": 5.0}), text("Paid."))
+    async def test_an_idempotent_tool_is_retried_and_pays_once(self, harness: Harness, fake_api: FakeAnthropic) -> None:
+        fake_api.script(tool_use("pay_once_per_key", {"account": "acc-2", "amount": 5.0}), text("Paid."))
         run = await run_claude(harness, "Pay 5 to acc-2", "pay_once_per_key")
         assert run.ok.status == "success"
         # The retry found the payment the timed-out attempt made, under the same key.
@@ -60,11 +48,11 @@ class TestToolTimeouts:
         assert len({c["key"] for c in tools_for_tests.calls("pay_once_per_key")}) == 1
         assert attempts(run.history, "run_tool") == [2]
         assert run.trace[0].observation["status"] == "ok"
-        assert '"replayed": true' in tool_results(fake.requests[1])[0]["content"]
+        assert '"replayed": true' in tool_results(fake_api.requests[1])[0]["content"]
 
-    async def test_a_tool_hung_past_its_activity_timeout_is_not_retried_by_temporal(self, harness: Harness, fake: FakeAnthropic) -> None:
+    async def test_a_tool_hung_past_its_activity_timeout_is_not_retried_by_temporal(self, harness: Harness, fake_api: FakeAnthropic) -> None:
         # A synchronous tool cannot be interrupted: it holds its activity past timeout + 30 s.
-        fake.script(tool_use("transfer_then_hang", {"account": "acc-3", "seconds": 34.0}), text("The transfer's outcome is unknown."))
+        fake_api.script(tool_use("transfer_then_hang", {"account": "acc-3", "seconds": 34.0}), text("The transfer's outcome is unknown."))
         run = await run_claude(harness, "Transfer to acc-3", "transfer_then_hang")
         assert run.ok.status == "success"
         assert events_of("transfer_then_hang") == ["transferred"]
@@ -76,7 +64,7 @@ class TestToolTimeouts:
         policy = scheduled.activity_task_scheduled_event_attributes.retry_policy
         assert list(policy.non_retryable_error_types) == ["TemporalTimeout:StartToClose"]  # the server's name for it
         assert scheduled.activity_task_scheduled_event_attributes.heartbeat_timeout.seconds > 0  # a dead worker is still retried
-        observed = tool_results(fake.requests[1])
+        observed = tool_results(fake_api.requests[1])
         assert observed[0]["is_error"] is True and observed[0]["content"].startswith("OUTCOME UNKNOWN: transfer_then_hang")
         assert run.trace[0].observation["status"] == "outcome_unknown"
 
