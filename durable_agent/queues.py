@@ -17,8 +17,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from google.protobuf.message import Message
-from temporalio.api.common.v1 import Payload, WorkflowExecution
+from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.enums.v1 import TaskQueueKind, TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, GetWorkflowExecutionHistoryRequest
@@ -26,7 +25,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from durable_agent import contracts
-from durable_agent.encryption import ENCODING, ENV_KEYS, KEY_ID_METADATA
+from durable_agent.encryption import ENV_KEYS, payload_key_id
 from durable_agent.profiles import AgentsConfig
 from durable_agent.tools import ToolRegistry
 
@@ -127,30 +126,12 @@ class KeysInUse:
         return {kid: runs for kid, runs in self.runs_by_key.items() if kid not in key_ids}
 
 
-def payload_key_ids(message: Message) -> set[str]:
-    """The encryption key ids of every encrypted payload inside ``message`` (an event, say)."""
-    if isinstance(message, Payload):
-        if message.metadata.get("encoding") == ENCODING:
-            return {message.metadata.get(KEY_ID_METADATA, b"").decode("utf-8", "replace") or "(no key id)"}
-        return set()
-    found: set[str] = set()
-    for descriptor, value in message.ListFields():
-        if descriptor.message_type is None:
-            continue
-        if isinstance(value, Message):
-            items = [value]
-        elif descriptor.message_type.GetOptions().map_entry:
-            items = list(value.values())
-        else:  # a repeated field
-            items = list(value)
-        for item in items:
-            if isinstance(item, Message):
-                found |= payload_key_ids(item)
-    return found
-
-
 async def keys_in_use(client: Client, task_queue: str, *, sample: int = SAMPLED_RUNS) -> KeysInUse:
-    """The encryption keys the most recent open agent runs on ``task_queue`` carry, from their first events."""
+    """The encryption keys of the activity results of the most recent open agent runs on ``task_queue``.
+
+    Only activity results count: workers write them, through their own codec, whereas
+    anyone who may signal a run can make a signal look encrypted under any key id.
+    """
     query = f"TaskQueue = '{task_queue}' AND ExecutionStatus = 'Running' AND WorkflowType = '{contracts.AGENT_WORKFLOW}'"
     found = KeysInUse()
     async for run in client.list_workflows(query, limit=sample):
@@ -161,7 +142,14 @@ async def keys_in_use(client: Client, task_queue: str, *, sample: int = SAMPLED_
                 maximum_page_size=SAMPLED_EVENTS,
             )
         )
-        for kid in sorted(payload_key_ids(history.history)):
+        kids = {
+            kid
+            for event in history.history.events
+            if event.HasField("activity_task_completed_event_attributes")
+            for payload in event.activity_task_completed_event_attributes.result.payloads
+            if (kid := payload_key_id(payload)) is not None
+        }
+        for kid in sorted(kids):
             found.runs_by_key.setdefault(kid, []).append(run.id)
     return found
 
