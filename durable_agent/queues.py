@@ -207,11 +207,13 @@ class QueueFindings:
         unserved_limits: Nothing polls the limits queue the profiles need (``--check`` fails;
             a worker that will serve it itself only notes it).
         notes: Everything else worth a line (the limits queue is served, or cannot be looked at).
+        limits_users: What in the profiles needs the limits queue (empty: nothing does).
     """
 
     missing_keys: str | None = None
     unserved_limits: str | None = None
     notes: list[str] = field(default_factory=list)
+    limits_users: list[str] = field(default_factory=list)
 
 
 async def look_at_queues(
@@ -230,9 +232,9 @@ async def look_at_queues(
         key_ids: The key ids of this worker's ``AGENT_ENCRYPTION_KEYS`` (empty: none set).
         serves_limits: This worker will poll the limits queue (it was not started with ``--no-limits``).
     """
-    findings = QueueFindings(missing_keys=await missing_keys(client, task_queue, key_ids))
-    users = limits_users(config, tools)
-    if not users or limits_queue == task_queue:
+    users = limits_users(config, tools) if limits_queue != task_queue else []
+    findings = QueueFindings(missing_keys=await missing_keys(client, task_queue, key_ids), limits_users=users)
+    if not users:
         return findings
     try:
         limits_pollers, agent_pollers = await asyncio.wait_for(

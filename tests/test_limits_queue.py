@@ -106,6 +106,9 @@ class TestWorkerCheck:
         processes.start("limits", argv, env)
         await until(lambda: workflow_pollers(harness.client, limits_queue), "a worker to serve the limits queue", 60, processes.output)
         served = check("--no-limits")
+        processes.start("served-no-limits", [*argv, "--no-limits"], env)
+        later = processes.logs / "served-no-limits-2.log"
+        await until(lambda: "worker polling" in later.read_text(), "the second --no-limits worker to start", 60, processes.output)
 
         start_line = (processes.logs / "no-limits-0.log").read_text()
         assert "--no-limits" in start_line and f"no worker polls task queue {limits_queue!r}" in start_line, start_line
@@ -115,3 +118,5 @@ class TestWorkerCheck:
             assert f"no worker polls task queue {limits_queue!r}" in result.stderr and "agent 'daily' has a daily budget" in result.stderr
         assert served.returncode == 0, served.stderr
         assert f"limits queue {limits_queue!r} is served" in served.stdout
+        # Served by another worker: a reminder, not an alarm.
+        assert f"started with --no-limits, and the profiles need task queue {limits_queue!r}" in later.read_text()

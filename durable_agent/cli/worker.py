@@ -304,7 +304,7 @@ async def main(args: argparse.Namespace) -> int:
             return 1
         print(f"worker: ok (Temporal at {address}, store at {store.location}, encryption {'on' if ring else 'off'})")
         return 0
-    refusal = worker_checks.start_problem(findings, serves_limits=not args.no_limits)
+    refusal = worker_checks.start_problem(findings, limits_queue=limits_queue, serves_limits=not args.no_limits)
     if refusal:
         await store.close()
         fail(2, refusal)

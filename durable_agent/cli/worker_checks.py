@@ -47,12 +47,20 @@ def check_status(findings: QueueFindings) -> int:
     return 1 if problems else 0
 
 
-def start_problem(findings: QueueFindings, *, serves_limits: bool) -> str | None:
+def start_problem(findings: QueueFindings, *, limits_queue: str, serves_limits: bool) -> str | None:
     """Why the worker must not start (it lacks keys that open runs need), after logging the warnings of its start line."""
-    if findings.unserved_limits and not serves_limits:
-        log.warning("started with --no-limits: %s", findings.unserved_limits)
     for note in findings.notes:
         log.info("%s", note)
+    if serves_limits or not findings.limits_users:
+        return findings.missing_keys
+    if findings.unserved_limits:
+        log.warning("started with --no-limits: %s", findings.unserved_limits)
+    else:
+        log.warning(
+            "started with --no-limits, and the profiles need task queue %r (%s): other workers must serve it, "
+            "or runs that need it wait",
+            limits_queue, "; ".join(findings.limits_users),
+        )
     return findings.missing_keys
 
 
