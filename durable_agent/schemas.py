@@ -294,7 +294,18 @@ class ToolInfo(BaseModel):
     rate_limit_wait: bool = Field(default=True, description="Over the limit: wait for a slot, or tell the model at once.")
     rate_limit_lane: str = Field(default="", description="Whose limit it is: '' the tool's own, agent:<name> a profile's.")
     heartbeat_seconds: float | None = None
-    idempotent: bool = Field(default=False, description="Safe to send again after a timeout or a lost connection.")
+    idempotent: bool = Field(
+        default=False, description="Running it twice does what running it once does (it honours its idempotency key)."
+    )
+
+    @property
+    def repeatable(self) -> bool:
+        """Whether another attempt after a timeout is safe: the tool changes nothing, or is declared idempotent.
+
+        A timed-out attempt may have done its work; running a tool that is neither
+        again could do it twice, so its outcome is reported as unknown instead.
+        """
+        return self.read_only or self.idempotent
 
 
 class ApprovalPolicy(StrictModel):
@@ -357,6 +368,9 @@ class ResolvedAgent(BaseModel):
     thinking_budget_tokens: int | None = Field(default=None, description="Extended thinking's budget; None: off.")
     context_management: bool = Field(default=False, description="Ask the API to clear old tool results itself (tier 3).")
     prompt_tokens: int = Field(default=0, description="Estimated tokens of the system prompt and tool schemas.")
+    limits_task_queue: str | None = Field(
+        default=None, description="Where the worker starts the daily-budget ledgers and rate limiters (named when a run waits for them)."
+    )
 
     def tool(self, name: str) -> ToolInfo | None:
         for info in self.tools:
@@ -478,6 +492,7 @@ class ToolCallInput(BaseModel):
 
 
 class ToolCallOutput(BaseModel):
+    #: ``outcome_unknown``: a tool that changes the world timed out (it may or may not have done its work) and was not run again.
     status: Literal["ok", "error", "invalid_arguments", "unknown_tool", "outcome_unknown"]
     ref: str | None = None
     preview: str = ""

@@ -20,6 +20,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from durable_agent.codec_server import create_app
+from durable_agent.converter import UNDECODABLE, guarded
 from durable_agent.encryption import (
     ENCODING,
     CiphertextMismatch,
@@ -27,6 +28,7 @@ from durable_agent.encryption import (
     EncryptionCodec,
     EncryptionConfigError,
     KeyRing,
+    MissingEncryptionKey,
     with_encryption,
 )
 
@@ -143,6 +145,25 @@ class TestPayloadCodec:
 
     def test_off_without_keys(self) -> None:
         assert with_encryption(pydantic_data_converter, None) is pydantic_data_converter
+
+
+class TestWorkerCodec:
+    """On a worker, a payload under a key it lacks raises (its task is retried elsewhere); garbage under its key is refused."""
+
+    async def test_missing_keys_raise_and_garbage_becomes_a_marker(self) -> None:
+        sealed = await EncryptionCodec(ring("k2")).encode([Payload(data=b"secret")])
+        keyless = guarded(pydantic_data_converter).payload_codec
+        keyed = guarded(with_encryption(pydantic_data_converter, ring("k1"))).payload_codec
+        assert keyless is not None and keyed is not None
+        with pytest.raises(MissingEncryptionKey, match="key 'k2', but AGENT_ENCRYPTION_KEYS is not set on this worker"):
+            await keyless.decode(sealed)
+        with pytest.raises(MissingEncryptionKey, match="key 'k2', but AGENT_ENCRYPTION_KEYS lists only 'k1'"):
+            await keyed.decode(sealed)
+        garbage = Payload(metadata={"encoding": ENCODING, "encryption-key-id": b"k1"}, data=b"not a ciphertext")
+        [marker] = await keyed.decode([garbage])
+        assert marker.metadata["encoding"] == UNDECODABLE and b"does not verify" in marker.data
+        plain = Payload(metadata={"encoding": b"json/plain"}, data=b'{"task": "x"}')
+        assert await keyless.decode([plain]) == [plain] and await keyless.encode([plain]) == [plain]
 
 
 def _free_port() -> int:

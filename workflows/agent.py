@@ -25,11 +25,12 @@ from temporalio import workflow
 from temporalio.workflow import ActivityCancellationType
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
+from temporalio.exceptions import TimeoutError as ActivityTimedOut
 
 with workflow.unsafe.imports_passed_through():
     from durable_agent import contracts, fields, genai, inputs, policy, pricing, telemetry
     from durable_agent.errors import failure_message, validation_problems
-    from durable_agent.retry import TOOL_RETRY_POLICIES, temporal_policy
+    from durable_agent.retry import TOOL_RETRY_POLICIES, temporal_policy, unknown_outcome_message
     from durable_agent.schemas import (
         ActionRecord,
         AgentInput,
@@ -60,6 +61,9 @@ RESULT_WARNINGS = "_result_warnings"
 MIN_HEARTBEAT_TIMEOUT_SECONDS = 5.0
 #: Numbers of the start input given as strings ("1.00") or booleans are refused (runs before it took them).
 PATCH_STRICT_INPUT_NUMBERS = "strict-input-numbers"
+#: Runs begun with this retry a timed-out tool that changes the world only when it is idempotent, and
+#: report its outcome as unknown; runs begun before retry it by its plan and report it unavailable.
+PATCH_UNKNOWN_OUTCOME = "tool-timeout-outcome-unknown"
 
 __all__ = ["AgentWorkflow", "CarriedState", "is_cancellation", "tool_heartbeat_timeout"]
 
@@ -379,6 +383,8 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation, Thinking):
         self.tools_used.append(call.name)
         plan = TOOL_RETRY_POLICIES.get(info.retry, TOOL_RETRY_POLICIES["tool_default"])
         cancellation = tool_cancellation(info)
+        # A tool that changes the world may have done its work when it times out (runs begun before say "unavailable").
+        outcome_can_be_unknown = not info.read_only and workflow.patched(PATCH_UNKNOWN_OUTCOME)
         try:
             out: ToolCallOutput = await workflow.execute_activity(
                 contracts.ACTIVITY_RUN_TOOL,
@@ -386,13 +392,22 @@ class AgentWorkflow(Approvals, SharedLimits, Continuation, Thinking):
                 result_type=ToolCallOutput,
                 start_to_close_timeout=timedelta(seconds=info.timeout_seconds + 30),
                 heartbeat_timeout=tool_heartbeat_timeout(info),
-                retry_policy=temporal_policy(plan),
+                retry_policy=temporal_policy(plan, retry_timeouts=info.repeatable or not outcome_can_be_unknown),
                 summary=f"call tool: {call.name}",
                 cancellation_type=cancellation,
             )
         except ActivityError as exc:
             if is_cancellation(exc):
                 raise
+            if outcome_can_be_unknown and isinstance(exc.cause, ActivityTimedOut):
+                # Temporal timed out its last attempt (stuck past timeout + 30 s, or its worker died each time).
+                return self._observe(
+                    call,
+                    "outcome_unknown",
+                    unknown_outcome_message(f"{call.name} did not report back ({failure_message(exc)})"),
+                    error=True,
+                    approval_id=approval.approval_id if approval else None,
+                )
             return self._observe(
                 call,
                 "unavailable",

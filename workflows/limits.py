@@ -108,7 +108,10 @@ class SharedLimits(RunRecords):
         if held is not None and held.open and held.day != day:
             raise AssertionError("a lease is reported to its own day's ledger")  # _admit_daily returns it first
         phase, self.phase = self.phase, "waiting_for_budget"
-        self.waiting_for = f"the daily budget of {self.agent.name} ({'returning the lease' if min_usd <= 0 else 'a lease'}, {day} UTC)"
+        self.waiting_for = (
+            f"the daily budget of {self.agent.name} ({'returning the lease' if min_usd <= 0 else 'a lease'}, {day} UTC), "
+            f"from its ledger {self._limits_queue_hint()}"
+        )
         try:
             result = await workflow.execute_activity(
                 contracts.ACTIVITY_BUDGET_LEASE, request, result_type=LeaseResult, start_to_close_timeout=LIMITS_TIMEOUT,
@@ -125,6 +128,16 @@ class SharedLimits(RunRecords):
         if not result.closed:
             self.daily_remaining = self.daily_lease.daily_remaining_usd if self.daily_lease else result.remaining_usd
         return result
+
+    def _limits_queue_hint(self) -> str:
+        """Where the run's ledger runs, and what to check when the wait for it lasts (for the ``status`` query)."""
+        assert self.agent is not None
+        queue = self.agent.limits_task_queue
+        where = f"on task queue {queue!r}" if queue else "on the limits task queue (by default the agents' queue + '-limits')"
+        return (
+            f"{where}; if this lasts, no worker may be polling it (workers started with --no-limits do not; "
+            "`durable-agent worker --check` tells)"
+        )
 
     async def _return_daily_lease(self) -> None:
         """Report what the run spent from its lease and give the rest back (the run ends, or the day changed)."""
