@@ -17,12 +17,14 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from durable_agent import context, contracts, genai, stops
-from durable_agent.activities.common import content_errors, heartbeating, log, retry_error, tool_result_text
+from durable_agent import context, contracts, genai, redaction, stops
+from durable_agent.activities.common import content_errors, log, retry_error, tool_result_content
 from durable_agent.activities.context import READ_RESULT_INFO
 from durable_agent.activities.notify import NotifyActivities
 from durable_agent.activities.tools import ToolActivities
 from durable_agent.activities.approvals import ApprovalIndex
+from durable_agent.mcp.catalog import McpCatalog
+from durable_agent.mcp.config import is_mcp_entry
 from durable_agent.models import ModelError, ModelRequest, is_anthropic, provider_for
 from durable_agent.pricing import find_price, price_warnings
 from durable_agent.profiles import AgentsConfig
@@ -36,6 +38,7 @@ from durable_agent.schemas import (
     ToolCall,
 )
 from durable_agent.stops import think_timeout
+from durable_agent.tool_policy import apply as apply_tool_policy
 from durable_agent.store import ContentStore
 from durable_agent.tools import ToolRegistry
 from durable_agent.tools import registry as default_registry
@@ -64,6 +67,8 @@ class AgentActivities(ToolActivities, NotifyActivities):
         tool_executor: Executor | None = None,
         model_limits: ModelRateLimits | None = None,
         index: ApprovalIndex | None = None,
+        mcp: McpCatalog | None = None,
+        limits_queue: str | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -74,6 +79,10 @@ class AgentActivities(ToolActivities, NotifyActivities):
         self.model_limits = model_limits
         #: Tells runs whether to mark themselves for the reviewer inbox (None: never).
         self.index = index
+        #: The configured MCP servers' tools (a tool source beside the @tool registry).
+        self.mcp = mcp if mcp is not None else McpCatalog(config.mcp_servers)
+        #: Where the ledgers and limiters of this worker's runs are started (runs name it when they wait for it).
+        self.limits_queue = limits_queue
 
     # ---------------------------------------------------------------- resolve
 
@@ -103,8 +112,12 @@ class AgentActivities(ToolActivities, NotifyActivities):
                 f"UNKNOWN_MODEL_PRICE: no price for {model!r}; costs use the fallback price "
                 f"(${self.config.pricing.fallback.input}/M input, ${self.config.pricing.fallback.output}/M output)"
             )
+        mcp_tools = await self.mcp_profile_tools(name, profile)  # listed now; a server down costs the run its tools only
+        warnings.extend(mcp_tools.warnings)
         tools = []
         for tool_name in profile.tools:
+            if is_mcp_entry(tool_name):
+                continue
             tool = self.tools.get(tool_name)
             if tool is None:
                 raise ApplicationError(f"profile {name!r} names tool {tool_name!r}, which this worker does not have", type="UnknownTool", non_retryable=True)
@@ -114,16 +127,17 @@ class AgentActivities(ToolActivities, NotifyActivities):
                 info.rate_limit_lane = profile_lane(name)  # held to its own limit, apart from other callers
             if tool_name in profile.rate_limit_wait:
                 info.rate_limit_wait = profile.rate_limit_wait[tool_name]
-            tools.append(info)
+            tools.append(apply_tool_policy(info, profile.tool_policy.get(tool_name), lane=profile_lane(name)))
+        tools.extend(mcp_tools.infos)
         if not any(t.name == contracts.TOOL_READ_RESULT for t in tools):
             tools.append(READ_RESULT_INFO.model_copy())  # every profile can read back an elided result
         prompt: dict[str, Any] = {
-            "system": profile.system_prompt,
+            "system": profile.system_prompt + mcp_tools.model_note(),
             "tools": [{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in tools],
         }
         prompt_ref = await self.store.put(prompt)
         warnings.extend(price_warnings(model, prices))
-        return ResolvedAgent(
+        resolved = ResolvedAgent(
             name=name,
             model=model,
             autonomy=profile.autonomy,
@@ -143,7 +157,10 @@ class AgentActivities(ToolActivities, NotifyActivities):
             thinking_budget_tokens=profile.thinking_budget_tokens,
             context_management=profile.context_management,
             prompt_tokens=context.estimate_request_tokens(prompt["system"], prompt["tools"], []),
+            limits_task_queue=self.limits_queue,
         )
+        # Recorded in the history: no configuration secret (notify_reviewer reads the webhook URL itself).
+        return redaction.without_secrets(resolved)
 
     # ------------------------------------------------------------------ think
 
@@ -193,8 +210,7 @@ class AgentActivities(ToolActivities, NotifyActivities):
             with genai.chat_span(
                 request.model, system=model_request.system, messages=model_request.messages, max_tokens=request.max_tokens
             ) as chat:
-                async with heartbeating():
-                    response = await provider.complete(model_request)
+                response = await provider.complete(model_request)  # heartbeating all along (HeartbeatInterceptor)
                 chat.set_response(
                     model=response.model,
                     response_id=response.response_id,
@@ -288,11 +304,10 @@ class AgentActivities(ToolActivities, NotifyActivities):
         if request.user_text:
             user_content.append({"type": "text", "text": request.user_text})
         for part in request.tool_results:
+            content: str | list[dict[str, Any]] = part.text or ""
             if part.ref is not None:
-                text = tool_result_text((await self.store.get(part.ref))["output"])
-            else:
-                text = part.text or ""
-            block: dict[str, Any] = {"type": "tool_result", "tool_use_id": part.tool_use_id, "content": text}
+                content = tool_result_content(await self.store.get(part.ref))  # text, and an MCP tool's images
+            block: dict[str, Any] = {"type": "tool_result", "tool_use_id": part.tool_use_id, "content": content}
             if part.ref is not None:
                 block["_ref"] = part.ref  # where the full result is kept, should compaction elide it (never sent)
             if part.is_error:

@@ -18,6 +18,7 @@ from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 
 from durable_agent import contracts
 from durable_agent.errors import ConfigError
@@ -62,8 +63,8 @@ class ApprovalIndex:
             self._warned = True
             log.warning(
                 "search attribute %s is not registered in namespace %s: the reviewer inbox will not list this worker's "
-                "approvals. Register it once: temporal operator search-attribute create --namespace %s --name %s --type Bool",
-                self.name, self.client.namespace, self.client.namespace, self.name,
+                "approvals. Register it once: %s",
+                self.name, self.client.namespace, index_command(self.client.namespace, self.name),
             )
         return self.name if self._found else None
 
@@ -76,6 +77,42 @@ async def register_approval_index(client: Client, name: str = contracts.SEARCH_A
     await client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(namespace=client.namespace, search_attributes={name: IndexedValueType.INDEXED_VALUE_TYPE_BOOL})
     )
+
+
+def index_command(namespace: str, name: str = contracts.SEARCH_ATTRIBUTE_AWAITING_APPROVAL) -> str:
+    """The one command that registers the approval search attribute."""
+    where = f" --namespace {namespace}" if namespace != "default" else ""
+    return f"temporal operator search-attribute create{where} --name {name} --type Bool"
+
+
+async def ensure_approval_index(client: Client, *, register: bool, name: str = contracts.SEARCH_ATTRIBUTE_AWAITING_APPROVAL) -> str | None:
+    """Make sure the namespace has the approval search attribute: ``None`` when it has, else what is missing and the fix.
+
+    With ``register``, a missing attribute is registered where this client may (a dev
+    server, a self-hosted cluster); Temporal Cloud and clients without operator rights
+    refuse, and the message says so with the command for someone who may.
+    """
+    fix = f"the reviewer inbox cannot list this namespace's approvals (a link to one still works). Register it once: {index_command(client.namespace, name)}"
+    try:
+        response = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=client.namespace))
+    except RPCError as exc:
+        return f"cannot tell whether search attribute {name} is registered in namespace {client.namespace} ({exc.message}); without it {fix}"
+    kind = response.custom_attributes.get(name)
+    if kind == IndexedValueType.INDEXED_VALUE_TYPE_BOOL:
+        return None
+    if kind is not None:
+        return f"search attribute {name} is registered in namespace {client.namespace} as {IndexedValueType.Name(kind)}, not Bool: {fix}"
+    refused = ""
+    if register:
+        try:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(namespace=client.namespace, search_attributes={name: IndexedValueType.INDEXED_VALUE_TYPE_BOOL})
+            )
+            log.info("registered search attribute %s (Bool) in namespace %s, for the reviewer inbox", name, client.namespace)
+            return None
+        except RPCError as exc:
+            refused = f", and this worker may not register it ({exc.message})"
+    return f"search attribute {name} is not registered in namespace {client.namespace}{refused}: {fix}"
 
 
 class ApprovalActivities:

@@ -5,6 +5,10 @@ does it, in tiers (see :mod:`durable_agent.context`): old tool results become
 stubs that name their place in the content store, then, if that is not enough,
 the older turns are summarised by the model (plain text, no tools) and the run
 continues from a new conversation head, content-addressed like every other.
+
+``read_result`` reads a stub's result back, for the run that produced it only
+(see :mod:`durable_agent.results`): any other ref is refused, with the same
+observation whether or not something is kept under it, and a warning.
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from durable_agent import context, contracts
+from durable_agent import context, contracts, results, trace
+from durable_agent.activities.common import content_errors, heartbeating
+from durable_agent.inputs import quoted
 from durable_agent.models import ModelError, ModelProvider, ModelRequest, provider_for
 from durable_agent.retry import ErrorKind, model_retry_delay
+from durable_agent.results import RunChain
 from durable_agent.schemas import CompactInput, CompactOutput, ToolCall, ToolCallOutput, ToolInfo, Usage
 from durable_agent.store import ContentStore
 
@@ -36,7 +43,7 @@ READ_RESULT_MAX = 20_000
 READ_RESULT_INFO = ToolInfo(
     name=contracts.TOOL_READ_RESULT,
     description=(
-        "Read back a tool result that was elided from the conversation to save context. "
+        "Read back a tool result of this run that was elided from the conversation to save context. "
         "Give the ref from the elision note (sha256:...), and optionally offset and length in characters "
         f"(at most {READ_RESULT_MAX} per call)."
     ),
@@ -103,8 +110,9 @@ class ContextActivities:
         """Compact the conversation ``request.head`` until it fits (see the module docstring)."""
         started = time.monotonic()
         provider = provider_for(request.model)
-        prompt = await self.store.get(request.prompt_ref)
-        messages = await self.store.messages(request.head)
+        async with content_errors():
+            prompt = await self.store.get(request.prompt_ref)
+            messages = await self.store.messages(request.head)
         window = request.context_window or context.model_limits(request.model).context_window
         limit = context.prompt_limit(window, request.max_tokens)
         target = context.compaction_target(limit)
@@ -171,8 +179,16 @@ class ContextActivities:
             duration_ms=int((time.monotonic() - started) * 1000),
         )
 
-    async def read_result(self, call: ToolCall) -> ToolCallOutput:
-        """The built-in ``read_result`` tool: a slice of a stored tool result, by its reference."""
+    async def read_result(self, call: ToolCall, reader: RunChain | None) -> ToolCallOutput:
+        """The built-in ``read_result`` tool: a slice of a stored tool result, by its reference.
+
+        Args:
+            call: The model's call (``ref``, ``offset``, ``length``).
+            reader: The run that asks; None when it cannot be told (then nothing is read).
+
+        Raises:
+            ApplicationError: non-retryable, when what is kept under the ref is forged or damaged.
+        """
         ref = str(call.args.get("ref", "")).strip()
         try:
             offset = max(0, int(call.args.get("offset", 0) or 0))
@@ -180,20 +196,35 @@ class ContextActivities:
         except (TypeError, ValueError):
             message = "read_result: offset and length must be whole numbers"
             return ToolCallOutput(status="invalid_arguments", error=message, preview=message)
-        try:
-            stored = await self.store.get(ref)
-        except KeyError:
-            stored = None
-        if not isinstance(stored, dict) or "output" not in stored or "tool" not in stored:
-            message = f"read_result: no tool result is kept under {ref!r}; use the ref from an elision note"
-            return ToolCallOutput(status="error", error=message, preview=message)
+        async with heartbeating(), content_errors():
+            stored = await self._own_result(ref, reader)
+        if stored is None:
+            # The same words whether something of another run is kept there or nothing is: no oracle.
+            message = f"read_result: no result of this run is kept under {quoted(ref, 80)!r}; use a ref from an elision note of this conversation"
+            warning = f"READ_RESULT_REFUSED: read_result asked for {quoted(ref, 80)!r}, which is not a result of this run; nothing was read"
+            return ToolCallOutput(status="error", error=message, preview=message, warnings=[warning])
         output = stored["output"]
         # All of it: the conversation showed at most the first 100,000 characters.
         full = output if isinstance(output, str) else json.dumps(output, default=str, ensure_ascii=False)
         piece = full[offset : offset + length]
         text = f"[{stored['tool']} result {ref}, characters {offset}-{offset + len(piece)} of {len(full)}]\n{piece}"
-        new_ref = await self.store.put({"tool": contracts.TOOL_READ_RESULT, "output": text})
+        new_ref = await self.store.put(results.tool_result(contracts.TOOL_READ_RESULT, text, reader))
         return ToolCallOutput(status="ok", ref=new_ref, preview=text[:300], chars=len(text))
+
+    async def _own_result(self, ref: str, reader: RunChain | None) -> dict[str, Any] | None:
+        """The tool result kept under ``ref`` if ``reader`` produced it; None for anything else."""
+        if reader is None:
+            return None
+        try:
+            stored = await self.store.get(ref)
+        except KeyError:  # nothing kept there (MissingContent), or not a ref at all
+            return None
+        if not results.is_tool_result(stored):
+            return None
+        if results.names_its_run(stored):
+            return stored if results.produced_by(stored, reader) else None
+        # Kept before results named their run: this run's own records must have observed it.
+        return stored if await trace.observed_result(self.store, reader.workflow_id, reader.first_run_id, ref) else None
 
 
 def _compaction_error(exc: ModelError, delay: float | None) -> ApplicationError:

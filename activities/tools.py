@@ -2,19 +2,22 @@
 
 A tool that returned has done its work: its result is made JSON-safe and stored
 right away, and nothing after that can raise, so nothing of ours makes the tool
-run again. A failing tool is retried per its retry plan, by error kind.
+run again. A failing tool is retried per its retry plan, by error kind, except
+that a tool that changes the world and is not declared idempotent is never run
+again after a timeout: its outcome is unknown, and the model is told so.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from concurrent.futures import Executor
 from typing import Any
 
 from temporalio import activity
 
-from durable_agent import contracts, genai
+from durable_agent import contracts, genai, redaction, results
 from durable_agent.activities.common import (
     HEARTBEAT_EVERY,
     PREVIEW_CHARS,
@@ -23,19 +26,23 @@ from durable_agent.activities.common import (
     error_text,
     heartbeating,
     log,
+    quoting_error,
     retry_error,
     tool_result_text,
 )
 from durable_agent.activities.context import ContextActivities
+from durable_agent.activities.mcp import McpToolActivities
 from durable_agent.errors import InvalidToolArguments, ToolAuthError, ToolError, ToolRateLimited, ToolTimeout
 from durable_agent.jsonsafe import json_safe
-from durable_agent.retry import TOOL_RETRY_POLICIES, ErrorKind, RetryPlan, next_delay
+from durable_agent.results import RunChain
+from durable_agent.retry import TOOL_RETRY_POLICIES, ErrorKind, RetryPlan, next_delay, unknown_outcome_message
 from durable_agent.schemas import ToolCall, ToolCallInput, ToolCallOutput
+from durable_agent.tool_policy import apply as apply_tool_policy
 from durable_agent.tools import Tool, ToolContext, ToolRegistry
 
 
-class ToolActivities(ContextActivities):
-    """Runs the worker's tools (and the built-in ``read_result``)."""
+class ToolActivities(ContextActivities, McpToolActivities):
+    """Runs the worker's tools (and the built-in ``read_result``, and the MCP servers' tools)."""
 
     tools: ToolRegistry
     #: The worker's bounded pool for synchronous tools.
@@ -45,11 +52,14 @@ class ToolActivities(ContextActivities):
     async def run_tool(self, request: ToolCallInput) -> ToolCallOutput:
         """Run one tool call. Final outcomes are returned; retryable failures are raised with their delay."""
         call: ToolCall = request.call
+        if self.is_mcp_tool(call.name):
+            return await self.run_mcp_tool(request)
         tool = self.tools.get(call.name)
         if tool is None and call.name == contracts.TOOL_READ_RESULT:
-            return await self.read_result(call)
+            return await self.read_result(call, RunChain.of_tool_call(activity.info().workflow_id, request.idempotency_key))
         if tool is None:
             return ToolCallOutput(status="unknown_tool", error=f"no tool named {call.name!r}", preview=f"no tool named {call.name!r}")
+        tool = self._with_profile_policy(tool, request.agent)
         info = activity.info()
         context = ToolContext(
             idempotency_key=request.idempotency_key,
@@ -65,6 +75,12 @@ class ToolActivities(ContextActivities):
             output = await self._invoke_tool(tool, call, context, plan, started)
             genai.tool_outcome(span, output.status, output.preview if output.ref else None, output.error)
         return output
+
+    def _with_profile_policy(self, tool: Tool, agent: str) -> Tool:
+        """The tool as the run's profile sees it: its ``tool_policy`` (a timeout, idempotency) laid over the decorator's."""
+        profile = self.config.agents.get(agent)
+        policy = profile.tool_policy.get(tool.name) if profile is not None else None
+        return tool if policy is None else dataclasses.replace(tool, info=apply_tool_policy(tool.info, policy))
 
     async def _invoke_tool(self, tool: Tool, call: ToolCall, context: ToolContext, plan: RetryPlan, started: float) -> ToolCallOutput:
         """Invoke the tool; a final outcome is returned, a retryable failure raised with its delay."""
@@ -82,24 +98,51 @@ class ToolActivities(ContextActivities):
             if not exc.retryable:
                 message = error_text(exc)
                 return ToolCallOutput(status="error", error=message, preview=message[:PREVIEW_CHARS], duration_ms=elapsed_ms(started))
+            if kind is ErrorKind.TIMEOUT:
+                return self._timed_out(tool, call, plan, f"{call.name}: {error_text(exc)}", started)
             delay = next_delay(plan, kind, info.attempt, retry_after)
-            raise retry_error(f"{call.name}: {error_text(exc)}", kind, delay) from None
+            raise quoting_error(call.name, error_text(exc), kind, delay) from None
         except (asyncio.TimeoutError, TimeoutError):
-            delay = next_delay(plan, ErrorKind.TIMEOUT, info.attempt)
-            raise retry_error(f"{call.name} timed out after {tool.info.timeout_seconds:g}s", ErrorKind.TIMEOUT, delay) from None
+            return self._timed_out(tool, call, plan, f"{call.name} timed out after {tool.info.timeout_seconds:g}s", started)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             delay = next_delay(plan, ErrorKind.TOOL_CRASH, info.attempt)
-            log.warning("tool %s crashed (attempt %s): %r", call.name, info.attempt, exc, extra={"tool": call.name})
-            raise retry_error(f"{call.name} crashed: {type(exc).__name__}: {error_text(exc)}", ErrorKind.TOOL_CRASH, delay) from None
-        return await self._tool_done(call, result, elapsed_ms(started))
+            shown = repr(exc) if redaction.content_in_logs() else f"{type(exc).__name__} (its message is {redaction.WITHHELD})"
+            log.warning("tool %s crashed (attempt %s): %s", call.name, info.attempt, shown, extra={"tool": call.name})
+            raise quoting_error(f"{call.name} crashed: {type(exc).__name__}", error_text(exc), ErrorKind.TOOL_CRASH, delay) from None
+        return await self._tool_done(call, result, elapsed_ms(started), RunChain.of_tool_call(info.workflow_id, context.idempotency_key))
 
-    async def _tool_done(self, call: ToolCall, result: Any, duration_ms: int) -> ToolCallOutput:
+    def _timed_out(self, tool: Tool, call: ToolCall, plan: RetryPlan, what_happened: str, started: float) -> ToolCallOutput:
+        """A timed-out attempt: retried by the plan when that is safe, else its outcome is unknown.
+
+        A tool that changes the world may have done its work before it timed out. Unless it
+        is declared idempotent it is never run again, and when it is, its last attempt's
+        timeout leaves the outcome as unknown as the first one's. Either way the model is
+        told so, and the step's record says ``outcome_unknown``; a read-only tool is
+        retried and then reported unavailable, as any other failure.
+
+        Raises:
+            ApplicationError: retryable with the plan's delay, or (read-only, retries spent) not.
+        """
+        attempt = activity.info().attempt
+        delay = next_delay(plan, ErrorKind.TIMEOUT, attempt) if tool.info.repeatable else None
+        if delay is not None or tool.info.read_only:
+            raise retry_error(what_happened, ErrorKind.TIMEOUT, delay)
+        log.warning(
+            "%s (attempt %s); %s changes the world, so its outcome is unknown and it is not run again%s",
+            what_happened, attempt, call.name, "" if tool.info.idempotent else " (declare it idempotent=True if running it twice is safe)",
+            extra={"tool": call.name},
+        )
+        message = unknown_outcome_message(what_happened)
+        return ToolCallOutput(status="outcome_unknown", error=message, preview=message[:PREVIEW_CHARS], duration_ms=elapsed_ms(started))
+
+    async def _tool_done(self, call: ToolCall, result: Any, duration_ms: int, chain: RunChain | None = None) -> ToolCallOutput:
         """The outcome of a tool that returned: never raises, so nothing of ours can make the tool run again.
 
         The result is made JSON-safe once, here (what could not be kept as it was is
-        said in ``warnings``); if storing it fails, the model gets the preview and a note.
+        said in ``warnings``), and kept naming the run that produced it (``chain``: only
+        that run may read it back); if storing it fails, the model gets the preview and a note.
         """
         try:
             output, warnings = json_safe(result)
@@ -108,7 +151,7 @@ class ToolActivities(ContextActivities):
             output, text = None, f"[the result of {call.name} could not be read: {type(exc).__name__}]"
             warnings = [f"RESULT_CONVERTED: {text}"]
         try:
-            ref: str | None = await self.store.put({"tool": call.name, "output": output})
+            ref: str | None = await self.store.put(results.tool_result(call.name, output, chain))
         except Exception as exc:  # noqa: BLE001 - the store is down or full: the tool's work is done all the same
             log.warning("result of %s not stored (the tool is not run again): %r", call.name, exc)
             ref = None

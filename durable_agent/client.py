@@ -175,6 +175,7 @@ class AgentClient:
         comment: str | None = None,
         key: SigningKey | None = None,
         expires_in: int = DEFAULT_DECISION_TTL_SECONDS,
+        args_sha256: str | None = None,
     ) -> ApprovalRecord:
         """Approve a held action; it runs after this returns.
 
@@ -186,6 +187,9 @@ class AgentClient:
             key: The signing key, for profiles that require signed decisions: the
                 reviewer's own, or a delegate's (such as the inbox's) signing for them.
             expires_in: Seconds the signature stays valid.
+            args_sha256: The digest of the arguments the reviewer saw (unsigned decisions): the
+                run refuses the decision if the action waits with other arguments. Signed
+                decisions always carry it.
 
         Returns:
             The decided record.
@@ -193,7 +197,7 @@ class AgentClient:
         Raises:
             ApprovalRefused: the run refused the decision (see the class).
         """
-        return await self._review(run_id, approval_id, True, reviewer, comment, key, expires_in)
+        return await self._review(run_id, approval_id, True, reviewer, comment, key, expires_in, args_sha256)
 
     async def reject(
         self,
@@ -204,12 +208,13 @@ class AgentClient:
         comment: str | None = None,
         key: SigningKey | None = None,
         expires_in: int = DEFAULT_DECISION_TTL_SECONDS,
+        args_sha256: str | None = None,
     ) -> ApprovalRecord:
         """Reject a held action: it is not executed, and the model is told who rejected it and ``comment``.
 
         Arguments, result and errors as for :meth:`approve`.
         """
-        return await self._review(run_id, approval_id, False, reviewer, comment, key, expires_in)
+        return await self._review(run_id, approval_id, False, reviewer, comment, key, expires_in, args_sha256)
 
     async def _review(
         self,
@@ -220,10 +225,11 @@ class AgentClient:
         comment: str | None,
         key: SigningKey | None,
         expires_in: int,
+        args_sha256: str | None = None,
     ) -> ApprovalRecord:
         handle = self.handle(run_id)
         if key is None:
-            request = ReviewRequest(approval_id=approval_id, approved=approved, reviewer=reviewer, comment=comment)
+            request = ReviewRequest(approval_id=approval_id, approved=approved, reviewer=reviewer, comment=comment, args_sha256=args_sha256)
         else:
             # Sign exactly what waits: this execution, this approval, these arguments.
             waiting = await self.pending_approvals(run_id)

@@ -4,15 +4,23 @@ Temporal's codec-server protocol: ``POST /decode`` and ``POST /encode`` take and
 return ``{"payloads": [...]}`` in protobuf JSON (``metadata`` values and ``data``
 base64). Every request must carry the token of ``AGENT_CODEC_TOKEN``, either as
 ``Authorization: Bearer TOKEN`` (the CLI's ``--codec-auth "Bearer TOKEN"``) or
-as the cookie that ``GET /login`` sets once a person types the token there, which
-the UI sends when its codec settings include cross-origin credentials. Anything
-else gets 401. CORS answers only the origins given (the UI's).
+as the session cookie that ``/login`` sets once a person types the token there,
+which the UI sends when its codec settings include cross-origin credentials.
+Anything else gets 401. CORS answers only the origins given (the UI's).
+
+The cookie is not the token: it is a session signed with a key derived from the
+token (so every replica with the token accepts it, and changing the token ends
+every session), which expires (12 hours by default). It is HttpOnly; served over
+HTTPS it is ``Secure`` and ``SameSite=None``, so a UI on another site (Temporal
+Cloud) can send it; over plain HTTP it is ``SameSite=Lax``, which reaches a UI on
+the same host.
 """
 
 from __future__ import annotations
 
 import hmac
 import html
+import time
 import urllib.parse
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -25,9 +33,13 @@ from temporalio.api.common.v1 import Payloads
 from temporalio.converter import PayloadCodec
 
 from durable_agent.encryption import DecryptionError
+from durable_agent.sessions import Sealer, derive_secret
 
 ENV_TOKEN = "AGENT_CODEC_TOKEN"
 COOKIE = "durable_agent_codec"
+#: How long a sign-in at ``/login`` lasts unless told otherwise.
+DEFAULT_SESSION_SECONDS = 12 * 3600
+_SESSION = "codec-session"
 ALLOWED_HEADERS = "Authorization, Content-Type, X-Namespace"
 
 _LOGIN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>durable-agent codec server</title></head>
@@ -43,17 +55,27 @@ _LOGIN_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>durable
 </body></html>"""
 
 
-def create_app(codec: PayloadCodec, token: str, *, allowed_origins: Sequence[str] = ()) -> Starlette:
+def create_app(
+    codec: PayloadCodec,
+    token: str,
+    *,
+    allowed_origins: Sequence[str] = (),
+    session_seconds: float = DEFAULT_SESSION_SECONDS,
+    clock: Callable[[], float] = time.time,
+) -> Starlette:
     """The codec server as an ASGI app.
 
     Args:
         codec: Decodes and encodes payloads (normally an :class:`~durable_agent.encryption.EncryptionCodec`).
         token: The bearer token every request must carry; an empty one is refused.
         allowed_origins: Origins answered with CORS headers (the Temporal UI's, e.g. ``http://localhost:8233``).
+        session_seconds: How long the cookie ``/login`` sets stays good.
+        clock: Seconds since the epoch (tests move it).
     """
     if not token:
         raise ValueError(f"the codec server needs a token ({ENV_TOKEN}): without one anybody could read every payload")
     origins = {o.rstrip("/") for o in allowed_origins}
+    sessions = Sealer(derive_secret(token, _SESSION), clock=clock)
 
     def cors(request: Request, response: Response) -> Response:
         origin = request.headers.get("origin")
@@ -67,9 +89,9 @@ def create_app(codec: PayloadCodec, token: str, *, allowed_origins: Sequence[str
 
     def authorized(request: Request) -> bool:
         scheme, _, presented = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not presented:
-            presented = request.cookies.get(COOKIE, "")
-        return bool(presented) and hmac.compare_digest(presented.strip().encode(), token.encode())
+        if scheme.lower() == "bearer" and presented:
+            return hmac.compare_digest(presented.strip().encode(), token.encode())
+        return sessions.open(_SESSION, request.cookies.get(COOKIE)) is not None
 
     def payload_route(transform: Callable[[Payloads], Awaitable[Payloads]]) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
@@ -104,8 +126,18 @@ def create_app(codec: PayloadCodec, token: str, *, allowed_origins: Sequence[str
         if not hmac.compare_digest(presented.encode(), token.encode()):
             return HTMLResponse(_LOGIN_PAGE.format(message=html.escape("That token is not the codec token.")), status_code=401)
         response = RedirectResponse("login/done", status_code=303)
-        # Same-site with the UI (the site ignores the port), so a Lax cookie reaches the codec requests.
-        response.set_cookie(COOKIE, token, httponly=True, samesite="lax", secure=request.url.scheme == "https")
+        https = request.url.scheme == "https"
+        response.set_cookie(
+            COOKIE,
+            sessions.seal(_SESSION, {"sub": "codec"}, lifetime=session_seconds),
+            max_age=int(session_seconds),
+            httponly=True,
+            secure=https,
+            # Over HTTPS the UI may be another site (Temporal Cloud): None lets its requests carry the
+            # cookie, and CORS still lets only its origin read an answer. Over HTTP, browsers refuse None
+            # without Secure; a UI on the same host is same-site (the site ignores the port), so Lax reaches it.
+            samesite="none" if https else "lax",
+        )
         return response
 
     async def login_done(request: Request) -> Response:

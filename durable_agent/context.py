@@ -100,10 +100,32 @@ def larger_allowance(current: int, model_max: int) -> int | None:
     return min(model_max, max(current * 4, current + 1024))
 
 
+#: Tokens an image counts for: what the API charges for one of about 1.15 megapixels, its largest before resizing.
+IMAGE_TOKENS = 1_600
+
+
 def estimate_tokens(value: Any) -> int:
-    """A local, cautious token count of any JSON value (a message, a tool schema, a string)."""
+    """A local, cautious token count of any JSON value (a message, a tool schema, a string).
+
+    An image block (an MCP tool's picture) counts :data:`IMAGE_TOKENS`, not its base64 characters.
+    """
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return len(text) // CHARS_PER_TOKEN + 1
+    if isinstance(value, str) or '"type":"image"' not in text:
+        return len(text) // CHARS_PER_TOKEN + 1
+    images: list[int] = []
+    text = json.dumps(_without_image_data(value, images), ensure_ascii=False, separators=(",", ":"))
+    return len(text) // CHARS_PER_TOKEN + 1 + IMAGE_TOKENS * len(images)
+
+
+def _without_image_data(value: Any, images: list[int]) -> Any:
+    if isinstance(value, list):
+        return [_without_image_data(item, images) for item in value]
+    if isinstance(value, dict):
+        if value.get("type") == "image":
+            images.append(1)
+            return {"type": "image"}
+        return {key: _without_image_data(item, images) for key, item in value.items()}
+    return value
 
 
 def estimate_request_tokens(system: str, tools: list[dict[str, Any]], messages: list[dict[str, Any]]) -> int:

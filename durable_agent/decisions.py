@@ -19,7 +19,7 @@ Nothing here reads the clock, the environment or the network: the caller passes
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -43,10 +43,12 @@ __all__ = [
     "check_binding",
     "check_signer",
     "decision_target",
+    "delegate_may_decide",
     "outcome",
     "parse_decision",
     "reviewer_allowed",
     "signed_review",
+    "unauthenticated_allow_list",
 ]
 
 
@@ -96,6 +98,32 @@ def reviewer_allowed(policy: ApprovalPolicy, reviewer: str | None) -> bool:
     if not policy.reviewers:
         return True
     return reviewer is not None and reviewer in policy.reviewers
+
+
+def delegate_may_decide(policy: ApprovalPolicy, reviewer: str, delegate: str, keys: Collection[str]) -> bool:
+    """Whether a decision that ``delegate`` (the inbox) signs for ``reviewer`` can count under ``policy``.
+
+    The inbox shows a reviewer only the approvals this allows. Signed profiles: the
+    reviewer is on the allow-list and the delegate is named under ``delegates`` with
+    a key in ``keys``. Unsigned profiles: the allow-list alone (empty: anyone).
+    """
+    if policy.require_signature:
+        return reviewer in policy.reviewers and delegate in policy.delegates and delegate in keys
+    return reviewer_allowed(policy, reviewer)
+
+
+def unauthenticated_allow_list(file: str, agent: str, policy: ApprovalPolicy) -> str | None:
+    """The warning for an allow-list that checks only a typed name (``reviewers`` without ``require_signature``)."""
+    if not policy.reviewers or policy.require_signature:
+        return None
+    names = ", ".join(repr(name) for name in policy.reviewers)
+    return (
+        f"{file}: agents.{agent}.approval.reviewers ({names}) is not authenticated: without require_signature a "
+        f"decision only types a name, so anyone who may signal or update workflows in the namespace can decide as "
+        f"{policy.reviewers[0]!r}. To fix it, set require_signature = true under [agents.{agent}.approval] and give "
+        "each reviewer a public key under [reviewer_keys] (`durable-agent keys new NAME --dir DIR` prints the line), "
+        "or name the inbox's key under delegates"
+    )
 
 
 def decision_target(

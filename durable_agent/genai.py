@@ -16,7 +16,8 @@ names, so a run shows up there without glue:
 Message content (prompts, replies, tool arguments and results) is put on the
 spans only when ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` is true,
 and never while payload encryption is on (``AGENT_ENCRYPTION_KEYS``): encrypted
-content must not leak in clear through telemetry.
+content must not leak in clear through telemetry. Nor does a tool's error text
+then (it may quote its arguments): the span's status says the outcome only.
 """
 
 from __future__ import annotations
@@ -32,11 +33,11 @@ from typing import Any
 from opentelemetry import metrics, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from durable_agent import redaction
 from durable_agent.schemas import Usage
 
 INSTRUMENTATION = "durable_agent"
 CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
-ENCRYPTION_KEYS_ENV = "AGENT_ENCRYPTION_KEYS"
 #: Longest text of one captured content attribute; telemetry back ends refuse huge attributes.
 CONTENT_CHARS = 16_000
 #: Bucket boundaries the conventions advise for the two client metrics.
@@ -47,7 +48,7 @@ DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 
 def capture_content() -> bool:
     """Whether message content may go on spans: opted in, and payloads are not encrypted."""
     wanted = os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
-    return wanted and not os.environ.get(ENCRYPTION_KEYS_ENV)
+    return wanted and not redaction.encryption_on()
 
 
 def provider_name(model: str) -> str:
@@ -190,11 +191,11 @@ def tool_span(name: str, call_id: str, *, args: dict[str, Any], description: str
 
 
 def tool_outcome(span: trace.Span, status: str, result: Any = None, error: str | None = None) -> None:
-    """Put a tool call's outcome on its span: the status, the error, and (if captured) the result."""
+    """Put a tool call's outcome on its span: the status, the error (unless encrypted), and (if captured) the result."""
     span.set_attribute("durable_agent.tool.status", status)
     if status != "ok":
         span.set_attribute("error.type", status)
-        span.set_status(Status(StatusCode.ERROR, error or status))
+        span.set_status(Status(StatusCode.ERROR, (error if redaction.content_in_logs() else None) or status))
     elif result is not None and capture_content():
         span.set_attribute("gen_ai.tool.call.result", _clip(result))
 

@@ -149,13 +149,16 @@ def approve_command(
     name: str = "approve",
     reviewer: str = "YOUR_NAME",
     address: str | None = None,
+    args_sha256: str | None = None,
 ) -> str:
     """The exact ``temporal`` CLI command that sends ``name`` (approve or reject) for one approval.
 
     ``--address`` is added only when given: by default the CLI reads ``TEMPORAL_ADDRESS``
-    or its profile, as the worker does.
+    or its profile, as the worker does. With ``args_sha256`` the decision counts only
+    for the arguments the reviewer was shown.
     """
-    payload = json.dumps({"approval_id": approval_id, "reviewer": reviewer})
+    fields = {"approval_id": approval_id, "reviewer": reviewer} | ({"args_sha256": args_sha256} if args_sha256 else {})
+    payload = json.dumps(fields)
     parts = ["temporal", "workflow", "signal"]
     if address:
         parts += ["--address", address]

@@ -17,9 +17,12 @@ from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from durable_agent import signing
 from durable_agent.errors import ConfigError, ToolDefinitionError
+from durable_agent.fields import describe_text_number, looks_like_a_number, numbers_as_text, unknown_key_hint
+from durable_agent.mcp.config import McpServerConfig, is_mcp_entry, merge_servers
 from durable_agent.pricing import DEFAULT_FALLBACK_PRICE, DEFAULT_PRICES
 from durable_agent.ratelimit import Window
 from durable_agent.schemas import AnomalyThresholds, ApprovalPolicy, Autonomy, ModelPrice, ReviewerKeyring, StrictModel
+from durable_agent.tool_policy import ToolPolicy, check_profile_entries
 from durable_agent.tools import parse_rate_limit, registry
 
 #: The Claude model used when a profile says ``model = "auto"`` and a key is present.
@@ -53,6 +56,9 @@ class Profile(StrictModel):
     rate_limits: dict[str, str] = Field(default_factory=dict, description="Tool name -> 'N/unit', overrides the tool's.")
     rate_limit_wait: dict[str, bool] = Field(
         default_factory=dict, description="Tool name -> wait for a free slot (true) or tell the model at once (false)."
+    )
+    tool_policy: dict[str, ToolPolicy] = Field(
+        default_factory=dict, description='Tool name, "SERVER.TOOL" or "SERVER.*" -> what this profile says of it (README: Tools).'
     )
 
     @model_validator(mode="after")
@@ -123,6 +129,12 @@ class AgentsConfig(StrictModel):
     )
     reviewer_keys: dict[str, str] = Field(
         default_factory=dict, description='Reviewer (or delegate) name -> "ed25519:BASE64" public key, for signed decisions.'
+    )
+    mcp_servers: dict[str, McpServerConfig] = Field(
+        default_factory=dict, description="MCP servers by name: url and headers (streamable HTTP) or command, args, env (stdio)."
+    )
+    mcp_config: str | None = Field(
+        default=None, description="A .mcp.json (Claude Code, Claude Desktop) whose mcpServers are added; relative to this file."
     )
     agents: dict[str, Profile]
     #: The file this was read from (None when built in code): the keyring is re-read from it at decision time.
@@ -217,8 +229,9 @@ def load_config(path: str | os.PathLike[str], *, extra_tool_modules: list[str] |
         extra_tool_modules: Modules named on the command line (``--tools``), imported first.
 
     Raises:
-        ConfigError: the file is missing or unreadable, or a key is invalid
-            (unknown key, wrong type, a tool no module declares, a bad rate limit).
+        ConfigError: the file is missing or unreadable, or a key is invalid (an unknown
+            key, with the key meant when one is close; a wrong type, a number in quotes
+            included; a tool no module declares; a bad rate limit).
     """
     file = str(path)
     try:
@@ -232,11 +245,27 @@ def load_config(path: str | os.PathLike[str], *, extra_tool_modules: list[str] |
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
         more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
-        raise ConfigError(file, _key(err["loc"]), err["msg"] + more) from None
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            hint = unknown_key_hint(AgentsConfig, err["loc"])
+            message = "unknown key" + (f"; {hint}" if hint else "")
+        raise ConfigError(file, _key(err["loc"]), message + more) from None
+    for key, given in numbers_as_text(raw, AgentsConfig, limit=1):
+        # Pydantic would read "1.00" as 1.0; a number in quotes is more often a mistake than a wish.
+        name = key.rpartition(".")[2]
+        if looks_like_a_number(given):
+            fix = f"write {name} = {str(given).strip()} (no quotes)"
+        else:
+            fix = "write a number" + ("" if isinstance(given, bool) else " (no quotes)")
+        raise ConfigError(file, key, f"must be a number, not {describe_text_number(given)}: {fix}")
     import_tool_modules(extra_tool_modules or [], file="--tools", key="modules")
     import_tool_modules(config.tool_modules, file=file)
+    mcp_json = (Path(path).parent / config.mcp_config) if config.mcp_config else None
+    config.mcp_servers = merge_servers(file, config.mcp_servers, mcp_json)
     for name, profile in config.agents.items():
         for index, tool_name in enumerate(profile.tools):
+            if is_mcp_entry(tool_name):
+                continue  # an MCP server's tools: checked below, and against the server when the worker starts
             if tool_name not in registry:
                 known = ", ".join(registry.names()) or "none"
                 raise ConfigError(
@@ -245,6 +274,7 @@ def load_config(path: str | os.PathLike[str], *, extra_tool_modules: list[str] |
                     f"no tool named {tool_name!r} is registered (known: {known}); list the module that declares it "
                     f"under tool_modules (the demo's is durable_agent.demo.shop) or pass --tools MODULE",
                 )
+        check_profile_entries(file, name, profile.tools, profile.tool_policy, config.mcp_servers, _python_args)
         for key, tool_names in (("rate_limits", profile.rate_limits), ("rate_limit_wait", profile.rate_limit_wait)):
             for tool_name in tool_names:
                 if tool_name not in profile.tools:
@@ -257,6 +287,11 @@ def load_config(path: str | os.PathLike[str], *, extra_tool_modules: list[str] |
         check_signed_approvals(file, name, profile.approval, config.reviewer_keys)
     config._source = Path(path)
     return config
+
+
+def _python_args(name: str) -> list[str] | None:
+    tool = registry.get(name)
+    return list(tool.args_model.model_fields) if tool is not None else None
 
 
 def check_signed_approvals(file: str, agent: str, approval: ApprovalPolicy, keys: dict[str, str]) -> None:

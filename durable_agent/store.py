@@ -2,7 +2,7 @@
 
 The conversation of a run grows with every step; copying it into each model
 activity's input would make history grow with the square of the run length. So
-content lives here, addressed by the SHA-256 of its canonical JSON, and the
+content lives here, addressed by a digest of its canonical JSON, and the
 workflow carries only references: a conversation is a chain of nodes
 ``{"prev": ref, "message": {...}}`` and its head reference names it all.
 Writing the same content twice yields the same key, which is what makes
@@ -18,6 +18,11 @@ the default is ``<AGENT_STATE_DIR>/content``) or an S3-API bucket
 a shared volume) for more than one host. With ``AGENT_ENCRYPTION_KEYS`` set,
 every blob is stored AES-256-GCM encrypted (:mod:`durable_agent.encryption`).
 All of it is async: activities await the store and never block their event loop.
+
+Every read is checked against its ref (or record name), so that whoever can
+write to the bucket cannot make a run read anything but what its history names;
+with keys, refs are keyed digests nobody else can compute. What is accepted, and
+why, is in :mod:`durable_agent.sealing`.
 
 Named records
 -------------
@@ -36,7 +41,7 @@ killed and its activity retried (decision records under their ``record_id``)::
 conditional ``If-None-Match: *`` write on S3): of concurrent creators exactly one
 gets True and its value is the one kept. Names are ``/``-separated segments of
 letters, digits, ``.``, ``_``, ``-`` and ``:``. Named records are encrypted like
-content, and garbage collection never deletes them.
+content (sealed to their name), and garbage collection never deletes them.
 
 Retention
 ---------
@@ -50,7 +55,6 @@ same without the command (exclude ``named/`` from it).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -64,12 +68,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from durable_agent import sealing
 from durable_agent.blobs import BlobBackend, DirectoryBackend, StoreUnavailable, backend_from_url
-from durable_agent.encryption import DecryptionError, KeyRing, is_sealed_blob
+from durable_agent.encryption import KeyRing
+from durable_agent.sealing import REF_PREFIX, ContentIntegrityError
 
 __all__ = [
     "REF_PREFIX",
     "BlobBackend",
+    "ContentIntegrityError",
     "ContentStore",
     "DirectoryBackend",
     "GarbageReport",
@@ -80,7 +87,6 @@ __all__ = [
     "state_dir",
 ]
 
-REF_PREFIX = "sha256:"
 NAMED_PREFIX = "named/"
 PROBE_PREFIX = "health/"
 #: Messages between segments: a conversation's cold read takes at most this many node reads, plus one per segment.
@@ -161,15 +167,9 @@ class ContentStore:
 
     # ---------------------------------------------------------------- encoding
 
-    def _seal(self, data: bytes) -> bytes:
-        return self.ring.seal_blob(data) if self.ring is not None else data
-
-    def _open(self, data: bytes) -> Any:
-        if is_sealed_blob(data):
-            if self.ring is None:
-                raise DecryptionError(f"content in {self.location} is encrypted, and AGENT_ENCRYPTION_KEYS is not set")
-            data = self.ring.open_blob(data)
-        return json.loads(data)
+    def ref_of(self, data: bytes) -> str:
+        """The ref of canonical JSON ``data``: its SHA-256, or with keys its HMAC (see :mod:`durable_agent.sealing`)."""
+        return sealing.content_ref(self.ring, data)
 
     @staticmethod
     def _key(ref: str) -> str:
@@ -183,21 +183,22 @@ class ContentStore:
     async def put(self, value: Any) -> str:
         """Store ``value`` (JSON-serialisable); return its reference."""
         data = stored_json(value)
-        ref = REF_PREFIX + hashlib.sha256(data).hexdigest()
-        await self.backend.write(self._key(ref), self._seal(data))
+        ref = self.ref_of(data)
+        await self.backend.write(self._key(ref), sealing.seal(self.ring, data, sealing.content_binding(ref)))
         return ref
 
     async def get(self, ref: str) -> Any:
-        """The value stored under ``ref``.
+        """The value stored under ``ref``, checked against it.
 
         Raises:
             MissingContent: when nothing is stored under it.
             DecryptionError: when it is encrypted under a key this process does not have.
+            ContentIntegrityError: when what is stored is not the content ``ref`` names.
         """
         data = await self.backend.read(self._key(ref))
         if data is None:
             raise MissingContent(ref, self.location)
-        return self._open(data)
+        return sealing.open_content(self.ring, self.location, ref, data)
 
     async def append(self, head: str | None, message: dict[str, Any]) -> str:
         """Append ``message`` to the conversation ``head``; return the new head.
@@ -282,12 +283,17 @@ class ContentStore:
 
     async def create_named(self, name: str, value: Any) -> bool:
         """Write ``value`` under ``name`` unless something is there; True if this call wrote it."""
-        return await self.backend.create(self._named_key(name), self._seal(stored_json(value)))
+        key = self._named_key(name)
+        return await self.backend.create(key, sealing.seal(self.ring, stored_json(value), sealing.named_binding(name)))
 
     async def read_named(self, name: str) -> Any | None:
-        """The value under ``name``, or None."""
+        """The value under ``name``, or None.
+
+        Raises:
+            ContentIntegrityError: with keys set, a record that is plaintext or was sealed under another name.
+        """
         data = await self.backend.read(self._named_key(name))
-        return None if data is None else self._open(data)
+        return None if data is None else sealing.open_named(self.ring, self.location, name, data)
 
     async def list_named(self, prefix: str = "") -> AsyncIterator[str]:
         """The names that start with ``prefix``, in no promised order."""
@@ -308,10 +314,11 @@ class ContentStore:
         """
         key = f"{PROBE_PREFIX}{socket.gethostname()}-{uuid.uuid4().hex}"
         probe = os.urandom(16)
-        await self.backend.write(key, self._seal(probe))
+        binding = b"durable-agent/probe/" + key.encode()
+        await self.backend.write(key, sealing.seal(self.ring, probe, binding))
         try:
             back = await self.backend.read(key)
-            if back is None or (self.ring.open_blob(back) if self.ring else back) != probe:
+            if back is None or (self.ring.open_blob(back, binding) if self.ring else back) != probe:
                 raise StoreUnavailable(f"the store at {self.location} did not give back what was written to {key}")
         finally:
             await self.backend.delete(key)

@@ -35,9 +35,12 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from durable_agent import anomalies, redaction
 from durable_agent.schemas import DecisionRecord, Usage
 
 INSTRUMENTATION = "durable_agent"
+#: Warnings whose text the anomaly rules write from tool names and numbers: only theirs goes on a span whole.
+_ANOMALY_KINDS = frozenset({anomalies.POSSIBLE_LOOP, anomalies.HIGH_COST, anomalies.HIGH_TOKEN_USAGE})
 SPAN_AGENT_STEP = "agent_step"
 SPAN_COMPACTION = "agent_compaction"
 
@@ -231,7 +234,11 @@ def compaction_span(step: int, agent: str) -> Iterator[trace.Span]:
 
 
 def describe_step(span: trace.Span, record: DecisionRecord) -> None:
-    """Put a decision record's action and observation on the step's span."""
+    """Put a decision record's action and observation on the step's span.
+
+    Each warning is an ``anomaly`` event with its ``kind``; the text too for the
+    anomaly rules' own (other warnings can quote a result, e.g. a key of it).
+    """
     span.set_attribute("action.type", record.action.type)
     if record.action.tool:
         span.set_attribute("action.tool", record.action.tool)
@@ -240,7 +247,8 @@ def describe_step(span: trace.Span, record: DecisionRecord) -> None:
         span.set_attribute("action.duration_ms", int(duration))
     span.set_attribute("observation.status", str(record.observation.get("status", "")))
     for warning in record.warnings:
-        span.add_event("anomaly", {"warning": warning})
+        kind = redaction.warning_kind(warning)
+        span.add_event("anomaly", {"kind": kind, "warning": warning} if kind in _ANOMALY_KINDS else {"kind": kind})
 
 
 class _Instruments:

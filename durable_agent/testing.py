@@ -5,11 +5,17 @@ in order, checks what it was sent, and fails loudly when the script runs out.
 Register it for a model name (``register_provider("scripted", model)``) and use
 ``model = "scripted"`` in a profile or the run input; the worker must run in the
 same process (as in tests).
+
+:class:`PlanFollowingModel` plays a prompt-injected Claude: it follows the plan
+written in the conversation (``CALL tool {...}`` lines), whoever wrote it, which
+is the simplest way to test what a run does when its model does what it is told.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -106,3 +112,71 @@ class ScriptedModel:
                 if isinstance(block, dict) and block.get("type") == "tool_result":
                     out.append(block)
         return out
+
+
+#: A step of a plan written in a conversation: ``CALL tool_name {"json": "arguments"}`` on a line of its own.
+PLAN_STEP = re.compile(r"^CALL ([A-Za-z0-9_.-]+) (\{.*\})[ \t]*$", re.MULTILINE)
+#: A plan's closing words: ``ANSWER text`` on a line of its own.
+PLAN_ANSWER = re.compile(r"^ANSWER (.+)$", re.MULTILINE)
+#: In a plan step's arguments: the first ref named by an elision note in the conversation.
+ELIDED = "$ELIDED"
+_ELIDED_REF = re.compile(r"Call read_result with ref \"(sha256:[0-9a-f]{64})\"")
+
+
+@dataclass
+class PlanFollowingModel:
+    """Stands in for a prompt-injected Claude: it does whatever the conversation tells it to.
+
+    Every line ``CALL tool {"arg": ...}`` in the conversation (the task, and any tool result
+    too: a prompt injection) is a step of the plan, taken in order. A step is done once the
+    conversation holds a call of that tool with those arguments (as many times as the plan
+    lists it), so the plan is re-read from whatever the conversation says at each call:
+    change the conversation, and the model follows the new plan. Once every step is done,
+    it answers with the plan's ``ANSWER`` line, else with the last tool result it saw (so
+    what a run could read shows up in its answer). ``$ELIDED`` in a step's arguments is the
+    first ref an elision note names, as a model reading a result back would use it.
+    """
+
+    usage: Usage = field(default_factory=lambda: Usage(input_tokens=1000, output_tokens=100))
+    requests: list[ModelRequest] = field(default_factory=list)
+
+    async def complete(self, request: ModelRequest) -> ModelResponse:
+        if request.purpose == "summary":
+            return ModelResponse(content=[{"type": "text", "text": "summary of the work so far"}], usage=self.usage.model_copy(),
+                                 stop_reason="end_turn", model=request.model)
+        self.requests.append(request)
+        texts: list[str] = []
+        done: dict[str, int] = {}
+        last_result = ""
+        for message in request.messages:
+            content = message.get("content")
+            blocks: list[dict[str, Any]] = [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+            for block in blocks:
+                kind = block.get("type")
+                if kind == "text":
+                    texts.append(str(block.get("text", "")))
+                elif kind == "tool_result":
+                    result = block.get("content")
+                    last_result = result if isinstance(result, str) else "\n".join(str(b.get("text", "")) for b in result or [])
+                    texts.append(last_result)
+                elif kind == "tool_use":
+                    key = _step_key(block["name"], block.get("input") or {})
+                    done[key] = done.get(key, 0) + 1
+        text = "\n".join(texts)
+        elided = _ELIDED_REF.findall(text)
+        for name, raw in PLAN_STEP.findall(text):
+            args = json.loads(raw.replace(ELIDED, elided[0] if elided else ELIDED))
+            key = _step_key(name, args)
+            if done.get(key, 0) > 0:
+                done[key] -= 1
+                continue
+            call = {"type": "tool_use", "id": f"toolu_plan_{len(self.requests):04d}", "name": name, "input": args}
+            return ModelResponse(content=[call], usage=self.usage.model_copy(), stop_reason="tool_use", model=request.model)
+        closing = PLAN_ANSWER.findall(text)
+        answer_text = closing[-1] if closing else last_result or "done"
+        return ModelResponse(content=[{"type": "text", "text": answer_text}], usage=self.usage.model_copy(),
+                             stop_reason="end_turn", model=request.model)
+
+
+def _step_key(name: str, args: dict[str, Any]) -> str:
+    return name + json.dumps(args, sort_keys=True)

@@ -14,6 +14,11 @@ per id saying where its line starts (a writer killed between the marker and the
 line is noticed by the next one, which finds another line, or none, there).
 Standard output cannot be read back, so there each process writes what it
 created in the store.
+
+While payloads are encrypted, the sink writes each record without what the run
+handled (:func:`redacted`: ids, statuses, costs and refs), unless
+``AGENT_TRACE_PLAINTEXT=1`` (see :mod:`durable_agent.redaction`); the store keeps
+the record whole, sealed, and ``durable-agent trace`` shows it to a key holder.
 """
 
 from __future__ import annotations
@@ -31,10 +36,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from durable_agent import redaction
 from durable_agent.carry import compact_record
 from durable_agent.inputs import json_size
 from durable_agent.schemas import DecisionRecord
-from durable_agent.store import ContentStore
+from durable_agent.store import ContentIntegrityError, ContentStore
 
 #: The folder of the content store that holds the records.
 RECORDS = "records"
@@ -44,6 +50,13 @@ QUERY_TEXT_CHARS = 500
 QUERY_MAX_BYTES = 256_000
 #: The most one ``record_decisions`` activity carries, in bytes of JSON (Temporal refuses payloads over 2 MB).
 BATCH_MAX_BYTES = 1_800_000
+#: What of an observation a sink keeps while payloads are encrypted: statuses, timings, counts, ids and refs.
+REDACTED_OBSERVATION_FIELDS = frozenset(
+    {
+        "status", "duration_ms", "approval_id", "result_ref", "request_ids", "stop_reason",
+        "rate_limit_slot", "rate_limit_wait_ms", "tokens_before", "tokens_after", "elided_results", "summarised_messages",
+    }
+)
 
 
 def record_id(workflow_id: str, chain_run_id: str, step: int, call: int) -> str:
@@ -76,6 +89,29 @@ def record_name(record: DecisionRecord) -> str:
 # ----------------------------------------------------------------------- the sink
 
 
+def redacted(record: DecisionRecord) -> dict[str, Any]:
+    """``record`` as the sink writes it while payloads are encrypted: ids, statuses, costs and refs.
+
+    The action keeps its type and tool (``args`` and ``reasoning`` are null); the
+    observation keeps :data:`REDACTED_OBSERVATION_FIELDS`; each warning becomes
+    its kind (``POSSIBLE_LOOP``); ``"redacted": true`` says so.
+    """
+    view = record.model_dump(mode="json")
+    view["action"] = {"type": record.action.type, "tool": record.action.tool, "args": None, "reasoning": None}
+    view["observation"] = {key: value for key, value in view["observation"].items() if key in REDACTED_OBSERVATION_FIELDS}
+    view["warnings"] = [redaction.warning_kind(text) for text in record.warnings]
+    view["redacted"] = True
+    return view
+
+
+def sink_line(record: DecisionRecord) -> str:
+    """The sink's JSON line of ``record`` (without its newline): whole, or :func:`redacted` while payloads are encrypted."""
+    if redaction.trace_plaintext():
+        return record.model_dump_json()
+    return json.dumps(redacted(record), ensure_ascii=False, separators=(",", ":"))
+
+
+
 class TraceSink:
     """The JSON-lines view: a file appended once per record id, or a stream."""
 
@@ -88,7 +124,7 @@ class TraceSink:
     def append(self, record: DecisionRecord) -> bool:
         """Add ``record``'s line unless its id already has one; return whether it was added."""
         key = record.record_id or f"{record.session_id}/{record.step}/{record.timestamp.isoformat()}"
-        line = (record.model_dump_json() + "\n").encode("utf-8")
+        line = (sink_line(record) + "\n").encode("utf-8")
         with self._lock:
             if self.path is None:
                 if key in self._seen:
@@ -206,11 +242,37 @@ async def read_records(store: ContentStore, workflow_id: str, run: str | None = 
             return []
         run = chains[-1]
     records = []
-    for name in await _names(store, f"{_run_folder(workflow_id)}/{_name_segment(run)}"):
+    for name in await _names(store, _chain_folder(workflow_id, run)):
         value = await store.read_named(name)
         if value is not None:
-            records.append(DecisionRecord.model_validate(value))
+            records.append(_checked(store, name, DecisionRecord.model_validate(value)))
     return records
+
+
+async def observed_result(store: ContentStore, workflow_id: str, run: str, ref: str) -> bool:
+    """Whether a decision record of the chain ``run`` of ``workflow_id`` observed the result ``ref`` (newest first)."""
+    for name in reversed(await _names(store, _chain_folder(workflow_id, run))):
+        value = await store.read_named(name)
+        observation = value.get("observation") if isinstance(value, dict) else None
+        if isinstance(observation, dict) and observation.get("result_ref") == ref:
+            _checked(store, name, DecisionRecord.model_validate(value))
+            return True
+    return False
+
+
+def _chain_folder(workflow_id: str, run: str) -> str:
+    return f"{_run_folder(workflow_id)}/{_name_segment(run)}"
+
+
+def _checked(store: ContentStore, name: str, record: DecisionRecord) -> DecisionRecord:
+    """``record``, read under ``name``, if its id says it belongs there (a record copied from elsewhere does not)."""
+    try:
+        belongs = record.record_id is not None and record_name(record) == name
+    except ValueError:  # an id that is not workflow/run/step/call
+        belongs = False
+    if not belongs:
+        raise ContentIntegrityError(f"record {name!r}", store.location, f"it holds the record {record.record_id!r}")
+    return record
 
 
 # ------------------------------------------------------------- the trace query

@@ -193,6 +193,17 @@ def fake_anthropic() -> Iterator[FakeAnthropic]:
         yield fake
 
 
+@pytest.fixture
+def fake_api(harness: "Harness", fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAnthropic]:
+    """The fake Messages API, with the in-process worker's client pointed at it (after ``harness`` cleared the env)."""
+    from durable_agent.models.anthropic import set_credentials_provider
+
+    for name, value in fake_anthropic.environ().items():
+        monkeypatch.setenv(name, value)
+    yield fake_anthropic
+    set_credentials_provider(None)
+
+
 def subprocess_env(state: Path, address: str, **extra: str) -> dict[str, str]:
     """Environment for a worker or CLI subprocess pointed at the test server and state."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "TEMPORAL_"))}

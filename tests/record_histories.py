@@ -127,6 +127,11 @@ Scenario = tuple[str, dict[str, Any], dict[str, Any] | None, list[dict[str, Any]
 
 SCENARIOS: list[Scenario] = [
     ("offline_small_refund", {"task": "Refund 20 USD on order ord-789"}, None, None, None),
+    # Numbers given as strings: taken as numbers by the code before patch strict-input-numbers (with which this
+    # one was recorded: it must still replay as it ran), refused at once since.
+    ("budget_as_text_before_strict_numbers", {"task": "Refund 20 USD on order ord-789", "budget_usd": "1.00", "max_steps": "20"},
+     None, None, None),
+    ("budget_as_text_refused", {"task": "Refund 20 USD on order ord-789", "budget_usd": "1.00"}, None, None, None),
     # Bound decisions: ids unique across executions; a signal without one refused, then one naming it.
     ("bound_refund_approved_by_id", {"task": "Refund order ord-789"}, None, None, _signal_without_id_then_with_it),
     # Signed decisions: the keyring read at decision time, a forged decision refused, a signed one approved.
@@ -167,11 +172,30 @@ SCENARIOS: list[Scenario] = [
     # A loop that pauses the run through the approval mechanism (patch anomaly-pause): resumed, then stopped.
     ("scripted_anomaly_paused_then_stopped", {"task": "x", "model": "SCRIPTED"}, {"anomalies": {"on_loop": "pause"}},
      [tool_use("search_kb", {"query": "a"})] * 4 + [answer("never")], _resume_then_stop),
+    # Recorded before the webhook URL was kept out of payloads (issue 17): the URL is in the resolve_agent
+    # result, the notify_reviewer input and the state carried across continue-as-new; new code replays it.
+    ("webhook_url_carried_continue_as_new", {"task": "Refund order ord-789"},
+     {"continue_as_new_every": 3, "approval": {**SUPPORT_PROFILE["approval"], "webhook_url": "http://127.0.0.1:9/hooks/approvals/RECORDED-TOKEN"}},
+     None, _approve_by_signal),
+    # A world-changing tool that times out: not retried, its outcome unknown (patch tool-timeout-outcome-unknown).
+    ("scripted_tool_timeout_outcome_unknown", {"task": "pay", "model": "SCRIPTED"}, {"tools": ["pay_slowly"], "autonomy": "autonomous"},
+     [tool_use("pay_slowly", {"account": "acc-1", "amount": 10.0}), answer("its outcome is unknown")], None),
     # A small window: the conversation is compacted (old results elided, then summarised) mid-run.
     ("scripted_compaction", {"task": "read the reports", "model": "SCRIPTED"},
      {"tools": ["report"], "autonomy": "autonomous", "context_window_tokens": 8192},
      [*[tool_use("report", {"n": n, "size": 3000}) for n in range(10)], answer("read them all")], None),
+    # MCP tools through the gate (issue 19): a read-only call, a destructive one approved, an isError result.
+    ("scripted_mcp_tools", {"task": "Tidy the tickets", "model": "SCRIPTED"}, {"tools": ["lookup_order", "tickets.*"]},
+     [tool_use("mcp__tickets__get_ticket", {"ticket_id": "T-1"}), tool_use("mcp__tickets__delete_ticket", {"ticket_id": "T-1"}),
+      tool_use("mcp__tickets__broken_report", {}), answer("done")], _approve_by_signal),
 ]
+
+#: Top-level agents.toml keys a scenario needs beyond the profile, given the recording's state folder.
+TOP_LEVEL: dict[str, Callable[[Path], dict[str, Any]]] = {
+    "scripted_mcp_tools": lambda state: {
+        "mcp_servers": {"tickets": {"command": sys.executable, "args": [str(HERE / "mcp_servers.py"), "stdio"], "env": {"MCP_TEST_STATE": str(state)}}}
+    },
+}
 
 #: Entity workflows a scenario drives, recorded after it: (file name, workflow id template).
 ENTITIES = {
@@ -205,6 +229,8 @@ async def record(client: Client, state: Path, only: list[str] | None = None) -> 
         top: dict[str, Any] = {"reviewer_keys": {name: key.public_key for name, key in RECORD_KEYS.items()}}
         if pricing:
             top["pricing"] = pricing
+        if name in TOP_LEVEL:
+            top.update(TOP_LEVEL[name](state))
         config = make_config({"support": profile}, **top)
         workflow_id = f"history-{name}"
         os.environ["SHOP_DB"] = str(state / f"shop-{name}.sqlite")  # every scenario starts from the seed shop

@@ -9,10 +9,12 @@ and More Actions, Send an Update, ``review``, ``{"approval_id": ..., "approved":
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 import shlex
 import subprocess
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +22,7 @@ import pytest
 
 from durable_agent.client import AgentClient
 from durable_agent.demo import shop
-from tests.conftest import Harness
+from tests.conftest import Harness, subprocess_env
 from tests.test_approvals import CANCEL_1001, REFUND_4999, current_details, support, wait_pending
 from tests.processes import dev_server
 from tests.test_processes import cli
@@ -75,6 +77,32 @@ class TestCliApproval:
             await asyncio.to_thread(cli, server_address, *argv[1:])
             result = await handle.result()
         assert [(a.approval_id, a.status, a.reviewer) for a in result.approvals] == [(approval_id, "approved", "dana")]
+
+    async def test_the_starters_command_binds_the_arguments(self, harness: Harness, server_address: str, state_dir: Path) -> None:
+        """The approve command `durable-agent run` prints names the arguments' digest, and works as pasted."""
+        from durable_agent.cli.run import follow
+
+        async with harness.worker():
+            handle = await harness.start(REFUND_4999)
+            shown = io.StringIO()
+            following = asyncio.create_task(follow(handle, server_address, shown, prompt=False))
+            pending = (await wait_pending(handle)).pending_approvals[0]
+            deadline = time.monotonic() + 30
+            while "approve:" not in shown.getvalue():
+                assert time.monotonic() < deadline and not following.done(), shown.getvalue()
+                await asyncio.sleep(0.1)
+            command = next(line for line in shown.getvalue().splitlines() if line.strip().startswith("approve:"))
+            argv = shlex.split(command.split("approve:", 1)[1])
+            assert argv[argv.index("--args-sha256") + 1] == pending.args_sha256
+            env = subprocess_env(state_dir, server_address)
+            # Another digest (the arguments changed since the reviewer looked) is refused, and says so.
+            altered = [*argv[: argv.index("--args-sha256") + 1], "0" * 64, *argv[argv.index("--args-sha256") + 2 :]]
+            refused = await asyncio.to_thread(subprocess.run, altered, capture_output=True, text=True, timeout=60, env=env)
+            assert refused.returncode == 1 and "refused" in refused.stderr, refused.stderr
+            pasted = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True, timeout=60, env=env)
+            assert pasted.returncode == 0, pasted.stderr
+            result = await asyncio.wait_for(following, timeout=60)
+        assert result.status == "success" and [a.approval_id for a in result.approvals] == [pending.approval_id]
 
     async def test_review_update_from_the_cli_answers(self, harness: Harness, server_address: str) -> None:
         async with harness.worker(support(approval={"reviewers": ["alice"]})):

@@ -8,14 +8,23 @@ cross-origin credentials; before signing in, the UI sees only ciphertext.
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import json
 import os
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from http.cookies import SimpleCookie
 from pathlib import Path
 
 import pytest
+from google.protobuf import json_format
+from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from durable_agent.codec_server import create_app
+from durable_agent.codec_server import COOKIE, create_app
 from durable_agent.encryption import EncryptionCodec, KeyRing, with_encryption
 from tests.test_cli_and_ui_approval import CHROMIUM, CHROMIUM_ARGS
 from tests.test_encryption import serving
@@ -58,6 +67,10 @@ async def test_ui_decodes_through_the_codec_server_only_after_sign_in(tmp_path: 
                 await page.get_by_label("Codec token").fill(TOKEN)
                 await page.get_by_role("button", name="Sign in").click()
                 await expect(page.get_by_text("Signed in.")).to_be_visible()
+                # The browser holds a signed session that expires, never the token.
+                cookie = next(c for c in await page.context.cookies(codec_url) if c["name"] == COOKIE)
+                assert TOKEN not in cookie["value"] and cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+                assert 0 < cookie["expires"] - time.time() <= 12 * 3600
 
                 # The UI's codec settings: this browser's endpoint, with cross-origin credentials.
                 await page.goto(run_url)
@@ -80,3 +93,59 @@ async def test_ui_decodes_through_the_codec_server_only_after_sign_in(tmp_path: 
             finally:
                 await browser.close()
         await handle.terminate()
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
+def login(url: str, token: str, headers: dict[str, str] | None = None) -> SimpleCookie:
+    """POST the token to /login, as the form does; the cookie it sets."""
+    request = urllib.request.Request(f"{url}/login", data=urllib.parse.urlencode({"token": token}).encode(), headers=headers or {})
+    try:
+        urllib.request.build_opener(NoRedirect).open(request, timeout=10)
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 303, exc.code
+        return SimpleCookie(exc.headers["set-cookie"])
+    raise AssertionError("/login did not redirect")
+
+
+def decode(url: str, body: bytes, cookie: str) -> int:
+    request = urllib.request.Request(f"{url}/decode", data=body, headers={"Content-Type": "application/json", "Cookie": f"{COOKIE}={cookie}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - a loopback test server
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+class TestCodecSession:
+    """Signing in at /login gives a signed, expiring session cookie, Secure over HTTPS; never the token itself."""
+
+    async def test_the_cookie_is_a_signed_session_that_expires(self) -> None:
+        now = [time.time()]
+        ring = KeyRing.parse(f"k1:{base64.b64encode(os.urandom(32)).decode()}")
+        sealed = await EncryptionCodec(ring).encode([Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(MARKER).encode())])
+        body = json_format.MessageToJson(Payloads(payloads=sealed)).encode()
+        async with serving(create_app(EncryptionCodec(ring), TOKEN, clock=lambda: now[0])) as url:
+            cookie = (await asyncio.to_thread(login, url, TOKEN))[COOKIE]
+            assert TOKEN not in cookie.value
+            assert cookie["httponly"] and cookie["samesite"].lower() == "lax" and not cookie["secure"]
+            assert cookie["max-age"] == str(12 * 3600)
+            assert await asyncio.to_thread(decode, url, body, cookie.value) == 200
+            # The token itself, or a session altered by a byte, is no session.
+            assert await asyncio.to_thread(decode, url, body, TOKEN) == 401
+            assert await asyncio.to_thread(decode, url, body, cookie.value[:-2] + ("A" if cookie.value[-2] != "A" else "B") + cookie.value[-1]) == 401
+            now[0] += 12 * 3600 + 1
+            assert await asyncio.to_thread(decode, url, body, cookie.value) == 401
+
+            # Behind a TLS proxy (X-Forwarded-Proto from a trusted address): Secure, and usable by a UI on another site.
+            secure = (await asyncio.to_thread(login, url, TOKEN, {"X-Forwarded-Proto": "https"}))[COOKIE]
+            assert secure["secure"] and secure["samesite"].lower() == "none" and secure["httponly"]
+
+        # Another codec server with the same token accepts the session (replicas, restarts); another token does not.
+        async with serving(create_app(EncryptionCodec(ring), TOKEN, clock=lambda: now[0])) as again:
+            assert await asyncio.to_thread(decode, again, body, secure.value) == 200
+        async with serving(create_app(EncryptionCodec(ring), "another-token", clock=lambda: now[0])) as rotated:
+            assert await asyncio.to_thread(decode, rotated, body, secure.value) == 401

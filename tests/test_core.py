@@ -151,7 +151,17 @@ class TestProfiles:
         [
             ('[agents.a]\ntools = ["nope"]\n', "agents.a.tools[0]", "no tool named 'nope'"),
             ('[agents.a]\nautonomy = "yolo"\n', "agents.a.autonomy", "Input should be"),
-            ('[agents.a]\ncolour = "red"\n', "agents.a.colour", "Extra inputs are not permitted"),
+            ('[agents.a]\ncolour = "red"\n', "agents.a.colour", "unknown key; the keys here are: description, model, system_prompt"),
+            # Typos are answered with the key meant (issue 23).
+            ("[agents.a]\n[agents.a.approval]\nmax_ammount = 10\n", "agents.a.approval.max_ammount", "unknown key; did you mean 'max_amount'?"),
+            ("[agents.a]\n[agents.a.aproval]\nmax_amount = 10\n", "agents.a.aproval", "unknown key; did you mean 'approval'?"),
+            ("tool_module = []\n[agents.a]\n", "tool_module", "unknown key; did you mean 'tool_modules'?"),
+            ("[agents.a]\n[agents.a.anomalies]\nStep_Tokens = 10\n", "agents.a.anomalies.Step_Tokens", "did you mean 'step_tokens'?"),
+            # Numbers in quotes are refused, naming the key (pydantic would read "1.00" as 1.0).
+            ('[agents.a]\nbudget_usd = "1.00"\n', "agents.a.budget_usd", 'must be a number, not the string "1.00": write budget_usd = 1.00 (no quotes)'),
+            ("[agents.a]\n[agents.a.approval]\nmax_amount = true\n", "agents.a.approval.max_amount", "must be a number, not true"),
+            ('[agents.a]\n[agents.a.approval]\ntimeout_seconds = "300"\n', "agents.a.approval.timeout_seconds", "write timeout_seconds = 300"),
+            ('[pricing.models."m"]\ninput = "2"\noutput = 10\n[agents.a]\n', "pricing.models.m.input", 'not the string "2"'),
             ('[agents.a]\nmax_tokens = "lots"\n', "agents.a.max_tokens", "valid integer"),
             ('[agents.a]\n[agents.a.approval]\ntimeout_seconds = -1\n', "agents.a.approval.timeout_seconds", "greater than 0"),
             ('[defaults]\nagent = "b"\n[agents.a]\n', "(top level)", "defaults.agent names 'b'"),
@@ -170,6 +180,18 @@ class TestProfiles:
         assert info.value.key == key
         assert message in info.value.message
         assert str(info.value).startswith(f"{path}: {key}: ")
+
+    @pytest.mark.parametrize(
+        ("typed", "meant"), [("max_ammount = 1000.0", "max_amount = 1000.0"), ('budget_usd = "1.00"', "budget_usd = 1.00")]
+    )
+    def test_the_readme_shows_what_a_typo_in_the_shipped_file_gives(self, tmp_path: Path, typed: str, meant: str) -> None:
+        shipped = (Path(__file__).parent.parent / "agents.toml").read_text()
+        assert meant in shipped
+        path, load = self._load(tmp_path, shipped.replace(meant, typed))
+        with pytest.raises(ConfigError) as info:
+            load()
+        readme = (Path(__file__).parent.parent / "README.md").read_text()
+        assert f"worker: configuration error: {str(info.value).replace(str(path), 'agents.toml')}\n" in readme
 
     def test_missing_file(self, tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match="not found"):

@@ -19,12 +19,15 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from durable_agent.codec_server import create_app
+from durable_agent.converter import UNDECODABLE, guarded
 from durable_agent.encryption import (
     ENCODING,
+    CiphertextMismatch,
     DecryptionError,
     EncryptionCodec,
     EncryptionConfigError,
     KeyRing,
+    MissingEncryptionKey,
     with_encryption,
 )
 from tests.processes import free_port
@@ -81,6 +84,42 @@ class TestKeyRing:
         assert ring("k1").open_blob(b'{"a":1}') == b'{"a":1}'
 
 
+class TestBoundBlobs:
+    """A blob sealed to what it is (its ref, its name) opens for that and nothing else; old blobs still open."""
+
+    def test_opens_only_for_its_binding(self) -> None:
+        keys = ring("k1")
+        blob = keys.seal_blob(b"pay alice 20", bound_to=b"sha256:aaaa")
+        assert blob.startswith(b"DAE2") and keys.open_blob(blob, b"sha256:aaaa") == b"pay alice 20"
+        for other in (b"sha256:bbbb", None):
+            with pytest.raises(CiphertextMismatch):
+                keys.open_blob(blob, other)
+        legacy = keys.seal_blob(b"old")  # the first format: bound to nothing, still read
+        assert legacy.startswith(b"DAE1") and keys.open_blob(legacy, b"sha256:anything") == b"old"
+
+    @pytest.mark.parametrize("blob", [b"DAE2", b"DAE1\x05ab", b"DAE2\x02\xff\xfe" + b"x" * 40, b"DAE2\x02k1" + b"x" * 40])
+    def test_malformed_blobs_do_not_verify(self, blob: bytes) -> None:
+        with pytest.raises(DecryptionError):  # CiphertextMismatch, or a key id that is not configured
+            ring("k1").open_blob(blob, b"sha256:aaaa")
+
+
+class TestContentDigests:
+    """Refs made with keys are HMACs nobody without the keys can compute; a rotation keeps old ones verifiable."""
+
+    def test_keyed_deterministic_and_rotatable(self) -> None:
+        import hashlib
+
+        keys: dict[str, str] = {}
+        old = ring("k1", keys=keys)
+        digest = old.content_digest(b'{"task":"x"}')
+        assert digest == old.content_digest(b'{"task":"x"}') != hashlib.sha256(b'{"task":"x"}').hexdigest()
+        assert digest != ring("k9").content_digest(b'{"task":"x"}')  # another deployment's keys: another ref
+        rotated = ring("k2", "k1", keys=keys)
+        assert rotated.content_digest(b'{"task":"x"}') != digest
+        assert rotated.is_content_digest(b'{"task":"x"}', digest) and not rotated.is_content_digest(b'{"task":"y"}', digest)
+        assert not ring("k2", keys=keys).is_content_digest(b'{"task":"x"}', digest)
+
+
 class TestPayloadCodec:
     """Temporal payloads are encrypted with the key id in metadata; plain ones still decode."""
 
@@ -106,6 +145,25 @@ class TestPayloadCodec:
 
     def test_off_without_keys(self) -> None:
         assert with_encryption(pydantic_data_converter, None) is pydantic_data_converter
+
+
+class TestWorkerCodec:
+    """On a worker, a payload under a key it lacks raises (its task is retried elsewhere); garbage under its key is refused."""
+
+    async def test_missing_keys_raise_and_garbage_becomes_a_marker(self) -> None:
+        sealed = await EncryptionCodec(ring("k2")).encode([Payload(data=b"secret")])
+        keyless = guarded(pydantic_data_converter).payload_codec
+        keyed = guarded(with_encryption(pydantic_data_converter, ring("k1"))).payload_codec
+        assert keyless is not None and keyed is not None
+        with pytest.raises(MissingEncryptionKey, match="key 'k2', but AGENT_ENCRYPTION_KEYS is not set on this worker"):
+            await keyless.decode(sealed)
+        with pytest.raises(MissingEncryptionKey, match="key 'k2', but AGENT_ENCRYPTION_KEYS lists only 'k1'"):
+            await keyed.decode(sealed)
+        garbage = Payload(metadata={"encoding": ENCODING, "encryption-key-id": b"k1"}, data=b"not a ciphertext")
+        [marker] = await keyed.decode([garbage])
+        assert marker.metadata["encoding"] == UNDECODABLE and b"does not verify" in marker.data
+        plain = Payload(metadata={"encoding": b"json/plain"}, data=b'{"task": "x"}')
+        assert await keyless.decode([plain]) == [plain] and await keyless.encode([plain]) == [plain]
 
 
 @contextlib.asynccontextmanager

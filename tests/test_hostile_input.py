@@ -293,11 +293,18 @@ class TestStartInput:
             (b'{"task": "x", "metadata": ' + b"[" * 5000 + b"]" * 5000 + b"}", "could not be decoded: its JSON nests too deeply"),
             (b"[1, 2", "could not be decoded: it is not JSON"),
             (b'"just a string"', "expected a JSON object, got a string"),
-            (b'{"task": "x", "budget_usd": "Infinity"}', "budget_usd: must be a finite number"),
+            (b'{"task": "x", "budget_usd": "Infinity"}', 'budget_usd: must be a JSON number, not the string "Infinity"'),
             (b'{"task": "x", "budget_usd": NaN}', "budget_usd: must be a finite number"),
             (b'{"task": "x", "max_steps": 1e400}', "max_steps"),
+            # Issue 23: the field meant, and numbers in quotes refused (they were read as numbers).
+            (b'{"task": "x", "budget": 1}', "budget: unknown field; did you mean 'budget_usd'?"),
+            (b'{"task": "x", "budget_usd": "1.00"}', 'budget_usd: must be a JSON number, not the string "1.00"'),
+            (b'{"task": "x", "max_steps": "5", "budget_usd": true}', 'budget_usd: must be a JSON number, not true; max_steps: must be a JSON number, not the string "5"'),
         ],
-        ids=["not-utf8", "lone-surrogate", "metadata-200-deep", "5000-deep", "not-json", "a-string", "infinite-budget", "nan-budget", "huge-number"],
+        ids=[
+            "not-utf8", "lone-surrogate", "metadata-200-deep", "5000-deep", "not-json", "a-string", "infinite-budget", "nan-budget",
+            "huge-number", "typo", "number-as-text", "numbers-as-text-and-bool",
+        ],
     )
     async def test_undecodable_or_meaningless_input_fails_at_once(self, harness: Harness, payload: bytes, expected: str) -> None:
         async with harness.worker():

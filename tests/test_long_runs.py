@@ -7,6 +7,7 @@ and remembering the largest prompt it was sent; the run is real, on Temporal.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import threading
@@ -17,10 +18,10 @@ import pytest
 from temporalio.client import WorkflowFailureError
 from temporalio.testing import ActivityEnvironment
 
-from durable_agent import context
+from durable_agent import context, results
 from durable_agent.activities import AgentActivities
 from durable_agent.cli.worker import create_worker
-from durable_agent.schemas import AgentResult, CompactInput, DecisionRecord, ToolCall
+from durable_agent.schemas import AgentResult, CompactInput, DecisionRecord, ToolCall, ToolCallInput
 from durable_agent.store import ContentStore
 from tests.conftest import Harness, make_config
 from tests.fake_anthropic import FakeAnthropic, RecordedRequest, Reply, error, text, tool_use
@@ -227,11 +228,17 @@ class TestCompactionActivity:
     async def test_read_result_pages_through_a_stored_result(self, tmp_path: Path) -> None:
         store = ContentStore(tmp_path / "content")
         activities = AgentActivities(make_config(), store)
-        ref = await store.put({"tool": "report", "output": report_text(7, 8192)})
-        call = ToolCall(id="t", name="read_result", args={"ref": ref, "offset": 8000, "length": 500})
-        out = await activities.read_result(call)
+        ref = await store.put(results.tool_result("report", report_text(7, 8192), results.RunChain("wf-1", "run-1")))
+        env = ActivityEnvironment()
+        env.info = dataclasses.replace(env.info, workflow_id="wf-1", workflow_run_id="run-1")
+
+        def read(args: dict[str, Any]) -> ToolCallInput:
+            call = ToolCall(id="t", name="read_result", args=args)
+            return ToolCallInput(session_id="wf-1", agent="long", call=call, idempotency_key="wf-1/run-1/9/0/t", step=9)
+
+        out = await env.run(activities.run_tool, read({"ref": ref, "offset": 8000, "length": 500}))
         text_ = (await store.get(out.ref))["output"]
         assert out.status == "ok" and text_.endswith(report_text(7, 8192)[8000:])
         assert "characters 8000-8192 of 8192" in text_
-        refused = await activities.read_result(ToolCall(id="t", name="read_result", args={"ref": await store.put({"x": 1})}))
-        assert refused.status == "error" and "no tool result" in (refused.error or "")
+        refused = await env.run(activities.run_tool, read({"ref": await store.put({"x": 1})}))
+        assert refused.status == "error" and "no result of this run is kept" in (refused.error or "")

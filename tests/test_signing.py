@@ -22,7 +22,9 @@ from durable_agent.decisions import (
     check_binding,
     check_signer,
     decision_target,
+    delegate_may_decide,
     signed_review,
+    unauthenticated_allow_list,
 )
 from durable_agent.schemas import ApprovalPolicy, ApprovalRecord, PendingApproval, ReviewerKeyring, ReviewRequest
 
@@ -238,3 +240,32 @@ class TestSignedDecisions:
         other_run = signed(alice, target=pending(run_id="run-id-0")).model_copy(update={"run_id": "run-id-1"})
         with pytest.raises(DecisionRefused, match="^the signature does not verify with the key of 'alice'"):
             check_signer(other_run, pending(), keyring(alice), **WHERE)
+
+
+class TestWhoTheInboxShows:
+    """The inbox shows a reviewer what a decision it signs for them could decide; a name-only allow-list is named."""
+
+    @pytest.mark.parametrize(
+        ("policy", "reviewer", "keys", "shown"),
+        [
+            (ApprovalPolicy(require_signature=True, reviewers=["alice"], delegates=["inbox"]), "alice", {"inbox"}, True),
+            (ApprovalPolicy(require_signature=True, reviewers=["alice"], delegates=["inbox"]), "bob", {"inbox"}, False),
+            # The inbox is not a delegate, or has no key: nothing it signs counts.
+            (ApprovalPolicy(require_signature=True, reviewers=["alice"]), "alice", {"inbox"}, False),
+            (ApprovalPolicy(require_signature=True, reviewers=["alice"], delegates=["inbox"]), "alice", set(), False),
+            # Unsigned: the allow-list alone; an empty one lets anyone decide.
+            (ApprovalPolicy(reviewers=["alice"]), "alice", set(), True),
+            (ApprovalPolicy(reviewers=["alice"]), "mallory", set(), False),
+            (ApprovalPolicy(), "mallory", set(), True),
+        ],
+    )
+    def test_delegate_may_decide(self, policy: ApprovalPolicy, reviewer: str, keys: set[str], shown: bool) -> None:
+        assert delegate_may_decide(policy, reviewer, "inbox", keys) is shown
+
+    def test_a_name_only_allow_list_is_named_with_the_fix(self) -> None:
+        warning = unauthenticated_allow_list("agents.toml", "support", ApprovalPolicy(reviewers=["alice"]))
+        assert warning is not None and warning.startswith("agents.toml: agents.support.approval.reviewers ('alice') is not authenticated")
+        assert "require_signature = true" in warning and "[reviewer_keys]" in warning
+        assert unauthenticated_allow_list("agents.toml", "support", ApprovalPolicy()) is None
+        signed = ApprovalPolicy(require_signature=True, reviewers=["alice"])
+        assert unauthenticated_allow_list("agents.toml", "support", signed) is None

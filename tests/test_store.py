@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ import pytest
 
 from durable_agent.blobs import StoreUnavailable
 from durable_agent.encryption import DecryptionError, KeyRing
-from durable_agent.store import SEGMENT_MESSAGES, ContentStore, MissingContent, open_store
+from durable_agent.store import SEGMENT_MESSAGES, ContentIntegrityError, ContentStore, MissingContent, stored_json, open_store
 from tests.s3_server import create_bucket
 
 MARKER = "MARKER-store-5b1e"
@@ -120,6 +121,121 @@ class TestEncryptedStore:
         with pytest.raises(DecryptionError, match="AGENT_ENCRYPTION_KEYS is not set"):
             await plain.get(head)
         await plain.close()
+
+
+def key_of(ref: str) -> str:
+    digest = ref.removeprefix("sha256:")
+    return f"{digest[:2]}/{digest}.json"
+
+
+async def overwrite(s: ContentStore, key: str, data: bytes | None) -> None:
+    """Write ``data`` under ``key`` as someone with write access to the store would (the directory backend only
+    refreshes a key that exists, so write its file directly)."""
+    assert data is not None
+    root = getattr(s.backend, "root", None)
+    if root is not None:
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_bytes(data)
+    else:
+        await s.backend.write(key, data)
+
+
+class TestVerifiedReads:
+    """Every read is checked against its ref or name: what someone with bucket access wrote or copied is refused."""
+
+    async def test_altered_content_is_refused_without_keys(self, store: ContentStore, store_url: str) -> None:
+        head = await store.append(None, {"role": "user", "content": "refund 20 USD"})
+        await overwrite(store, key_of(head), stored_json({"prev": None, "message": {"role": "user", "content": "refund 2000 USD"}}))
+        cold = open_store(url=store_url)  # a worker that has not seen the conversation
+        try:
+            with pytest.raises(ContentIntegrityError, match="does not hash to its ref") as caught:
+                await cold.messages(head)
+        finally:
+            await cold.close()
+        assert head in str(caught.value) and store.location in str(caught.value)
+
+    async def test_plaintext_is_refused_with_keys(self, store_url: str) -> None:
+        s = open_store(KeyRing.parse(key_spec("k1")), url=store_url)
+        value = {"prev": None, "message": {"role": "user", "content": "refund 20 USD"}}
+        ref = await s.put(value)
+        await overwrite(s, key_of(ref), stored_json(value))  # even the very content, unsealed
+        with pytest.raises(ContentIntegrityError, match="plaintext is refused") as caught:
+            await s.get(ref)
+        assert ref in str(caught.value)
+        await s.close()
+
+    async def test_a_sealed_blob_copied_onto_another_ref_is_refused(self, store_url: str) -> None:
+        s = open_store(KeyRing.parse(key_spec("k1")), url=store_url)
+        mine, theirs = await s.put({"pay": "alice", "amount": 20}), await s.put({"pay": "mallory", "amount": 999})
+        await overwrite(s, key_of(mine), await s.backend.read(key_of(theirs)))
+        with pytest.raises(ContentIntegrityError, match="does not verify") as caught:
+            await s.get(mine)
+        assert mine in str(caught.value)
+        assert await s.get(theirs) == {"pay": "mallory", "amount": 999}
+        await s.close()
+
+    async def test_refs_are_keyed_and_survive_rotation(self, store_url: str) -> None:
+        value = {"role": "user", "content": "Refund order ord-789"}
+        predictable = "sha256:" + hashlib.sha256(stored_json(value)).hexdigest()
+        plain = open_store(url=store_url)
+        assert await plain.put(value) == predictable  # without keys: the SHA-256, verified on read
+        await plain.close()
+        old, new = key_spec("k1"), key_spec("k2")
+        s = open_store(KeyRing.parse(old), url=store_url)
+        keyed = await s.put(value)
+        assert keyed != predictable  # nobody without the keys can compute it, or confirm a guess with it
+        await s.close()
+        rotated = open_store(KeyRing.parse(f"{new},{old}"), url=store_url)
+        assert await rotated.get(keyed) == value  # refs recorded before the rotation still read
+        again = await rotated.put(value)
+        assert again not in (keyed, predictable) and await rotated.get(again) == value
+        await rotated.close()
+
+    async def test_blobs_sealed_before_refs_were_bound_still_read_and_stay_bound(self, store_url: str) -> None:
+        """Runs in flight at the upgrade: their DAE1 blobs under plain SHA-256 refs are bound by that hash."""
+        ring = KeyRing.parse(key_spec("k1"))
+        s = open_store(ring, url=store_url)
+        refs = []
+        for value in ({"amount": 20}, {"amount": 999}):
+            data = stored_json(value)
+            ref = "sha256:" + hashlib.sha256(data).hexdigest()
+            await s.backend.write(key_of(ref), ring.seal_blob(data))  # as the store sealed them before
+            refs.append(ref)
+        assert await s.get(refs[0]) == {"amount": 20}
+        await overwrite(s, key_of(refs[0]), await s.backend.read(key_of(refs[1])))
+        with pytest.raises(ContentIntegrityError, match="does not hash to its ref"):
+            await s.get(refs[0])
+        await s.close()
+
+    async def test_named_records_are_bound_to_their_name(self, store_url: str) -> None:
+        ring = KeyRing.parse(key_spec("k1"))
+        s = open_store(ring, url=store_url)
+        await s.create_named("records/run-a/1", {"status": "approved"})
+        await s.create_named("records/run-b/1", {"status": "rejected"})
+        await overwrite(s, "named/records/run-b/1", await s.backend.read("named/records/run-a/1"))
+        with pytest.raises(ContentIntegrityError, match="does not verify") as caught:
+            await s.read_named("records/run-b/1")
+        assert "records/run-b/1" in str(caught.value)
+        await overwrite(s, "named/records/run-b/1", stored_json({"status": "approved"}))
+        with pytest.raises(ContentIntegrityError, match="plaintext is refused"):
+            await s.read_named("records/run-b/1")
+        await s.backend.write("named/records/run-c/1", ring.seal_blob(stored_json({"old": True})))  # written before
+        assert await s.read_named("records/run-c/1") == {"old": True}
+        await s.close()
+
+    async def test_a_decision_record_copied_under_another_run_is_refused(self, store: ContentStore) -> None:
+        from durable_agent import trace
+        from durable_agent.schemas import ActionRecord, CostRecord, DecisionRecord
+
+        record = DecisionRecord(
+            record_id="run-a/r1/1/0", timestamp=datetime.now(UTC), agent_id="support", session_id="run-a", step=1,
+            action=ActionRecord(type="tool_call", tool="issue_refund"), observation={"status": "ok"}, cost=CostRecord(),
+        )
+        await store.create_named(trace.record_name(record), record.model_dump(mode="json"))
+        assert [r.record_id for r in await trace.read_records(store, "run-a")] == ["run-a/r1/1/0"]
+        await overwrite(store, "named/records/run-b/r1/000000001-0000", await store.backend.read("named/" + trace.record_name(record)))
+        with pytest.raises(ContentIntegrityError, match="holds the record 'run-a/r1/1/0'"):
+            await trace.read_records(store, "run-b")
 
 
 class TestCheckAndGc:

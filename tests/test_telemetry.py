@@ -9,23 +9,18 @@ import os
 import uuid
 
 import pytest
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from durable_agent import genai, telemetry
 from durable_agent.connection import connect
 from durable_agent.schemas import AgentResult, StatusView
 from tests.conftest import make_config
+from tests.otel_memory import METRICS, SPANS, install
 from durable_agent.cli.worker import create_worker
-
-SPANS = InMemorySpanExporter()
-METRICS = InMemoryMetricReader()
 
 
 @pytest.fixture(scope="module", autouse=True)
 def otel() -> None:
-    if not telemetry.setup(span_processors=[SimpleSpanProcessor(SPANS)], metric_readers=[METRICS]):
+    if not install():
         pytest.skip("telemetry was already set up in this process by something else")
 
 
@@ -52,7 +47,7 @@ class TestTelemetry:
             )
             result = await handle.result()
         assert result.status == "success"
-        spans = SPANS.get_finished_spans()
+        spans = _run_spans(handle.id)  # this run's trace: the exporter holds other tests' spans too
         steps = sorted((s for s in spans if s.name == "agent_step"), key=lambda s: s.attributes["agent.step"])
         # Every task replayed from history (no cache), yet each step is one span.
         assert [s.attributes["agent.step"] for s in steps] == [1, 2, 3, 4]
@@ -235,3 +230,30 @@ class TestGenAIConventions:
             ancestors.append(node.name)
         assert ancestors[-1] == "start_agent_run", ancestors
         assert starter.attributes["gen_ai.conversation.id"] == workflow_id
+
+
+class TestMcpSpans:
+    """An MCP server's tool is an ``execute_tool`` span in the run's trace, like a Python tool."""
+
+    async def test_an_mcp_call_is_an_execute_tool_span(self, server_address: str, state_dir, tmp_path) -> None:
+        from durable_agent.models import register_provider, unregister_provider
+        from durable_agent.testing import ScriptedModel, answer, tool_use
+        from tests.mcp_fixtures import stdio_config
+
+        model = f"scripted-{uuid.uuid4().hex[:8]}"
+        register_provider(model, ScriptedModel(script=[tool_use("mcp__tickets__broken_report", {}), answer("no report")]))
+        config = make_config(
+            {"support": {"tools": ["tickets.*"], "model": model}}, mcp_servers={"tickets": stdio_config(tmp_path)}
+        )
+        client = await connect(server_address)
+        queue, workflow_id = f"mcp-{uuid.uuid4().hex[:8]}", f"mcp-{uuid.uuid4().hex[:8]}"
+        try:
+            async with create_worker(client, config, task_queue=queue, max_cached_workflows=0):
+                handle = await client.start_workflow("AgentWorkflow", {"task": "report"}, id=workflow_id, task_queue=queue, result_type=AgentResult)
+                assert (await handle.result()).status == "success"
+        finally:
+            unregister_provider(model)
+        [span] = [s for s in _run_spans(workflow_id) if s.name.startswith("execute_tool ")]
+        assert span.name == "execute_tool mcp__tickets__broken_report"
+        assert span.attributes["gen_ai.tool.name"] == "mcp__tickets__broken_report"
+        assert span.attributes["durable_agent.tool.status"] == "error" and not span.status.is_ok

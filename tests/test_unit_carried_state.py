@@ -11,7 +11,7 @@ from durable_agent.workflows import continuation
 from durable_agent.workflows.agent import AgentWorkflow
 from durable_agent.workflows.progress import Progress
 from tests.component_kit import profile, record
-from tests.workflow_host import START
+from tests.workflow_host import START, FakeHost
 
 #: A carried state in which every field differs from its default: a field that a component
 #: forgets to carry, or to take back, comes back as its default and the round trip fails.
@@ -117,15 +117,24 @@ class TestStartArguments:
 
     def test_a_second_argument_from_a_client_is_refused(self) -> None:
         with pytest.raises(Exception, match="takes one JSON object, got 2 arguments"):
-            continuation.start_arguments(({"task": "x"}, FULL.model_dump(mode="json")), continued=False)
+            continuation.start_arguments(FakeHost(), ({"task": "x"}, FULL.model_dump(mode="json")), continued=False)
 
     def test_a_continuation_takes_its_state(self) -> None:
-        request, carried = continuation.start_arguments(({"task": "x"}, FULL.model_dump(mode="json")), continued=True)
+        request, carried = continuation.start_arguments(FakeHost(), ({"task": "x"}, FULL.model_dump(mode="json")), continued=True)
         assert (request.task, carried) == ("x", FULL)
 
     def test_a_bad_carried_state_is_named(self) -> None:
         with pytest.raises(Exception, match="the state carried from the previous run is invalid"):
-            continuation.start_arguments(({"task": "x"}, {"step": "many"}), continued=True)
+            continuation.start_arguments(FakeHost(), ({"task": "x"}, {"step": "many"}), continued=True)
+
+    def test_a_number_given_as_text_is_refused_only_in_new_runs(self) -> None:
+        with pytest.raises(Exception, match="budget_usd"):
+            continuation.start_arguments(FakeHost(), ({"task": "x", "budget_usd": "1.00"},), continued=False)
+        # A run that began before the patch took it as 1.0, and its replay still does.
+        request, _ = continuation.start_arguments(
+            FakeHost(unpatched=[continuation.PATCH_STRICT_INPUT_NUMBERS]), ({"task": "x", "budget_usd": "1.00"},), continued=False
+        )
+        assert request.budget_usd == 1.0
 
 
 class TestWhenToContinue:

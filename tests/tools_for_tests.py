@@ -7,6 +7,7 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Awaitable, Callable
 
 from durable_agent import ToolError, ToolRateLimited, ToolTimeout, tool, tool_context
 from durable_agent.demo import shop
@@ -178,3 +179,73 @@ def slow_transfer(account: str, amount: float, seconds: float = 4.0) -> dict:
     time.sleep(seconds)
     _count("slow_transfer", event="finished")
     return {"account": account, "amount": amount, "status": "done", "note": "y" * int(os.environ.get("TRANSFER_NOTE_CHARS", "0"))}
+
+
+#: What ``checkpoint`` awaits, by name: set by a test before the run (an attacker acting at that moment, say).
+CHECKPOINTS: dict[str, Callable[[], Awaitable[None]]] = {}
+
+
+@tool(read_only=True)
+async def checkpoint(name: str) -> str:
+    """Awaits the test's ``CHECKPOINTS[name]`` (if any) while the run waits on this call, then says so."""
+    _count("checkpoint", checkpoint=name)
+    hook = CHECKPOINTS.get(name)
+    if hook is not None:
+        await hook()
+    return f"checkpoint {name} passed"
+
+
+@tool(read_only=True)
+async def customer_record(customer_id: str) -> dict:
+    """A customer's record, with what must never leave the run that read it (an SSN and a card number)."""
+    _count("customer_record", customer_id=customer_id)
+    return {"customer_id": customer_id, "name": "Carol Example", "ssn": "078-05-1120", "card": "4111 1111 1111 1111"}
+
+
+@tool(risk="medium", amount_arg="amount", currency_arg="currency")
+async def pay(payee: str, amount: float, currency: str = "USD") -> dict:
+    """Pays ``amount`` to ``payee`` (counted: every payment a run makes is in the counter file)."""
+    _count("pay", payee=payee, amount=amount)
+    return {"payee": payee, "amount": amount, "currency": currency, "status": "paid"}
+
+
+@tool(amount_arg="amount", currency_arg="currency", protected=True)
+async def send_payment(iban: str, amount: float, currency: str = "EUR") -> dict:
+    """Pay an amount to a bank account (a stand-in for a payment API: it records the call and moves nothing)."""
+    _count("send_payment", iban=iban, amount=amount)
+    return {"paid": amount, "currency": currency}
+
+
+@tool(timeout=2.0)
+async def pay_slowly(account: str, amount: float) -> dict:
+    """Pays at 1 s (counted), confirms at 3 s: past its 2 s timeout, after the money moved."""
+    await asyncio.sleep(1.0)
+    _count("pay_slowly", event="paid")
+    await asyncio.sleep(2.0)
+    return {"account": account, "amount": amount, "status": "paid"}
+
+
+#: Payments ``pay_once_per_key`` made, by idempotency key (the same process as the worker).
+PAID_BY_KEY: dict[str, dict] = {}
+
+
+@tool(timeout=2.0, idempotent=True)
+async def pay_once_per_key(account: str, amount: float) -> dict:
+    """Pays once per idempotency key: the first attempt pays at 1 s and is slow to confirm; a retry finds the payment."""
+    key = tool_context().idempotency_key
+    if key in PAID_BY_KEY:
+        _count("pay_once_per_key", event="found")
+        return {**PAID_BY_KEY[key], "replayed": True}
+    await asyncio.sleep(1.0)
+    PAID_BY_KEY[key] = {"account": account, "amount": amount, "status": "paid"}
+    _count("pay_once_per_key", event="paid")
+    await asyncio.sleep(2.0)
+    return PAID_BY_KEY[key]
+
+
+@tool(timeout=1.0)
+def transfer_then_hang(account: str, seconds: float) -> dict:
+    """A synchronous transfer that moves the money at once, then hangs for `seconds` (past its activity's own limit)."""
+    _count("transfer_then_hang", event="transferred")
+    time.sleep(seconds)
+    return {"account": account, "status": "done"}

@@ -153,7 +153,7 @@ class AgentWorkflow:
     async def run(self, *args: Any) -> AgentResult:
         # Untyped on purpose: whatever a client sends reaches start_arguments, which refuses it
         # by name; a typed argument that fails to decode would fail the workflow task forever.
-        request, carried = continuation.start_arguments(args, continued=workflow.info().continued_run_id is not None)
+        request, carried = continuation.start_arguments(self._host, args, continued=workflow.info().continued_run_id is not None)
         self.settings.input = request
         if carried is not None:
             continuation.restore(self._carriers(), carried)

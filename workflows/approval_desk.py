@@ -236,7 +236,6 @@ class ApprovalDesk:
                 agent=agent.name,
                 approval=pending,
                 approve_command=self._approve_command(approval_id),
-                webhook_url=agent.approval.webhook_url,
                 require_signature=agent.approval.require_signature,
             ),
             start_to_close_timeout=timedelta(seconds=30),

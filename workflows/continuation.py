@@ -17,7 +17,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from durable_agent import carry, inputs
+    from durable_agent import carry, fields, inputs
     from durable_agent.errors import validation_problems
 
     # Defined in the core, not here: a pydantic model built in every run's sandbox costs milliseconds.
@@ -46,7 +46,11 @@ def invalid_input(problems: str) -> ApplicationError:
     return ApplicationError("invalid AgentWorkflow input: " + problems, type="InvalidInput", non_retryable=True)
 
 
-def start_arguments(args: tuple[Any, ...], *, continued: bool) -> tuple[AgentInput, CarriedState | None]:
+#: Patch: numbers of the start input given as strings ("1.00") or booleans are refused (runs before it took them).
+PATCH_STRICT_INPUT_NUMBERS = "strict-input-numbers"
+
+
+def start_arguments(host: Host, args: tuple[Any, ...], *, continued: bool) -> tuple[AgentInput, CarriedState | None]:
     """The run's input, and the state its previous run carried when it is a continuation (``continued``).
 
     Raises:
@@ -58,10 +62,14 @@ def start_arguments(args: tuple[Any, ...], *, continued: bool) -> tuple[AgentInp
     problems = inputs.start_input_problems(args[0])
     if problems:
         raise invalid_input("; ".join(problems))
+    # Runs that began before took "budget_usd": "1.00" as 1.0: only new ones refuse it.
+    as_text = fields.text_numbers_problem(args[0], AgentInput)
+    if as_text and host.patched(PATCH_STRICT_INPUT_NUMBERS):
+        raise invalid_input(as_text)
     try:
         request = AgentInput.model_validate(args[0])
     except ValidationError as exc:
-        raise invalid_input(validation_problems(exc)) from None
+        raise invalid_input(validation_problems(exc, AgentInput)) from None
     if len(args) == 1:
         return request, None
     try:

@@ -59,6 +59,15 @@ class Admission(NamedTuple):
     why: str = ""
 
 
+def limits_queue_hint(queue: str | None) -> str:
+    """Where a run's ledger runs, and what to check when the wait for it lasts (for the ``status`` query)."""
+    where = f"on task queue {queue!r}" if queue else "on the limits task queue (by default the agents' queue + '-limits')"
+    return (
+        f"{where}; if this lasts, no worker may be polling it (workers started with --no-limits do not; "
+        "`durable-agent worker --check` tells)"
+    )
+
+
 async def limits_activity(host: Host, name: str, payload: BaseModel, result_type: type[_LimitsResult], summary: str) -> _LimitsResult:
     """One call to a shared ledger or rate limiter: short, and retried while the server is busy."""
     return await host.execute_activity(
@@ -170,7 +179,10 @@ class DailyBudget:
         )
         if held is not None and held.open and held.day != day:
             raise AssertionError("a lease is reported to its own day's ledger")  # _admit_leased returns it first
-        what = f"the daily budget of {agent.name} ({'returning the lease' if min_usd <= 0 else 'a lease'}, {day} UTC)"
+        what = (
+            f"the daily budget of {agent.name} ({'returning the lease' if min_usd <= 0 else 'a lease'}, {day} UTC), "
+            f"from its ledger {limits_queue_hint(agent.limits_task_queue)}"
+        )
         with self._phase.detour("waiting_for_budget", what):
             result = await self._host.execute_activity(
                 contracts.ACTIVITY_BUDGET_LEASE, request, result_type=LeaseResult, start_to_close_timeout=LIMITS_TIMEOUT,

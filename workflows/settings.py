@@ -10,7 +10,7 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from durable_agent import contracts
+    from durable_agent import contracts, redaction
     from durable_agent.carry import CarriedState
     from durable_agent.schemas import AgentInput, Autonomy, ResolveAgentInput, ResolvedAgent
 
@@ -66,7 +66,8 @@ class RunSettings:
 
     def carry(self) -> dict[str, Any]:
         """This part of :class:`CarriedState`: the profile, so a continuation never re-reads configuration."""
-        return {"agent": self.profile}
+        # A run resolved by an older worker has its webhook URL: no secret goes into the next run's input.
+        return {"agent": redaction.without_secrets(self.profile)}
 
     def restore(self, carried: CarriedState) -> None:
         self.agent = carried.agent

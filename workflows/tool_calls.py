@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
+from temporalio.exceptions import TimeoutError as ActivityTimedOut
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
@@ -20,7 +21,7 @@ with workflow.unsafe.imports_passed_through():
     from durable_agent.errors import failure_message
     from durable_agent.observations import PREVIEW_CHARS, Observation, RateLimitNote
     from durable_agent.ratelimit import AcquireRequest, AcquireResult
-    from durable_agent.retry import TOOL_RETRY_POLICIES, temporal_policy
+    from durable_agent.retry import TOOL_RETRY_POLICIES, temporal_policy, unknown_outcome_message
     from durable_agent.schemas import ApprovalRecord, ToolCall, ToolCallInput, ToolCallOutput, ToolInfo
     from durable_agent.tools import parse_rate_limit
 
@@ -35,6 +36,9 @@ from durable_agent.workflows.spend import Spend
 MIN_HEARTBEAT_TIMEOUT_SECONDS = 5.0
 #: Patch: a tool that changes the world is waited for when the run is cancelled.
 PATCH_CANCEL_WAITS = "tool-cancel-waits-for-completion"
+#: Patch: runs begun with it retry a timed-out tool that changes the world only when it is idempotent, and
+#: report its outcome as unknown; runs begun before retry it by its plan and report it unavailable.
+PATCH_UNKNOWN_OUTCOME = "tool-timeout-outcome-unknown"
 
 
 def tool_cancellation(host: Host, info: ToolInfo) -> ActivityCancellationType:
@@ -123,6 +127,9 @@ class ToolCalls:
         self._show(f"step {step}: calling {call.name}")
         self._progress.used_tool(call.name)
         cancellation = tool_cancellation(self._host, info)
+        plan = TOOL_RETRY_POLICIES.get(info.retry, TOOL_RETRY_POLICIES["tool_default"])
+        # A tool that changes the world may have done its work when it times out.
+        outcome_can_be_unknown = not info.read_only and self._host.patched(PATCH_UNKNOWN_OUTCOME)
         try:
             out = await self._host.execute_activity(
                 contracts.ACTIVITY_RUN_TOOL,
@@ -130,13 +137,17 @@ class ToolCalls:
                 result_type=ToolCallOutput,
                 start_to_close_timeout=timedelta(seconds=info.timeout_seconds + 30),
                 heartbeat_timeout=tool_heartbeat_timeout(info),
-                retry_policy=temporal_policy(TOOL_RETRY_POLICIES.get(info.retry, TOOL_RETRY_POLICIES["tool_default"])),
+                retry_policy=temporal_policy(plan, retry_timeouts=info.repeatable or not outcome_can_be_unknown),
                 summary=f"call tool: {call.name}",
                 cancellation_type=cancellation,
             )
         except ActivityError as exc:
             if is_cancellation(exc):
                 raise
+            if outcome_can_be_unknown and isinstance(exc.cause, ActivityTimedOut):
+                # Temporal timed out its last attempt (stuck past timeout + 30 s, or its worker died each time).
+                text = unknown_outcome_message(f"{call.name} did not report back ({failure_message(exc)})")
+                return self.answer_for(call, "outcome_unknown", text, approval_id)
             text = (
                 f"The tool {call.name} is unavailable right now ({failure_message(exc)}). Do not call it again in this run; "
                 "try another approach or answer with what you have."

@@ -24,8 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "codec-server": ("durable_agent.cli.codec_server", "decrypt payloads for the Temporal UI and CLI (bearer token required)"),
     "trace": ("durable_agent.cli.trace", "print one run's decision records as a table (--json, --follow)"),
     "keys": ("durable_agent.cli.keys", "make a reviewer's signing key and print its [reviewer_keys] line"),
-    "approve": ("durable_agent.cli.approve", "sign and send a decision on a held action (profiles that require signatures)"),
+    "approve": ("durable_agent.cli.approve", "approve or reject a held action and print the run's answer (--key signs it)"),
     "inbox": ("durable_agent.cli.inbox", "serve the reviewers' web page: every approval waiting, with Approve and Reject"),
+    "demo": ("durable_agent.cli.demo", "the bundled demo shop: reset its orders (or show them)"),
+    "mcp": ("durable_agent.cli.mcp", "list every configured MCP server's tools and the policy they map onto"),
 }
 
 
@@ -36,11 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module_name, help_text) in COMMANDS.items():
         module = importlib.import_module(module_name)
         sub = subparsers.add_parser(
-            name, help=help_text, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+            name, help=help_text, description=plain(module.__doc__), formatter_class=argparse.RawDescriptionHelpFormatter
         )
         module.add_arguments(sub)
         sub.set_defaults(_module=module)
     return parser
+
+
+def plain(doc: str | None) -> str | None:
+    """A module docstring as help text: reStructuredText's ``literal`` marks become `literal`, as in the README."""
+    return doc.replace("``", "`") if doc else doc
 
 
 def run_command(argv: Sequence[str] | None = None) -> int:

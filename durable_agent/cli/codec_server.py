@@ -6,8 +6,9 @@ Decrypts (``POST /decode``) and encrypts (``POST /encode``) with the keys of
     temporal server start-dev --ui-codec-endpoint http://localhost:8081
     temporal workflow show -w run-1 --codec-endpoint http://localhost:8081 --codec-auth "Bearer $AGENT_CODEC_TOKEN"
 
-In the UI, sign in once at http://localhost:8081/login and tick "Include
-cross-origin credentials" in the UI's codec server settings.
+In the UI, sign in once at http://localhost:8081/login (a signed session of
+``--session-hours``, 12 by default) and tick "Include cross-origin credentials"
+in the UI's codec server settings.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import argparse
 import os
 import sys
 
-from durable_agent.codec_server import ENV_TOKEN, create_app
+from durable_agent.codec_server import DEFAULT_SESSION_SECONDS, ENV_TOKEN, create_app
 from durable_agent.encryption import EncryptionCodec, EncryptionConfigError, KeyRing
 
 
@@ -31,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ORIGIN",
         help="the Temporal UI's origin, answered with CORS (repeatable; default http://localhost:8233 and http://127.0.0.1:8233; "
         "env AGENT_CODEC_UI_ORIGINS, comma-separated)",
+    )
+    parser.add_argument(
+        "--session-hours", type=float, default=DEFAULT_SESSION_SECONDS / 3600, metavar="H",
+        help="how long a sign-in at /login lasts (default 12; the cookie is signed, never the token)",
     )
 
 
@@ -57,7 +62,10 @@ def main(args: argparse.Namespace) -> int:
     if not token:
         print(f"codec-server: {ENV_TOKEN} is not set: the server refuses to show plaintext to anybody without a token", file=sys.stderr)
         return 2
-    app = create_app(EncryptionCodec(ring), token, allowed_origins=origins(args))
+    if not args.session_hours > 0:
+        print("codec-server: --session-hours must be more than 0", file=sys.stderr)
+        return 2
+    app = create_app(EncryptionCodec(ring), token, allowed_origins=origins(args), session_seconds=args.session_hours * 3600)
     print(f"codec-server: http://{args.host}:{args.port} (keys: {', '.join(ring.key_ids)}; UI origins: {', '.join(origins(args))})", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0

@@ -24,7 +24,7 @@ from durable_agent import contracts, trace
 from durable_agent.connection import connect
 from durable_agent.schemas import DecisionRecord
 from durable_agent.encryption import DecryptionError, KeyRing
-from durable_agent.store import ContentStore, open_store
+from durable_agent.store import ContentIntegrityError, ContentStore, open_store
 
 COLUMNS = ("STEP", "ACTION", "TOOL", "STATUS", "DURATION", "TOKENS", "COST", "WARNINGS")
 WIDTHS = (5, 7, 18, 18, 9, 8, 10)
@@ -140,7 +140,7 @@ async def main(args: argparse.Namespace, out: Any = None) -> int:
     except WorkflowQueryFailedError as exc:  # e.g. a --run that names no run of this workflow
         print(f"trace: {args.workflow_id}: {exc}", file=sys.stderr)
         return 1
-    except DecryptionError as exc:
+    except (DecryptionError, ContentIntegrityError) as exc:
         print(f"trace: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -17,7 +17,7 @@ import os
 import pkgutil
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
@@ -27,15 +27,27 @@ from temporalio.client import Client
 from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from durable_agent import logs, telemetry, trace, worker_options
-from durable_agent.activities import AgentActivities, ApprovalActivities, ApprovalIndex, BudgetActivities, RecordActivities
+from durable_agent import logs, redaction, telemetry, trace, worker_options
+from durable_agent.activities import (
+    AgentActivities,
+    ApprovalActivities,
+    ApprovalIndex,
+    BudgetActivities,
+    RecordActivities,
+    ensure_approval_index,
+)
 from durable_agent.activities.budget import ModelRateLimits
 from durable_agent.activities.budget import limits_task_queue as limits_task_queue_for
+from durable_agent.activities.common import HeartbeatInterceptor
+from durable_agent.cli import worker_checks
+from durable_agent.cli.hints import cannot_connect
 from durable_agent.connection import connect, target_address
 from durable_agent.connection import task_queue as default_task_queue
-from durable_agent.converter import guarded_client
+from durable_agent.converter import MissingKeyListener, guarded_client
+from durable_agent.decisions import unauthenticated_allow_list
 from durable_agent.encryption import KeyRing
 from durable_agent.errors import ConfigError
+from durable_agent.mcp.catalog import McpCatalog, ServerListing
 from durable_agent.profiles import AgentsConfig, import_tool_modules, load_config
 from durable_agent.store import ContentStore, open_store
 from durable_agent.tools import ToolRegistry
@@ -78,8 +90,10 @@ class WorkerGroup:
     ``async with`` runs them all; :meth:`run` runs them until cancelled.
     """
 
-    def __init__(self, workers: list[Worker]) -> None:
+    def __init__(self, workers: list[Worker], closers: Sequence[Callable[[], Awaitable[None]]] = ()) -> None:
         self.workers = workers
+        #: Called once the workers have stopped (the MCP connections: stdio servers are stopped).
+        self.closers = list(closers)
 
     @property
     def agents(self) -> Worker:
@@ -104,7 +118,11 @@ class WorkerGroup:
 
     async def __aexit__(self, *exc: Any) -> None:
         # Shut down together: each waits for its own tasks in flight.
-        await asyncio.gather(*(worker.__aexit__(*exc) for worker in self.workers))
+        try:
+            await asyncio.gather(*(worker.__aexit__(*exc) for worker in self.workers))
+        finally:
+            for close in self.closers:
+                await close()
 
     async def run(self) -> None:
         await asyncio.gather(*(worker.run() for worker in self.workers))
@@ -122,6 +140,8 @@ def create_worker(
     tool_executor: Executor | None = None,
     limits_task_queue: str | None = None,
     serve_limits: bool = True,
+    mcp: McpCatalog | None = None,
+    on_missing_key: MissingKeyListener | None = None,
 ) -> WorkerGroup:
     """The workers that run every durable-agent workflow and activity, as one group.
 
@@ -139,6 +159,10 @@ def create_worker(
         limits_task_queue: Where daily-budget ledgers and rate limiters start: ``AGENT_LIMITS_TASK_QUEUE``,
             else ``<task_queue>-limits``, their own queue so agent load cannot starve them.
         serve_limits: Poll the limits queue too (the default); ``False`` when other workers serve it.
+        mcp: The MCP servers' connections (as checked at start); made from ``config`` without one.
+            The group closes them when it stops.
+        on_missing_key: Told when a task arrives encrypted under a key this worker lacks (the task
+            fails and is retried elsewhere; see :mod:`durable_agent.converter`).
     """
     queue = task_queue or default_task_queue()
     limits_queue = limits_task_queue_for(queue, limits_task_queue or os.environ.get("AGENT_LIMITS_TASK_QUEUE") or None)
@@ -146,7 +170,8 @@ def create_worker(
     model_limits = ModelRateLimits(client, model_windows, limits_queue) if model_windows else None
     store = store or ContentStore()
     activities = AgentActivities(
-        config, store, tool_executor=tool_executor, model_limits=model_limits, index=ApprovalIndex(client)
+        config, store, tool_executor=tool_executor, model_limits=model_limits, index=ApprovalIndex(client), mcp=mcp,
+        limits_queue=limits_queue,
     )
     sizing: dict[str, Any] = {}
     if tuning is not None:
@@ -161,7 +186,7 @@ def create_worker(
     if max_cached_workflows is not None:
         sizing["max_cached_workflows"] = max_cached_workflows
     # Whatever a client sends, the workflows get a value they can refuse by name (see durable_agent.converter).
-    guarded = guarded_client(client)
+    guarded = guarded_client(client, on_missing_key)
     workers = [
         Worker(
             guarded,
@@ -174,6 +199,8 @@ def create_worker(
             + RecordActivities(store).all(),
             workflow_runner=workflow_runner(),
             activity_executor=activity_executor,
+            # Every activity heartbeats for its whole body: a slow dependency costs time, never an attempt.
+            interceptors=[HeartbeatInterceptor()],
             **sizing,
         )
     ]
@@ -182,12 +209,28 @@ def create_worker(
         workers.append(
             Worker(guarded, task_queue=limits_queue, workflows=ENTITY_WORKFLOWS, workflow_runner=workflow_runner(), **entity_sizing)
         )
-    return WorkerGroup(workers)
+    return WorkerGroup(workers, closers=[activities.mcp.close] if activities.mcp is not None else [])
 
 
 def tool_timeouts(config: AgentsConfig, tools: ToolRegistry) -> list[float]:
     """The timeouts of every tool the profiles use (the grace period covers the longest)."""
-    return [tool.info.timeout_seconds for name in {t for p in config.agents.values() for t in p.tools} if (tool := tools.get(name))]
+    found = [tool.info.timeout_seconds for name in {t for p in config.agents.values() for t in p.tools} if (tool := tools.get(name))]
+    found += [server.timeout for server in config.mcp_servers.values()]
+    found += [policy.timeout for p in config.agents.values() for policy in p.tool_policy.values() if policy.timeout is not None]
+    return found
+
+
+def plaintext_opt_ins(config: AgentsConfig) -> list[str]:
+    """What the operator chose to send in clear although payloads are encrypted (said when a worker starts)."""
+    if not redaction.encryption_on():
+        return []
+    found = []
+    if redaction.trace_plaintext():
+        found.append(f"{redaction.TRACE_PLAINTEXT_ENV} is set: the trace sink gets whole records, in clear")
+    for name, profile in config.agents.items():
+        if profile.approval.webhook_url and profile.approval.webhook_plaintext:
+            found.append(f"agent {name!r} sets webhook_plaintext: its webhook gets held actions' arguments, in clear")
+    return found
 
 
 def default_config_path() -> str:
@@ -214,7 +257,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--check",
         action="store_true",
-        help="check the configuration, the keys, the content store (write and read) and Temporal, then exit: 0 when all is well",
+        help="check the configuration, the keys, the content store (write and read), every MCP server and Temporal, then exit: 0 when all is well",
     )
     parser.add_argument(
         "--log-format", choices=logs.FORMATS, default=None, help="text (default) or json lines with run id, step and tool (env AGENT_LOG_FORMAT)"
@@ -240,6 +283,36 @@ def load_or_exit(config_path: str, tool_modules: list[str]) -> AgentsConfig:
     except ConfigError as exc:
         print(f"worker: configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def reviewer_warnings(config: AgentsConfig, file: str) -> list[str]:
+    """What the operator should know about who may decide: allow-lists that check only a typed name."""
+    return [text for name, profile in config.agents.items() if (text := unauthenticated_allow_list(file, name, profile.approval))]
+
+
+async def check_mcp_servers(config: AgentsConfig, mcp: McpCatalog, *, every: bool) -> str:
+    """Connect to every MCP server and check its tools against the profiles; a summary for ``--check``.
+
+    A server that does not answer stops ``--check`` (status 1) and is only logged otherwise (its
+    runs go on without its tools); a tool or a policy that cannot work stops the worker (status 2).
+    """
+    if not config.mcp_servers:
+        return ""
+    profiles = {name: (profile.tools, profile.tool_policy) for name, profile in config.agents.items()}
+    try:
+        report = await mcp.check(str(config.source or "agents.toml"), profiles)
+    except ConfigError as exc:
+        await mcp.close()
+        fail(2, f"configuration error: {exc}")
+    down = {name: why for name, why in report.items() if isinstance(why, str)}
+    for name, why in down.items():
+        source = config.mcp_servers[name].source
+        if every:
+            await mcp.close()
+            fail(1, f"cannot use the MCP server {name} ({source.file}: {source.key}): {why}")
+        log.warning("MCP server %s (%s: %s) is not answering (%s); runs start without its tools until it does", name, source.file, source.key, why)
+    listed = [f"{name} ({len(listing.tools)} tools)" for name, listing in report.items() if isinstance(listing, ServerListing)]
+    return f", MCP servers: {', '.join(listed)}" if listed else ""
 
 
 def fail(status: int, message: str) -> NoReturn:
@@ -269,7 +342,11 @@ async def main(args: argparse.Namespace) -> int:
         await store.check()
     except Exception as exc:  # noqa: BLE001 - any client error means the store is unusable; it is reported whole
         fail(1, f"the content store at {store.location} is not usable: {exc}")
+    mcp = McpCatalog(config.mcp_servers)
+    mcp_summary = await check_mcp_servers(config, mcp, every=args.check)
     trace.configure(os.environ.get("AGENT_TRACE_FILE") or None)
+    for opt_in in plaintext_opt_ins(config):
+        log.warning("encryption is on, but %s", opt_in)
     try:
         telemetry.setup(prometheus_port=None if args.check else port)
     except OSError as exc:
@@ -284,18 +361,39 @@ async def main(args: argparse.Namespace) -> int:
     try:
         client = await connect(args.address, **overrides)
     except Exception as exc:  # noqa: BLE001 - reported with the address, then exit
-        fail(1, f"cannot connect to Temporal at {address}: {exc}")
+        print(cannot_connect("worker", address, exc), file=sys.stderr)
+        return 1
     queue = args.task_queue or default_task_queue()
+    # A check only looks; a worker registers the inbox's search attribute where it may.
+    warnings = reviewer_warnings(config, args.config) + [w for w in [await ensure_approval_index(client, register=not args.check)] if w]
+    limits_queue = limits_task_queue_for(queue, args.limits_task_queue or os.environ.get("AGENT_LIMITS_TASK_QUEUE") or None)
+    # Keys the queue's open runs need, and a worker for the limits queue (see worker_checks).
+    findings = await worker_checks.look(
+        client, config, task_queue=queue, limits_queue=limits_queue, ring=ring, serves_limits=not args.no_limits
+    )
     if args.check:
-        print(f"worker: ok (Temporal at {address}, store at {store.location}, encryption {'on' if ring else 'off'})")
+        for warning in warnings:
+            print(f"worker: warning: {warning}", file=sys.stderr)
         await store.close()
+        await mcp.close()
+        if worker_checks.check_status(findings):
+            return 1
+        print(f"worker: ok (Temporal at {address}, store at {store.location}, encryption {'on' if ring else 'off'}{mcp_summary})")
         return 0
+    for warning in warnings:
+        log.warning("%s", warning)
+    refusal = worker_checks.start_problem(findings, limits_queue=limits_queue, serves_limits=not args.no_limits)
+    if refusal:
+        await store.close()
+        await mcp.close()
+        fail(2, refusal)
+    stop = asyncio.Event()
+    keys_missing = worker_checks.StopWithoutKeys(ring, stop)
     tool_pool = ThreadPoolExecutor(max_workers=tuning.tool_threads, thread_name_prefix="tool")
     worker = create_worker(
         client, config, task_queue=queue, store=store, tuning=tuning, tool_executor=tool_pool,
-        limits_task_queue=args.limits_task_queue, serve_limits=not args.no_limits,
+        limits_task_queue=args.limits_task_queue, serve_limits=not args.no_limits, mcp=mcp, on_missing_key=keys_missing,
     )
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -314,4 +412,7 @@ async def main(args: argparse.Namespace) -> int:
         tool_pool.shutdown(wait=False, cancel_futures=True)
         await store.close()
     log.info("worker stopped")
+    if keys_missing.reason:
+        print(f"worker: stopped: {keys_missing.reason}", file=sys.stderr)
+        return 2
     return 0

@@ -1,7 +1,12 @@
 """The bundled demo: a small shop in SQLite and the four tools of the ``support`` agent.
 
 The database is created on first use at ``SHOP_DB`` (default
-``<state dir>/shop.sqlite``) with a few orders, ``ord-789`` among them.
+``<state dir>/shop.sqlite``) with a few orders, ``ord-789`` among them. It keeps
+what the demo runs did (refunds, cancellations) from one run to the next, as the
+external system it stands for would; ``durable-agent demo reset`` puts it back as
+it was seeded. The README's walkthrough refunds a different order in each section
+(``ord-789``, ``ord-790``, ``ord-791``), so each shows what it says however many
+of the others ran before.
 ``issue_refund`` shows how a tool with a side effect stays exactly-once: it
 records the call's idempotency key with the refund, atomically, so a retry after
 a crash returns the first refund instead of paying twice.
@@ -20,10 +25,13 @@ from durable_agent.errors import ToolError
 from durable_agent.store import state_dir
 from durable_agent.tools import tool, tool_context
 
-_SEED_ORDERS = [
+SEED_ORDERS = [
     ("ord-123", "alice@example.com", "Wireless mouse", 49.99, "USD", "delivered"),
     ("ord-456", "bob@example.com", "USB-C cable pack", 20.00, "USD", "shipped"),
     ("ord-789", "carol@example.com", "Laptop Pro 16", 4999.00, "USD", "delivered"),
+    # Large orders for the walkthrough's approvals, one per section (see the module's docstring).
+    ("ord-790", "erin@example.com", "Laptop Pro 16", 4999.00, "USD", "delivered"),
+    ("ord-791", "frank@example.com", "Studio Display", 1599.00, "USD", "delivered"),
     ("ord-1001", "dan@example.com", "Coffee beans", 15.00, "EUR", "processing"),
 ]
 
@@ -59,10 +67,41 @@ def connect() -> sqlite3.Connection:
             CREATE TABLE IF NOT EXISTS kb (slug TEXT PRIMARY KEY, title TEXT, body TEXT);
             """
         )
-        if conn.execute("SELECT COUNT(*) FROM orders").fetchone()[0] == 0:
-            conn.executemany("INSERT OR IGNORE INTO orders VALUES (?,?,?,?,?,?)", _SEED_ORDERS)
-            conn.executemany("INSERT OR IGNORE INTO kb VALUES (?,?,?)", _KB)
+        seeded = conn.execute(
+            f"SELECT COUNT(*) FROM orders WHERE order_id IN ({','.join('?' * len(SEED_ORDERS))})", [o[0] for o in SEED_ORDERS]
+        ).fetchone()[0]
+        if seeded < len(SEED_ORDERS):  # a new file, or one from before some seed orders were added
+            _seed(conn)
     return conn
+
+
+def _seed(conn: sqlite3.Connection) -> None:
+    conn.executemany("INSERT OR IGNORE INTO orders VALUES (?,?,?,?,?,?)", SEED_ORDERS)
+    conn.executemany("INSERT OR IGNORE INTO kb VALUES (?,?,?)", _KB)
+
+
+def reset() -> Path:
+    """Put the shop back as it was seeded: the seed orders as they were, no refunds. Returns the database's path.
+
+    Safe while workers run: one transaction, and a tool call waits for it (refunds already
+    recorded are forgotten, so the demo's idempotency keys start afresh as well).
+    """
+    conn = connect()
+    try:
+        with _lock:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM refunds")
+                conn.execute("DELETE FROM orders")
+                conn.execute("DELETE FROM kb")
+                _seed(conn)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+    finally:
+        conn.close()
+    return db_path()
 
 
 def _order(conn: sqlite3.Connection, order_id: str) -> dict[str, Any]:
@@ -107,7 +146,7 @@ def search_kb(query: str) -> list[dict[str, str]]:
     return [r for score, r in scored if score > 0][:3] or rows[:1]
 
 
-@tool(risk="medium", amount_arg="amount", currency_arg="currency")
+@tool(risk="medium", amount_arg="amount", currency_arg="currency", idempotent=True)
 def issue_refund(order_id: str, amount: float, currency: str = "USD") -> dict[str, Any]:
     """Refund part or all of an order to the original payment method. Amount in the order's currency."""
     ctx = tool_context()
@@ -146,7 +185,7 @@ def issue_refund(order_id: str, amount: float, currency: str = "USD") -> dict[st
         conn.close()
 
 
-@tool(destructive=True)
+@tool(destructive=True, idempotent=True)
 def cancel_order(order_id: str) -> dict[str, Any]:
     """Cancel an order that has not shipped yet."""
     conn = connect()

@@ -1,11 +1,13 @@
-"""The reviewer inbox: every approval waiting in the namespace, and Approve/Reject buttons that sign.
+"""The reviewer inbox: the approvals a reviewer may decide, and Approve/Reject buttons that sign.
 
 The inbox lists runs through the ``AgentAwaitingApproval`` search attribute the
-workflow sets while an approval waits, asks each for its ``status`` (what waits,
-why, the last steps), and signs each decision with its own key as a *delegate*
-for the signed-in reviewer, bound to the run, the approval and the arguments the
-reviewer was shown. Whether that reviewer may decide is the run's call, made
-against the allow-list and keys as the workers read them at that moment.
+workflow sets while an approval waits (:mod:`durable_agent.inbox.listing`), shows
+each reviewer only the approvals their agents' profiles let them decide
+(:mod:`durable_agent.inbox.access`), and signs each decision with its own key as
+a *delegate* for the signed-in reviewer, bound to the run, the approval and the
+arguments the reviewer was shown. Who is signed in is checked again on every
+request (:mod:`durable_agent.inbox.signin`); whether the decision counts is the
+run's call, made against the allow-list and keys as the workers read them then.
 """
 
 from __future__ import annotations
@@ -29,82 +31,27 @@ from durable_agent import contracts
 from durable_agent.decisions import signed_review
 from durable_agent.errors import failure_message
 from durable_agent.inbox import pages
+from durable_agent.inbox.access import Deciders
+from durable_agent.inbox.listing import POLL_SECONDS, Approvals
 from durable_agent.inbox.pages import InboxItem
-from durable_agent.inbox.signin import SESSION_COOKIE, SignIn
-from durable_agent.schemas import ApprovalRecord, StatusView
+from durable_agent.inbox.signin import NOTICE_COOKIE, SESSION_COOKIE, SignIn
+from durable_agent.schemas import ApprovalRecord
 from durable_agent.signing import SigningKey
 
 log = logging.getLogger("durable_agent.inbox")
 
 #: How long a decision the inbox signs stays valid: it is sent at once.
 SIGNATURE_TTL_SECONDS = 300
-#: How often the page's live view looks for new or decided approvals.
-POLL_SECONDS = 1.0
-#: Most runs listed at once.
-MAX_RUNS = 200
 
 
-class Approvals:
-    """The approvals waiting in a namespace, looked up at most once per ``POLL_SECONDS`` however many pages watch."""
-
-    def __init__(self, client: Client) -> None:
-        self.client = client
-        self._items: list[InboxItem] = []
-        self._at = 0.0
-        self._lock = asyncio.Lock()
-
-    async def _status(self, workflow_id: str, run_id: str | None) -> StatusView | None:
-        try:
-            handle = self.client.get_workflow_handle(workflow_id, run_id=run_id)
-            raw = await asyncio.wait_for(handle.query(contracts.QUERY_STATUS), timeout=10)
-            return StatusView.model_validate(raw)
-        except Exception as exc:  # noqa: BLE001 - a run that closed or cannot answer is not listed
-            log.debug("cannot query %s: %s", workflow_id, exc)
-            return None
-
-    async def fetch(self) -> list[InboxItem]:
-        """Look now: list the marked runs, ask each what waits; oldest deadline first."""
-        query = f"{contracts.SEARCH_ATTRIBUTE_AWAITING_APPROVAL} = true AND ExecutionStatus = 'Running'"
-        runs = [run async for run in self.client.list_workflows(query, limit=MAX_RUNS)]
-        statuses = await asyncio.gather(*(self._status(run.id, run.run_id) for run in runs))
-        items = [
-            InboxItem(workflow_id=run.id, agent=status.agent, approval=approval)
-            for run, status in zip(runs, statuses, strict=True)
-            if status is not None
-            for approval in status.pending_approvals
-        ]
-        return sorted(items, key=lambda item: (item.approval.deadline, item.key))
-
-    async def current(self) -> list[InboxItem]:
-        """The last look if it is fresh, else a new one."""
-        async with self._lock:
-            if time.monotonic() - self._at >= POLL_SECONDS:
-                self._items = await self.fetch()
-                self._at = time.monotonic()
-            return self._items
-
-    def invalidate(self) -> None:
-        """Forget the last look (a decision was just sent)."""
-        self._at = 0.0
-
-    async def find(self, workflow_id: str, approval_id: str) -> InboxItem | None:
-        """The approval as the run says now (never a cached view: a decision is signed from it)."""
-        status = await self._status(workflow_id, None)
-        if status is None:
-            return None
-        for approval in status.pending_approvals:
-            if approval.approval_id == approval_id:
-                return InboxItem(workflow_id=workflow_id, agent=status.agent, approval=approval)
-        return None
-
-
-def create_app(client: Client, key: SigningKey, signin: SignIn) -> Starlette:
+def create_app(client: Client, key: SigningKey, signin: SignIn, deciders: Deciders) -> Starlette:
     """The inbox as an ASGI app.
 
     Args:
         client: Connected to the namespace whose approvals are listed.
         key: The inbox's signing key; profiles trust its name under ``delegates``.
         signin: How reviewers sign in (auth-proxy header or tokens).
+        deciders: Who may decide which agent's approvals (the workers' ``agents.toml``).
     """
     approvals = Approvals(client)
 
@@ -115,35 +62,54 @@ def create_app(client: Client, key: SigningKey, signin: SignIn) -> Starlette:
 
     def must_sign_in(request: Request) -> Response:
         if signin.uses_tokens:
-            return RedirectResponse("/signin?" + urlencode({"next": request.url.path}), status_code=303)
+            # A session that ended keeps its cookie until the next sign-in replaces it, so every page says why.
+            query = {"next": request.url.path} | ({"ended": "1"} if signin.session_ended(request) else {})
+            return RedirectResponse("/signin?" + urlencode(query), status_code=303)
         return PlainTextResponse(f"Sign in through the auth proxy (no {signin.trust_header} header).", status_code=401)
+
+    async def visible(reviewer: str) -> tuple[list[InboxItem], str]:
+        """The approvals ``reviewer`` may decide, and the banners saying why the list may be incomplete."""
+        listing = await approvals.current()
+        items = [item for item in listing.items if deciders.may_decide(reviewer, item.agent)]
+        setup = pages.listing_problem(
+            index_missing=listing.index_missing, problem=listing.problem, profiles_problem=deciders.problem, namespace=client.namespace
+        )
+        return items, setup
 
     async def inbox(request: Request) -> Response:
         reviewer = signin.reviewer(request)
         if reviewer is None:
             return must_sign_in(request)
-        focus = None
-        items = await approvals.current()
+        items, setup = await visible(reviewer)
+        focus = detail = None
         if "workflow_id" in request.path_params:
             # A link to one approval (from a notification): ask its run, not the list's last look.
             workflow_id, approval_id = unquote(request.path_params["workflow_id"]), unquote(request.path_params["approval_id"])
             focus = f"{workflow_id}|{approval_id}"
             found = await approvals.find(workflow_id, approval_id)
-            items = [item for item in items if item.key != focus] + ([found] if found else [])
+            items = [item for item in items if item.key != focus]
+            if found is not None and deciders.may_decide(reviewer, found.agent):
+                items.append(found)
+            detail = signin.read_notice(request, focus)
         body = pages.inbox_body(
             items,
             csrf=signin.csrf_token(request),
             now=datetime.now(timezone.utc),
             notice=request.query_params.get("notice"),
-            refused=request.query_params.get("refused") == "1",
+            detail=detail,
             focus=focus,
+            setup=setup,
         )
-        return html(body, request)
+        response = html(body, request)
+        if request.cookies.get(NOTICE_COOKIE):
+            response.delete_cookie(NOTICE_COOKIE, path="/")  # read once
+        return response
 
     async def fragment(request: Request) -> Response:
-        if signin.reviewer(request) is None:
+        reviewer = signin.reviewer(request)
+        if reviewer is None:
             return PlainTextResponse("signed out", status_code=401)
-        items = await approvals.current()
+        items, _ = await visible(reviewer)
         return HTMLResponse(pages.cards(items, csrf=signin.csrf_token(request), now=datetime.now(timezone.utc)))
 
     async def events(request: Request) -> Response:
@@ -154,12 +120,18 @@ def create_app(client: Client, key: SigningKey, signin: SignIn) -> Starlette:
             seen: list[str] | None = None
             quiet = 0
             while not await request.is_disconnected():
+                reviewer = signin.reviewer(request)  # the session may expire or be revoked while the page is open
+                if reviewer is None:
+                    yield "event: signedout\ndata: \n\n"
+                    return
                 try:
-                    keys = [item.key for item in await approvals.current()]
+                    keys = [item.key for item in (await visible(reviewer))[0]]
                 except Exception as exc:  # noqa: BLE001 - the server may be restarting; keep the page open
                     log.warning("cannot list approvals: %s", exc)
                     keys = seen or []
-                if seen is not None and keys != seen:
+                if seen is None:
+                    yield "retry: 5000\n\n"  # looked once; after a drop, the browser comes back in 5 s
+                elif keys != seen:
                     yield f"event: changed\ndata: {len(keys)}\n\n"
                     quiet = 0
                 elif quiet >= 15:
@@ -176,7 +148,7 @@ def create_app(client: Client, key: SigningKey, signin: SignIn) -> Starlette:
         return {name: values[0] for name, values in parse_qs(body, keep_blank_values=True).items()}
 
     async def decide(request: Request) -> Response:
-        reviewer = signin.reviewer(request)
+        reviewer = signin.reviewer(request)  # checked now: a session whose token was removed no longer decides
         if reviewer is None:
             return must_sign_in(request)
         fields = await form(request)
@@ -186,23 +158,31 @@ def create_app(client: Client, key: SigningKey, signin: SignIn) -> Starlette:
         approval_id = unquote(request.path_params["approval_id"])
         verdict = fields.get("verdict")
         comment = fields.get("comment", "").strip() or None
-        back = f"/approvals/{quote(workflow_id, safe='')}/{quote(approval_id, safe='')}"
         item = await approvals.find(workflow_id, approval_id)
+        if item is not None and not deciders.may_decide(reviewer, item.agent):
+            item = None  # the same answer as for an approval that is not waiting: its existence is not theirs to learn
+        detail = None
         if verdict not in ("approve", "reject"):
-            message, refused = "Choose Approve or Reject.", True
+            code = "choose"
         elif item is None:
-            message, refused = f"{approval_id} is no longer waiting: it was decided or timed out.", True
+            code = "gone"
         elif item.approval.run_id != fields.get("run_id") or item.approval.args_sha256 != fields.get("args_sha256"):
-            message, refused = f"{approval_id} is not the action you were shown; look again before deciding.", True
+            code = "changed"
         else:
-            message, refused = await _send(client, key, item, reviewer=reviewer, approved=verdict == "approve", comment=comment)
+            code, detail = await _send(client, key, item, reviewer=reviewer, approved=verdict == "approve", comment=comment)
             approvals.invalidate()
-        return RedirectResponse(back + "?" + urlencode({"notice": message, "refused": "1" if refused else "0"}), status_code=303)
+        back = f"/approvals/{quote(workflow_id, safe='')}/{quote(approval_id, safe='')}"
+        response = RedirectResponse(back + "?" + urlencode({"notice": code}), status_code=303)
+        if detail:
+            notice = signin.notice(reviewer, f"{workflow_id}|{approval_id}", detail)
+            response.set_cookie(NOTICE_COOKIE, notice, **signin.cookie_options(request, seconds=120))
+        return response
 
     async def signin_page(request: Request) -> Response:
         if not signin.uses_tokens:
             return RedirectResponse("/", status_code=303)
-        return html(pages.signin_body(request.query_params.get("next", "/"), None), request, title="Sign in")
+        body = pages.signin_body(request.query_params.get("next", "/"), None, ended=request.query_params.get("ended") == "1")
+        return html(body, request, title="Sign in")
 
     async def signin_post(request: Request) -> Response:
         if not signin.uses_tokens:
@@ -215,13 +195,12 @@ def create_app(client: Client, key: SigningKey, signin: SignIn) -> Starlette:
         if session is None:
             return html(pages.signin_body(next_path, "Unknown name or token."), request, status=401, title="Sign in")
         response = RedirectResponse(next_path, status_code=303)
-        response.set_cookie(SESSION_COOKIE, session, httponly=True, samesite="strict", path="/")
+        response.set_cookie(SESSION_COOKIE, session, **signin.cookie_options(request))
         return response
 
     async def signout(request: Request) -> Response:
-        fields = await form(request)
-        if signin.csrf_ok(request, fields.get("csrf", "")):
-            signin.sign_out(request)
+        # Sessions are signed, not stored: signing out forgets this browser's; removing the
+        # reviewer's token from the tokens file ends every one of them.
         response = RedirectResponse("/signin", status_code=303)
         response.delete_cookie(SESSION_COOKIE, path="/")
         return response
@@ -244,8 +223,12 @@ def create_app(client: Client, key: SigningKey, signin: SignIn) -> Starlette:
     )
 
 
-async def _send(client: Client, key: SigningKey, item: InboxItem, *, reviewer: str, approved: bool, comment: str | None) -> tuple[str, bool]:
-    """Sign the decision as the inbox, for ``reviewer``, and send it to the execution it was shown from."""
+async def _send(client: Client, key: SigningKey, item: InboxItem, *, reviewer: str, approved: bool, comment: str | None) -> tuple[str, str]:
+    """Sign the decision as the inbox, for ``reviewer``, and send it to the execution it was shown from.
+
+    Returns:
+        The notice code (``approved``, ``rejected``, ``refused``) and the run's own words.
+    """
     request = signed_review(
         key,
         item.approval,
@@ -260,11 +243,11 @@ async def _send(client: Client, key: SigningKey, item: InboxItem, *, reviewer: s
     try:
         raw = await handle.execute_update(contracts.UPDATE_REVIEW, request.model_dump(mode="json", exclude_none=True))
     except WorkflowUpdateFailedError as exc:
-        return f"Refused: {failure_message(exc)}", True
+        return "refused", f"Reason: {failure_message(exc)}"
     except RPCError as exc:
-        return f"Refused: {exc.message}", True
+        return "refused", f"Reason: {exc.message}"
     record = ApprovalRecord.model_validate(raw)
-    return f"{record.approval_id} {record.status} by {record.reviewer}.", False
+    return ("approved" if record.status == "approved" else "rejected"), f"{record.approval_id} {record.status} by {record.reviewer}."
 
 
 @contextlib.asynccontextmanager

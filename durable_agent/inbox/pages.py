@@ -10,6 +10,7 @@ from html import escape
 from typing import Any
 from urllib.parse import quote
 
+from durable_agent.activities.approvals import index_command
 from durable_agent.schemas import PendingApproval
 
 
@@ -42,6 +43,9 @@ header form { margin: 0; }
 main { max-width: 980px; margin: 20px auto; padding: 0 16px; }
 .notice { padding: 10px 14px; border-radius: 6px; margin-bottom: 16px; background: #e6f4ea; border: 1px solid #9bd3ae; }
 .notice.refused { background: #fdecea; border-color: #f1a9a0; }
+.notice.setup { background: #fff6e0; border-color: #e7c46c; }
+.notice code { background: #fff; padding: 1px 4px; border-radius: 3px; font-size: 13px; }
+.notice pre { background: #fff; margin-top: 6px; }
 .approval { background: #fff; border: 1px solid #d8dce3; border-radius: 8px; padding: 16px 20px; margin-bottom: 16px; }
 .approval.focus { border: 2px solid #3b6fd8; }
 .approval h2 { font-size: 17px; margin: 0 0 8px; }
@@ -74,8 +78,25 @@ const events = new EventSource('/events');
 events.addEventListener('changed', async () => {
   const response = await fetch('/fragment', {credentials: 'same-origin'});
   if (response.ok) merge(await response.text());
+  else if (response.status === 401) location.reload();
 });
+// The session ended (expired, or the reviewer's token was removed): back to the sign-in page.
+events.addEventListener('signedout', () => { events.close(); location.reload(); });
 """
+
+#: What a ``?notice=`` code says: fixed texts, so a link cannot put words of its own in the banner.
+#: Each is (text, refused); details (the run's answer) come only from a notice the inbox signed.
+NOTICES: dict[str, tuple[str, bool]] = {
+    "approved": ("Approved: the run goes on with the action.", False),
+    "rejected": ("Rejected: the action was not executed; the model reads your comment.", False),
+    "refused": ("The run refused your decision; the approval still waits.", True),
+    "gone": ("That approval is not waiting for you: it was decided or timed out, or it is not yours to decide.", True),
+    "changed": ("That is not the action you were shown: look at it again before deciding.", True),
+    "choose": ("Choose Approve or Reject.", True),
+}
+
+#: The sign-in page's fixed notices (``?ended=1``).
+SESSION_ENDED = "Your session has ended (it expired, or your token was changed or removed). Sign in again."
 
 
 def _money(amount: float | None, currency: str | None) -> str:
@@ -140,7 +161,7 @@ def card(item: InboxItem, *, csrf: str, now: datetime, focus: bool = False) -> s
 def cards(items: list[InboxItem], *, csrf: str, now: datetime, focus: str | None = None) -> str:
     """The list's inner HTML (also what live updates fetch)."""
     if not items:
-        return '<p class="empty">No approvals are waiting.</p>'
+        return '<p class="empty">No approvals are waiting for you.</p>'
     return "\n".join(card(item, csrf=csrf, now=now, focus=item.key == focus) for item in items)
 
 
@@ -161,19 +182,50 @@ def page(body: str, *, reviewer: str | None, csrf: str = "", signs_out: bool = F
 <main>{body}</main></body></html>"""
 
 
-def inbox_body(items: list[InboxItem], *, csrf: str, now: datetime, notice: str | None, refused: bool, focus: str | None) -> str:
+def listing_problem(*, index_missing: bool, problem: str | None, profiles_problem: str | None, namespace: str) -> str:
+    """Why the list is empty or incomplete, for the operator: the missing search attribute, an error, a broken agents.toml."""
+    notes = []
+    if index_missing:
+        notes.append(
+            f"The namespace {escape(namespace)} has no search attribute <code>AgentAwaitingApproval</code>, so the inbox "
+            "cannot list waiting approvals (a link to one approval still works). Register it once:"
+            f"<pre>{escape(index_command(namespace))}</pre>"
+        )
+    elif problem:
+        notes.append(f"The inbox cannot list approvals now: {escape(problem)}")
+    if profiles_problem:
+        notes.append(f"No approval is shown until the agent profiles can be read: {escape(profiles_problem)}")
+    return "".join(f'<div class="notice setup" role="alert">{note}</div>' for note in notes)
+
+
+def inbox_body(
+    items: list[InboxItem], *, csrf: str, now: datetime, notice: str | None, detail: str | None, focus: str | None, setup: str = ""
+) -> str:
+    """The inbox page's body: the banners, then the approvals this reviewer may decide.
+
+    Args:
+        notice: A code of :data:`NOTICES` (anything else shows nothing).
+        detail: The run's answer, from a notice the inbox signed for this reviewer.
+        setup: The :func:`listing_problem` banners.
+    """
     note = ""
-    if notice:
-        note = f'<div class="notice{" refused" if refused else ""}" role="status">{escape(notice)}</div>'
-    missing = ""
-    if focus and not notice and not any(item.key == focus for item in items):
-        missing = '<div class="notice refused" role="status">That approval is no longer waiting: it was decided or timed out.</div>'
-    return f"""{note}{missing}<section id="approvals">{cards(items, csrf=csrf, now=now, focus=focus)}</section>
+    if notice in NOTICES:
+        text, refused = NOTICES[notice]
+        more = f" {escape(detail)}" if detail else ""
+        note = f'<div class="notice{" refused" if refused else ""}" role="status">{escape(text)}{more}</div>'
+    elif focus and not any(item.key == focus for item in items):
+        note = f'<div class="notice refused" role="status">{escape(NOTICES["gone"][0])}</div>'
+    listed = cards(items, csrf=csrf, now=now, focus=focus)
+    if setup and not items:
+        listed = '<p class="empty">Nothing can be listed until the problem above is fixed.</p>'
+    return f"""{setup}{note}<section id="approvals">{listed}</section>
 <script>{SCRIPT}</script>"""
 
 
-def signin_body(next_path: str, error: str | None) -> str:
+def signin_body(next_path: str, error: str | None, *, ended: bool = False) -> str:
     problem = f'<div class="notice refused" role="alert">{escape(error)}</div>' if error else ""
+    if ended and not error:
+        problem = f'<div class="notice refused" role="status">{escape(SESSION_ENDED)}</div>'
     return f"""{problem}<form method="post" action="/signin" class="approval">
   <input type="hidden" name="next" value="{escape(next_path)}">
   <dl><dt><label for="name">Name</label></dt><dd><input id="name" name="name" autocomplete="username"></dd>

@@ -148,7 +148,11 @@ class OfflineModel:
                 amount = float(order_info.get("total", 0) or 0) - float(order_info.get("refunded", 0) or 0)
             currency = str(order_info.get("currency") or "USD")
             if amount <= 0:
-                return self._answer(t, f"Order {order_id} is already fully refunded; there is nothing left to refund.")
+                return self._answer(
+                    t,
+                    f"Order {order_id} is already fully refunded; there is nothing left to refund. "
+                    "(The bundled demo shop keeps its refunds between runs: `durable-agent demo reset` restores its orders.)",
+                )
             return (
                 f"{OFFLINE_NOTICE} The policy allows it, so I refund {amount:g} {currency} on {order_id}.",
                 ("issue_refund", {"order_id": order_id, "amount": amount, "currency": currency}),

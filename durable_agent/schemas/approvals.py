@@ -95,5 +95,7 @@ class ReviewerNotice(BaseModel):
     agent: str
     approval: PendingApproval
     approve_command: str = Field(default="", description="The exact `temporal` CLI command that approves it.")
-    webhook_url: str | None = Field(default=None, description="Where to POST; never part of the body.")
+    webhook_url: str | None = Field(
+        default=None, description="Ignored: notices of older workers carried it. The activity reads the URL from its configuration."
+    )
     require_signature: bool = Field(default=False, description="Decisions must be signed (durable-agent approve, the inbox).")

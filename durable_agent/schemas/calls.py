@@ -105,10 +105,14 @@ class ToolCallInput(BaseModel):
 
 
 class ToolCallOutput(BaseModel):
-    status: Literal["ok", "error", "invalid_arguments", "unknown_tool"]
+    #: ``outcome_unknown``: a tool that changes the world timed out (it may or may not have done its work) and was not run again.
+    status: Literal["ok", "error", "invalid_arguments", "unknown_tool", "outcome_unknown"]
     ref: str | None = None
     preview: str = ""
     error: str | None = None
     duration_ms: int = 0
     chars: int = Field(default=0, description="Size of the full result, for the next call's cost estimate.")
-    warnings: list[str] = Field(default_factory=list, description="What had to be changed to keep the result (RESULT_CONVERTED, RESULT_NOT_STORED).")
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="What had to be changed to keep the result (RESULT_CONVERTED, RESULT_NOT_STORED), or was refused (READ_RESULT_REFUSED).",
+    )

@@ -29,6 +29,18 @@ class ToolInfo(BaseModel):
     rate_limit_wait: bool = Field(default=True, description="Over the limit: wait for a slot, or tell the model at once.")
     rate_limit_lane: str = Field(default="", description="Whose limit it is: '' the tool's own, agent:<name> a profile's.")
     heartbeat_seconds: float | None = None
+    idempotent: bool = Field(
+        default=False, description="Running it twice does what running it once does (it honours its idempotency key)."
+    )
+
+    @property
+    def repeatable(self) -> bool:
+        """Whether another attempt after a timeout is safe: the tool changes nothing, or is declared idempotent.
+
+        A timed-out attempt may have done its work; running a tool that is neither
+        again could do it twice, so its outcome is reported as unknown instead.
+        """
+        return self.read_only or self.idempotent
 
 
 class ApprovalPolicy(StrictModel):
@@ -40,7 +52,12 @@ class ApprovalPolicy(StrictModel):
     destructive_needs_approval: bool = True
     reviewers: list[str] = Field(default_factory=list, description="Allowed reviewers; empty: anyone (unsigned profiles only).")
     timeout_seconds: float = Field(default=300.0, gt=0)
-    webhook_url: str | None = None
+    webhook_url: str | None = Field(
+        default=None, description="Where notify_reviewer POSTs. A secret: read from the worker's configuration, in no payload."
+    )
+    webhook_plaintext: bool = Field(
+        default=False, description="With encryption on, send the arguments and last steps in the webhook body anyway."
+    )
     require_signature: bool = Field(default=False, description="Only Ed25519-signed decisions count ([reviewer_keys]).")
     delegates: list[str] = Field(
         default_factory=list, description="Keys (e.g. the inbox's) that may sign for any reviewer on the allow-list."
@@ -86,6 +103,9 @@ class ResolvedAgent(BaseModel):
     thinking_budget_tokens: int | None = Field(default=None, description="Extended thinking's budget; None: off.")
     context_management: bool = Field(default=False, description="Ask the API to clear old tool results itself (tier 3).")
     prompt_tokens: int = Field(default=0, description="Estimated tokens of the system prompt and tool schemas.")
+    limits_task_queue: str | None = Field(
+        default=None, description="Where the worker starts the daily-budget ledgers and rate limiters (named when a run waits for them)."
+    )
 
     def tool(self, name: str) -> ToolInfo | None:
         for info in self.tools:
