@@ -27,6 +27,7 @@ from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, 
 
 from durable_agent import logs, redaction
 from durable_agent.encryption import DecryptionError
+from durable_agent.observations import PREVIEW_CHARS  # noqa: F401  (activities import it from here)
 from durable_agent.errors import FULL_MESSAGE_DETAIL
 from durable_agent.retry import ErrorKind
 from durable_agent.store import ContentIntegrityError, MissingContent
@@ -35,7 +36,6 @@ log = logs.ActivityLogger(logging.getLogger("durable_agent.activities"), None)
 
 #: Longest tool result the model is shown, in characters (the store keeps all of it).
 MAX_RESULT_CHARS = 100_000
-PREVIEW_CHARS = 300
 HEARTBEAT_EVERY = 5.0
 #: Longest error text a tool call reports (it is recorded in the history and shown to the model).
 ERROR_CHARS = 2_000

@@ -7,7 +7,6 @@ import base64
 import contextlib
 import json
 import os
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -31,6 +30,7 @@ from durable_agent.encryption import (
     MissingEncryptionKey,
     with_encryption,
 )
+from tests.processes import free_port
 
 MARKER = "MARKER-7f3a-plaintext"
 
@@ -166,15 +166,9 @@ class TestWorkerCodec:
         assert await keyless.decode([plain]) == [plain] and await keyless.encode([plain]) == [plain]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def serving(app: Any) -> AsyncIterator[str]:
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
     while not server.started:

@@ -30,7 +30,8 @@ from durable_agent.queues import workflow_pollers
 from durable_agent.schemas import AgentResult, StatusView
 from durable_agent.workflows import WORKFLOWS
 from tests.conftest import ROOT, Harness, subprocess_env
-from tests.test_crash_recovery import OFFLINE_CONFIG, Processes, result_of, worker_argv
+from tests.processes import Processes, result_of, worker_argv
+from tests.test_crash_recovery import OFFLINE_CONFIG
 from tests.test_failures import attempts, events, until
 
 pytestmark = pytest.mark.slow

@@ -24,7 +24,7 @@ from durable_agent.queues import workflow_pollers
 from durable_agent.schemas import StatusView
 from durable_agent.workflows import ENTITY_WORKFLOWS
 from tests.conftest import ROOT, Harness, make_config, subprocess_env
-from tests.test_crash_recovery import Processes, worker_argv
+from tests.processes import Processes, worker_argv
 from tests.test_failures import until
 
 DAILY_PROFILE: dict[str, Any] = {"model": "offline", "tools": ["lookup_order"], "autonomy": "autonomous", "daily_budget_usd": 5.0}

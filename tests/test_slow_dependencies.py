@@ -16,7 +16,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import History
 
 from durable_agent import contracts
-from durable_agent.workflows.state import DEFAULT_HEARTBEAT_TIMEOUT
+from durable_agent.workflows.host import DEFAULT_HEARTBEAT_TIMEOUT
 from tests.conftest import Harness, make_config
 from tests.fake_anthropic import FakeAnthropic, RecordedRequest, Reply, text, tool_use
 from tests.test_failures import attempts, events, run_claude
