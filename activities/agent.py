@@ -18,7 +18,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from durable_agent import context, contracts, genai, redaction, stops
-from durable_agent.activities.common import content_errors, heartbeating, log, retry_error, tool_result_content
+from durable_agent.activities.common import content_errors, log, retry_error, tool_result_content
 from durable_agent.activities.context import READ_RESULT_INFO
 from durable_agent.activities.notify import NotifyActivities
 from durable_agent.activities.tools import ToolActivities
@@ -68,6 +68,7 @@ class AgentActivities(ToolActivities, NotifyActivities):
         model_limits: ModelRateLimits | None = None,
         index: ApprovalIndex | None = None,
         mcp: McpCatalog | None = None,
+        limits_queue: str | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -80,6 +81,8 @@ class AgentActivities(ToolActivities, NotifyActivities):
         self.index = index
         #: The configured MCP servers' tools (a tool source beside the @tool registry).
         self.mcp = mcp if mcp is not None else McpCatalog(config.mcp_servers)
+        #: Where the ledgers and limiters of this worker's runs are started (runs name it when they wait for it).
+        self.limits_queue = limits_queue
 
     # ---------------------------------------------------------------- resolve
 
@@ -154,6 +157,7 @@ class AgentActivities(ToolActivities, NotifyActivities):
             thinking_budget_tokens=profile.thinking_budget_tokens,
             context_management=profile.context_management,
             prompt_tokens=context.estimate_request_tokens(prompt["system"], prompt["tools"], []),
+            limits_task_queue=self.limits_queue,
         )
         # Recorded in the history: no configuration secret (notify_reviewer reads the webhook URL itself).
         return redaction.without_secrets(resolved)
@@ -206,8 +210,7 @@ class AgentActivities(ToolActivities, NotifyActivities):
             with genai.chat_span(
                 request.model, system=model_request.system, messages=model_request.messages, max_tokens=request.max_tokens
             ) as chat:
-                async with heartbeating():
-                    response = await provider.complete(model_request)
+                response = await provider.complete(model_request)  # heartbeating all along (HeartbeatInterceptor)
                 chat.set_response(
                     model=response.model,
                     response_id=response.response_id,

@@ -39,6 +39,7 @@ from durable_agent.budget import (
 )
 from durable_agent.errors import failure_message
 from durable_agent.profiles import AgentsConfig
+from durable_agent.queues import UNSERVED_GIVE_UP_AFTER, answer_from_served_queue
 from durable_agent.ratelimit import (
     AcquireRequest,
     AcquireResult,
@@ -85,12 +86,17 @@ class LimitsClient:
         client: A client with the pydantic data converter.
         task_queue: The agents' task queue, which names the entities (``@<queue>`` off the default).
         start_queue: Where a ledger or limiter is started when none runs yet (default: ``task_queue``).
+        give_up_unserved_after: Seconds a call waits when no worker polls ``start_queue`` before it
+            fails saying so; ``None``: it waits as long as its activity may (a model call's slot).
     """
 
-    def __init__(self, client: Client, task_queue: str, start_queue: str | None = None) -> None:
+    def __init__(
+        self, client: Client, task_queue: str, start_queue: str | None = None, give_up_unserved_after: float | None = UNSERVED_GIVE_UP_AFTER
+    ) -> None:
         self.client = client
         self.task_queue = task_queue
         self.start_queue = start_queue or task_queue
+        self.give_up_unserved_after = give_up_unserved_after
         self._in_flight: defaultdict[str, asyncio.Semaphore] = defaultdict(lambda: asyncio.Semaphore(MAX_IN_FLIGHT))
 
     async def _update_with_start(
@@ -120,8 +126,11 @@ class LimitsClient:
                 async with self._in_flight[workflow_id]:
                     # No update id of our own: the server would answer a repeated id with its
                     # first outcome, a refusal included. The payload's own id makes retries safe.
-                    return await self.client.execute_update_with_start_workflow(
-                        update, payload, start_workflow_operation=operation, result_type=result_type
+                    return await answer_from_served_queue(
+                        self.client.execute_update_with_start_workflow(
+                            update, payload, start_workflow_operation=operation, result_type=result_type
+                        ),
+                        self.client, self.start_queue, summary, give_up_after=self.give_up_unserved_after,
                     )
             except WorkflowAlreadyStartedError:
                 # Only a closed day's ledger refuses to start again: never reopen it at zero.
@@ -251,7 +260,8 @@ class ModelRateLimits:
             return 0.0
         windows = {dim: w.model_copy(update={"period_seconds": w.period_seconds + self.DISPATCH_SLACK}) for dim, w in configured.items()}
         if queue not in self._clients:
-            self._clients[queue] = LimitsClient(self.client, queue, self.start_queue)
+            # The think attempt waits for its slot as long as it may (heartbeating); the worker's log says why.
+            self._clients[queue] = LimitsClient(self.client, queue, self.start_queue, give_up_unserved_after=None)
         observed = list(self._seen.pop(model, {}).values())
         request = AcquireRequest(
             tool=model_resource(model), request_id=request_id, lane="model", windows=windows,

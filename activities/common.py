@@ -3,6 +3,11 @@
 Each failure is classified once, in the activity, into an error kind
 (:mod:`durable_agent.retry`), and becomes an ``ApplicationError`` that either
 names the exact wait before the next attempt or says not to retry.
+
+Every activity heartbeats for its whole body (:class:`HeartbeatInterceptor`, on
+every worker): a slow dependency (a token count, a summary, a rate-limit wait, a
+store) costs time, never an attempt, and a killed worker is still noticed within
+the heartbeat timeout.
 """
 
 from __future__ import annotations
@@ -18,9 +23,11 @@ from typing import Any
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor
 
 from durable_agent import logs, redaction
 from durable_agent.encryption import DecryptionError
+from durable_agent.observations import PREVIEW_CHARS  # noqa: F401  (activities import it from here)
 from durable_agent.errors import FULL_MESSAGE_DETAIL
 from durable_agent.retry import ErrorKind
 from durable_agent.store import ContentIntegrityError, MissingContent
@@ -29,10 +36,16 @@ log = logs.ActivityLogger(logging.getLogger("durable_agent.activities"), None)
 
 #: Longest tool result the model is shown, in characters (the store keeps all of it).
 MAX_RESULT_CHARS = 100_000
-PREVIEW_CHARS = 300
 HEARTBEAT_EVERY = 5.0
 #: Longest error text a tool call reports (it is recorded in the history and shown to the model).
 ERROR_CHARS = 2_000
+
+
+def heartbeat_pace(heartbeat_timeout: timedelta | None) -> float:
+    """Seconds between heartbeats: ``HEARTBEAT_EVERY``, or three beats per heartbeat timeout when that is shorter."""
+    if heartbeat_timeout is None or heartbeat_timeout <= timedelta(0):
+        return HEARTBEAT_EVERY
+    return min(HEARTBEAT_EVERY, heartbeat_timeout.total_seconds() / 3)
 
 
 @contextlib.asynccontextmanager
@@ -51,6 +64,29 @@ async def heartbeating(every: float = HEARTBEAT_EVERY) -> AsyncIterator[None]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+
+
+class HeartbeatInterceptor(Interceptor):
+    """Heartbeats for every activity of the worker, from its first line to its last.
+
+    Without it, an activity heartbeats only around its slow call, and whatever it
+    does before (reading the conversation, counting tokens, waiting for a rate-limit
+    slot) or instead (a summary) counts against the heartbeat timeout: a dependency
+    slower than that fails the attempt, and every retry fails the same way.
+    Local activities are left alone (they have no heartbeat timeout).
+    """
+
+    def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
+        return _HeartbeatingActivity(next)
+
+
+class _HeartbeatingActivity(ActivityInboundInterceptor):
+    async def execute_activity(self, input: ExecuteActivityInput) -> Any:
+        info = activity.info()
+        if info.is_local:
+            return await self.next.execute_activity(input)
+        async with heartbeating(heartbeat_pace(info.heartbeat_timeout)):
+            return await self.next.execute_activity(input)
 
 
 @contextlib.asynccontextmanager

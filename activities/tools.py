@@ -2,7 +2,9 @@
 
 A tool that returned has done its work: its result is made JSON-safe and stored
 right away, and nothing after that can raise, so nothing of ours makes the tool
-run again. A failing tool is retried per its retry plan, by error kind.
+run again. A failing tool is retried per its retry plan, by error kind, except
+that a tool that changes the world and is not declared idempotent is never run
+again after a timeout: its outcome is unknown, and the model is told so.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from durable_agent.activities.mcp import McpToolActivities
 from durable_agent.errors import InvalidToolArguments, ToolAuthError, ToolError, ToolRateLimited, ToolTimeout
 from durable_agent.jsonsafe import json_safe
 from durable_agent.results import RunChain
-from durable_agent.retry import TOOL_RETRY_POLICIES, ErrorKind, RetryPlan, next_delay
+from durable_agent.retry import TOOL_RETRY_POLICIES, ErrorKind, RetryPlan, next_delay, unknown_outcome_message
 from durable_agent.schemas import ToolCall, ToolCallInput, ToolCallOutput
 from durable_agent.tool_policy import apply as apply_tool_policy
 from durable_agent.tools import Tool, ToolContext, ToolRegistry
@@ -96,11 +98,12 @@ class ToolActivities(ContextActivities, McpToolActivities):
             if not exc.retryable:
                 message = error_text(exc)
                 return ToolCallOutput(status="error", error=message, preview=message[:PREVIEW_CHARS], duration_ms=elapsed_ms(started))
+            if kind is ErrorKind.TIMEOUT:
+                return self._timed_out(tool, call, plan, f"{call.name}: {error_text(exc)}", started)
             delay = next_delay(plan, kind, info.attempt, retry_after)
             raise quoting_error(call.name, error_text(exc), kind, delay) from None
         except (asyncio.TimeoutError, TimeoutError):
-            delay = next_delay(plan, ErrorKind.TIMEOUT, info.attempt)
-            raise retry_error(f"{call.name} timed out after {tool.info.timeout_seconds:g}s", ErrorKind.TIMEOUT, delay) from None
+            return self._timed_out(tool, call, plan, f"{call.name} timed out after {tool.info.timeout_seconds:g}s", started)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -109,6 +112,30 @@ class ToolActivities(ContextActivities, McpToolActivities):
             log.warning("tool %s crashed (attempt %s): %s", call.name, info.attempt, shown, extra={"tool": call.name})
             raise quoting_error(f"{call.name} crashed: {type(exc).__name__}", error_text(exc), ErrorKind.TOOL_CRASH, delay) from None
         return await self._tool_done(call, result, elapsed_ms(started), RunChain.of_tool_call(info.workflow_id, context.idempotency_key))
+
+    def _timed_out(self, tool: Tool, call: ToolCall, plan: RetryPlan, what_happened: str, started: float) -> ToolCallOutput:
+        """A timed-out attempt: retried by the plan when that is safe, else its outcome is unknown.
+
+        A tool that changes the world may have done its work before it timed out. Unless it
+        is declared idempotent it is never run again, and when it is, its last attempt's
+        timeout leaves the outcome as unknown as the first one's. Either way the model is
+        told so, and the step's record says ``outcome_unknown``; a read-only tool is
+        retried and then reported unavailable, as any other failure.
+
+        Raises:
+            ApplicationError: retryable with the plan's delay, or (read-only, retries spent) not.
+        """
+        attempt = activity.info().attempt
+        delay = next_delay(plan, ErrorKind.TIMEOUT, attempt) if tool.info.repeatable else None
+        if delay is not None or tool.info.read_only:
+            raise retry_error(what_happened, ErrorKind.TIMEOUT, delay)
+        log.warning(
+            "%s (attempt %s); %s changes the world, so its outcome is unknown and it is not run again%s",
+            what_happened, attempt, call.name, "" if tool.info.idempotent else " (declare it idempotent=True if running it twice is safe)",
+            extra={"tool": call.name},
+        )
+        message = unknown_outcome_message(what_happened)
+        return ToolCallOutput(status="outcome_unknown", error=message, preview=message[:PREVIEW_CHARS], duration_ms=elapsed_ms(started))
 
     async def _tool_done(self, call: ToolCall, result: Any, duration_ms: int, chain: RunChain | None = None) -> ToolCallOutput:
         """The outcome of a tool that returned: never raises, so nothing of ours can make the tool run again.

@@ -28,6 +28,8 @@ CARRIED_TEXT_CHARS = 2_000
 CARRIED_TOOLS_USED = 200
 #: Approval records a continuation carries (the latest); earlier ones are only counted.
 CARRIED_APPROVALS = 100
+#: Decision records a continuation carries for the ``trace`` query (the latest; the store has all).
+CARRIED_TRACE_RECORDS = 50
 
 
 class CarriedState(BaseModel):
@@ -87,16 +89,24 @@ def compact_record(record: DecisionRecord) -> DecisionRecord:
     return record.model_copy(update=update)
 
 
-def fit_records(records: list[DecisionRecord], budget_bytes: int) -> list[DecisionRecord]:
-    """The newest of ``records``, compacted, that fit in ``budget_bytes`` of JSON together."""
+def latest_within(records: list[DecisionRecord], max_bytes: int, *, compact: bool = False) -> list[DecisionRecord]:
+    """The newest of ``records`` whose JSON array fits in ``max_bytes`` (oldest first, as given).
+
+    Args:
+        records: Oldest first.
+        max_bytes: The most the JSON array of the kept records may take (the ``trace``
+            query's answer, or what is left of a continuation's input).
+        compact: Cut large arguments and long texts first (:func:`compact_record`), so more fit.
+    """
     kept: list[DecisionRecord] = []
-    used = 0
+    used = 2  # the brackets
     for record in reversed(records):
-        compacted = compact_record(record)
-        size = len(compacted.model_dump_json())
-        if used + size > budget_bytes:
+        if compact:
+            record = compact_record(record)
+        size = len(record.model_dump_json()) + 1  # and a comma
+        if used + size > max_bytes:
             break
-        kept.append(compacted)
+        kept.append(record)
         used += size
     kept.reverse()
     return kept

@@ -13,23 +13,43 @@ warnings. Typed values (activity inputs and results) decode exactly as before.
 The same holds for a payload codec (encryption): a payload it cannot decode
 (garbage claiming to be encrypted) would fail the whole activation, so the
 worker's codec hands it on as a marker instead, which untyped arguments refuse
-by name and typed values still fail on (a missing key is then retried until the
-worker is fixed).
+by name and typed values still fail on.
+
+Except for a payload encrypted under a key this worker does not have (or any
+encrypted payload, on a worker without ``AGENT_ENCRYPTION_KEYS``): another worker
+may have the key, so the task that carries it fails, loudly, naming the key id,
+and is retried (a workflow task until a worker with the key takes it, an activity
+by its retry policy). Refusing the payload instead would fail the run for good.
+A worker cannot tell such a payload from garbage that names a key it lacks; a
+signal forged that way holds its run's workflow task until it is terminated, which
+whoever may signal a run may do anyway.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Sequence
+import logging
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 from temporalio.contrib.pydantic import PydanticPayloadConverter
-from temporalio.converter import DataConverter, PayloadCodec
+from temporalio.converter import (
+    ActivitySerializationContext,
+    DataConverter,
+    PayloadCodec,
+    SerializationContext,
+    WithSerializationContext,
+    WorkflowSerializationContext,
+)
 
+from durable_agent.encryption import KeylessCodec, MissingEncryptionKey
 from durable_agent.inputs import Undecodable, quoted
+
+log = logging.getLogger("durable_agent.worker")
 
 JSON_PLAIN = b"json/plain"
 #: What :class:`TolerantCodec` puts in place of a payload its codec could not decode; the data says why.
@@ -67,11 +87,36 @@ class GuardedPayloadConverter(PydanticPayloadConverter):
         return Undecodable(f"encoding {label} cannot be read as JSON ({quoted(str(first), 120)})", encoding=label)
 
 
-class TolerantCodec(PayloadCodec):
-    """A worker's payload codec that turns a payload it cannot decode into an ``UNDECODABLE`` marker."""
+#: Seconds between two loud log lines about the same workflow and missing key.
+MISSING_KEY_LOG_EVERY = 60.0
+#: Called with the missing key and where it was met (a workflow's or an activity's serialization context, if known).
+MissingKeyListener = Callable[[MissingEncryptionKey, SerializationContext | None], None]
 
-    def __init__(self, inner: PayloadCodec) -> None:
+
+class TolerantCodec(PayloadCodec, WithSerializationContext):
+    """A worker's payload codec that turns a payload it cannot decode into an ``UNDECODABLE`` marker.
+
+    A payload under a key this worker lacks is not turned into a marker: the
+    :class:`MissingEncryptionKey` is logged (once a minute per workflow and key) and
+    raised, failing the task so that a worker with the key takes it.
+
+    Args:
+        inner: The codec that decrypts (:class:`~durable_agent.encryption.KeylessCodec` without keys).
+        on_missing_key: Told of each missing key too (the worker process may stop itself).
+    """
+
+    def __init__(
+        self, inner: PayloadCodec, on_missing_key: MissingKeyListener | None = None, context: SerializationContext | None = None
+    ) -> None:
         self.inner = inner
+        self.on_missing_key = on_missing_key
+        self.context = context
+        self._logged: dict[tuple[str, str], float] = {}
+
+    def with_context(self, context: SerializationContext) -> "TolerantCodec":
+        codec = TolerantCodec(self.inner, self.on_missing_key, context)
+        codec._logged = self._logged  # one rate limit for the worker, not one per task
+        return codec
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         return list(await self.inner.encode(payloads))
@@ -79,25 +124,55 @@ class TolerantCodec(PayloadCodec):
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
         try:
             return list(await self.inner.decode(payloads))
+        except MissingEncryptionKey as exc:
+            self._missing_key(exc)
+            raise
         except Exception:  # noqa: BLE001 - find the payloads at fault, one by one
             pass
         out: list[Payload] = []
         for payload in payloads:
             try:
                 out.extend(await self.inner.decode([payload]))
+            except MissingEncryptionKey as exc:
+                self._missing_key(exc)
+                raise
             except Exception as exc:  # noqa: BLE001 - whatever the codec raises, the run gets a value it can refuse
                 reason = quoted(f"{type(exc).__name__}: {exc}", 200)
                 out.append(Payload(metadata={"encoding": UNDECODABLE}, data=reason.encode("utf-8")))
         return out
 
+    def _missing_key(self, exc: MissingEncryptionKey) -> None:
+        context = self.context
+        where = "a task"
+        if isinstance(context, ActivitySerializationContext):
+            where = f"activity {context.activity_type} of workflow {context.workflow_id!r} (task queue {context.activity_task_queue!r})"
+        elif isinstance(context, WorkflowSerializationContext):
+            where = f"a workflow task of {context.workflow_id!r}"
+        if self.on_missing_key is not None:
+            self.on_missing_key(exc, context)
+        now = time.monotonic()
+        key = (where, exc.kid)
+        if now - self._logged.get(key, -MISSING_KEY_LOG_EVERY) < MISSING_KEY_LOG_EVERY:
+            return
+        self._logged[key] = now
+        log.error(
+            "cannot read %s: %s. It fails here and is retried, so that a worker with the key takes it; "
+            "give this worker the same AGENT_ENCRYPTION_KEYS as the others (no key was logged)",
+            where, exc,
+        )
 
-def guarded(converter: DataConverter) -> DataConverter:
-    """``converter`` with :class:`GuardedPayloadConverter` and its codec made tolerant; its failure converter kept."""
+
+def guarded(converter: DataConverter, on_missing_key: MissingKeyListener | None = None) -> DataConverter:
+    """``converter`` with :class:`GuardedPayloadConverter` and its codec made tolerant; its failure converter kept.
+
+    Without a codec (no ``AGENT_ENCRYPTION_KEYS``) it gets a :class:`~durable_agent.encryption.KeylessCodec`,
+    so an encrypted payload fails its task instead of being refused by the run.
+    """
     if issubclass(converter.payload_converter_class, GuardedPayloadConverter):
         return converter
-    codec = converter.payload_codec
-    if codec is not None and not isinstance(codec, TolerantCodec):
-        codec = TolerantCodec(codec)
+    codec = converter.payload_codec or KeylessCodec()
+    if not isinstance(codec, TolerantCodec):
+        codec = TolerantCodec(codec, on_missing_key)
     return dataclasses.replace(converter, payload_converter_class=GuardedPayloadConverter, payload_codec=codec)
 
 
@@ -105,11 +180,11 @@ def guarded(converter: DataConverter) -> DataConverter:
 guarded_data_converter = DataConverter(payload_converter_class=GuardedPayloadConverter)
 
 
-def guarded_client(client: Client) -> Client:
+def guarded_client(client: Client, on_missing_key: MissingKeyListener | None = None) -> Client:
     """A client like ``client`` (same connection, namespace, codec, plugins) whose workers use the guard."""
     config = client.config()
     data_converter = config["data_converter"]
     if issubclass(data_converter.payload_converter_class, GuardedPayloadConverter):
         return client
-    config["data_converter"] = guarded(data_converter)
+    config["data_converter"] = guarded(data_converter, on_missing_key)
     return Client(**config)

@@ -21,11 +21,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Collection, Mapping
 from datetime import datetime, timezone
+from typing import Any, TypeVar
 
-from durable_agent import signing
+from pydantic import ValidationError
+
+from durable_agent import inputs, signing
+from durable_agent.errors import validation_problems
 from durable_agent.schemas import (
     ApprovalPolicy,
     ApprovalRecord,
+    Decision,
     DecisionSignature,
     PendingApproval,
     ReviewerKeyring,
@@ -40,14 +45,33 @@ __all__ = [
     "decision_target",
     "delegate_may_decide",
     "outcome",
+    "parse_decision",
     "reviewer_allowed",
     "signed_review",
     "unauthenticated_allow_list",
 ]
 
 
+#: A decision payload model: the signals' :class:`Decision` or the update's :class:`ReviewRequest`.
+_DecisionT = TypeVar("_DecisionT", Decision, ReviewRequest)
+
+
 class DecisionRefused(ValueError):
     """A reviewer's decision that cannot be applied; the message says why, for the reviewer and the run's warnings."""
+
+
+def parse_decision(model: type[_DecisionT], payloads: tuple[Any, ...], handler: str) -> _DecisionT:
+    """The decision in a handler's ``payloads`` (one JSON object; none means ``{}``).
+
+    Raises:
+        DecisionRefused: naming what is wrong with the payload (see :func:`durable_agent.inputs.single_payload`).
+    """
+    try:
+        return model.model_validate(inputs.single_payload(payloads, handler))
+    except inputs.PayloadRefused as exc:
+        raise DecisionRefused(f"invalid payload: {exc}") from None
+    except ValidationError as exc:
+        raise DecisionRefused(f"invalid payload: {validation_problems(exc)}") from None
 
 
 def approval_id(step: int, index: int, first_execution_run_id: str) -> str:
@@ -212,23 +236,41 @@ def check_signer(
     public_key = keyring.keys.get(signer)
     if public_key is None:
         raise DecisionRefused(f"{signer!r} has no key under [reviewer_keys] (revoked, or never added)")
-    message = signing.decision_message(
-        namespace=namespace,
-        workflow_id=workflow_id,
-        run_id=target.run_id,
-        approval_id=target.approval_id,
-        args_sha256=target.args_sha256,
-        verdict="approve" if request.approved else "reject",
-        reviewer=reviewer,
-        signer=signer,
-        comment=request.comment,
-        expires_at=signature.expires_at,
+    message = _signed_message(
+        target, namespace=namespace, workflow_id=workflow_id, approved=request.approved, reviewer=reviewer, signer=signer,
+        comment=request.comment, expires_at=signature.expires_at,
     )
     if not signing.verify(public_key, signature.value, message):
         raise DecisionRefused(
             f"the signature does not verify with the key of {signer!r} "
             "(another key, or made for another run, approval, verdict or comment)"
         )
+
+
+def _signed_message(
+    target: PendingApproval,
+    *,
+    namespace: str,
+    workflow_id: str,
+    approved: bool,
+    reviewer: str,
+    signer: str,
+    comment: str | None,
+    expires_at: int,
+) -> bytes:
+    """The bytes a decision of ``target`` is signed over: the one place both signing and checking build them."""
+    return signing.decision_message(
+        namespace=namespace,
+        workflow_id=workflow_id,
+        run_id=target.run_id,
+        approval_id=target.approval_id,
+        args_sha256=target.args_sha256,
+        verdict="approve" if approved else "reject",
+        reviewer=reviewer,
+        signer=signer,
+        comment=comment,
+        expires_at=expires_at,
+    )
 
 
 def signed_review(
@@ -243,17 +285,9 @@ def signed_review(
     expires_at: int,
 ) -> ReviewRequest:
     """The ``review`` update payload deciding ``target``, signed by ``key`` (the reviewer's, or a delegate's for them)."""
-    message = signing.decision_message(
-        namespace=namespace,
-        workflow_id=workflow_id,
-        run_id=target.run_id,
-        approval_id=target.approval_id,
-        args_sha256=target.args_sha256,
-        verdict="approve" if approved else "reject",
-        reviewer=reviewer,
-        signer=key.name,
-        comment=comment,
-        expires_at=expires_at,
+    message = _signed_message(
+        target, namespace=namespace, workflow_id=workflow_id, approved=approved, reviewer=reviewer, signer=key.name,
+        comment=comment, expires_at=expires_at,
     )
     return ReviewRequest(
         approval_id=target.approval_id,

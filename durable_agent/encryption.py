@@ -185,8 +185,34 @@ def is_bound_blob(blob: bytes) -> bool:
     return blob.startswith(BOUND_BLOB_MAGIC)
 
 
+class MissingEncryptionKey(DecryptionError):
+    """An encrypted payload whose key this process does not have.
+
+    Another worker may have it, so whatever carried the payload must fail in a way that
+    is retried there (a workflow task, an activity attempt), never the run. The message
+    names the key id and the keys this process has, never key material.
+    """
+
+    def __init__(self, kid: str, known: Sequence[str]) -> None:
+        self.kid = kid
+        self.known = list(known)
+        have = f"lists only {', '.join(repr(k) for k in known)}" if known else "is not set"
+        super().__init__(f"the payload is encrypted with key {kid!r}, but {ENV_KEYS} {have} on this worker")
+
+
+def payload_key_id(payload: Payload) -> str | None:
+    """The key id of an encrypted payload (``""`` when it names none); ``None`` for a plain one."""
+    if payload.metadata.get("encoding") != ENCODING:
+        return None
+    return payload.metadata.get(KEY_ID_METADATA, b"").decode("utf-8", "replace")
+
+
 class EncryptionCodec(PayloadCodec):
-    """Encrypts every payload; decodes encrypted ones by their key id and passes plain ones through."""
+    """Encrypts every payload; decodes encrypted ones by their key id and passes plain ones through.
+
+    A payload under a key id the ring does not have raises :class:`MissingEncryptionKey`
+    (a worker that has it can read it); one that does not verify raises :class:`DecryptionError`.
+    """
 
     def __init__(self, ring: KeyRing) -> None:
         self.ring = ring
@@ -206,10 +232,31 @@ class EncryptionCodec(PayloadCodec):
             if payload.metadata.get("encoding") != ENCODING:
                 yield payload  # typed into the UI or written before encryption was on
                 continue
-            kid = payload.metadata.get(KEY_ID_METADATA, b"").decode()
+            kid = payload.metadata.get(KEY_ID_METADATA, b"").decode("utf-8", "replace")
+            if kid not in self.ring.key_ids:
+                raise MissingEncryptionKey(kid, self.ring.key_ids)
             original = Payload()
             original.ParseFromString(self.ring.decrypt(kid, payload.data))
             yield original
+
+
+class KeylessCodec(PayloadCodec):
+    """The codec of a worker without ``AGENT_ENCRYPTION_KEYS``: plain payloads pass, an encrypted one raises.
+
+    Without it, an encrypted payload reaches the JSON converter, which cannot read it:
+    a run's input would be refused and the run failed for good, when a worker with the
+    keys could have run it. :class:`MissingEncryptionKey` fails the task instead.
+    """
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        return list(payloads)
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        for payload in payloads:
+            kid = payload_key_id(payload)
+            if kid is not None:
+                raise MissingEncryptionKey(kid, [])
+        return list(payloads)
 
 
 def with_encryption(converter: DataConverter, ring: KeyRing | None) -> DataConverter:

@@ -23,6 +23,7 @@ then (it may quote its arguments): the span's status says the outcome only.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import time
@@ -101,14 +102,8 @@ class _Instruments:
         )
 
 
-_instruments: _Instruments | None = None
-
-
-def _get_instruments() -> _Instruments:
-    global _instruments
-    if _instruments is None:
-        _instruments = _Instruments()
-    return _instruments
+#: The GenAI instruments, made on first use (after the worker has set the meter provider).
+_genai_instruments = functools.cache(_Instruments)
 
 
 class ChatCall:
@@ -137,7 +132,7 @@ class ChatCall:
         if capture_content():
             output = [{"role": "assistant", "parts": _parts(content), "finish_reason": stop_reason or ""}]
             span.set_attribute("gen_ai.output.messages", _clip(output))
-        inst = _get_instruments()
+        inst = _genai_instruments()
         attrs = {**self.attributes, "gen_ai.response.model": model}
         inst.token_usage.record(input_total, {**attrs, "gen_ai.token.type": "input"})
         inst.token_usage.record(usage.output_tokens, {**attrs, "gen_ai.token.type": "output"})
@@ -174,7 +169,7 @@ def chat_span(model: str, *, system: str, messages: list[dict[str, Any]], max_to
                 recorded["gen_ai.response.model"] = call.response_model
             if error_type:
                 recorded["error.type"] = error_type
-            _get_instruments().duration.record(time.monotonic() - started, recorded)
+            _genai_instruments().duration.record(time.monotonic() - started, recorded)
 
 
 @contextlib.contextmanager

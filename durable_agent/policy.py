@@ -13,10 +13,11 @@ import json
 import math
 import shlex
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from durable_agent.decisions import DecisionRefused, decision_target, reviewer_allowed
-from durable_agent.schemas import ApprovalPolicy, Autonomy, ToolInfo
+from durable_agent.schemas import ApprovalPolicy, Autonomy, PendingApproval, ToolInfo
 
 #: Who may decide lives in :mod:`durable_agent.decisions`; these names stay importable from here.
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "reviewer_allowed",
     "run_autonomy",
     "signed_approve_command",
+    "waiting_details",
 ]
 
 Verdict = Literal["allow", "needs_approval", "refuse"]
@@ -169,3 +171,26 @@ def approve_command(
 def signed_approve_command(workflow_id: str, approval_id: str, *, reviewer: str = "YOUR_NAME", key: str = "YOUR_KEY_FILE") -> str:
     """The ``durable-agent approve`` command that signs and sends an approval (profiles that require signatures)."""
     return shlex.join(["durable-agent", "approve", workflow_id, "--approval-id", approval_id, "--reviewer", reviewer, "--key", key])
+
+
+def waiting_details(pending: list[PendingApproval], approve_commands: Mapping[str, str], *, signed: bool) -> str:
+    """What a run waiting for approval shows in the Temporal UI: each held action, why, until when, and how to decide it.
+
+    Args:
+        pending: What waits, oldest first.
+        approve_commands: The command that approves each, by approval id.
+        signed: Decisions must be signed (the command is ``durable-agent approve``; the inbox decides too).
+    """
+    how = (
+        "Reject: add `--reject`. Or decide in the reviewer inbox."
+        if signed
+        else "Reject: the same with `--name reject`. Or use More Actions > Send a Signal here."
+    )
+    blocks = [
+        f"**Waiting for approval** `{p.approval_id}`: {p.tool} `{json.dumps(p.args, sort_keys=True)}`\n\n"
+        f"Why: {p.reason} (risk {p.risk}). Deadline: {p.deadline.isoformat()}.\n\n"
+        f"Run `{p.run_id}`, args_sha256 `{p.args_sha256}`.\n\n"
+        f"Approve: `{approve_commands[p.approval_id]}`\n\n{how}"
+        for p in pending
+    ]
+    return "\n\n".join(blocks)

@@ -156,21 +156,46 @@ def model_retry_delay(
     return delay * (1.0 + JITTER_FRACTION * min(max(unit_random, 0.0), 1.0))
 
 
+#: The failure type a retry policy gives an activity that ran past its start-to-close timeout.
+START_TO_CLOSE_TIMEOUT = "TemporalTimeout:StartToClose"
+
+
+def unknown_outcome_message(what_happened: str) -> str:
+    """What the model reads when a tool that changes the world timed out and was not run again.
+
+    Args:
+        what_happened: e.g. ``"issue_refund timed out after 2s"``.
+    """
+    return (
+        f"OUTCOME UNKNOWN: {what_happened}, so it may or may not have done its work. It was not run again, "
+        "because running it twice could do it twice. Check whether it took effect before calling it again; "
+        "if you cannot, tell the user that its outcome is unknown."
+    )
+
+
 def max_attempts(plan: RetryPlan) -> int:
     """The largest attempt count in ``plan``: the cap on the Temporal retry policy."""
     return max(p.max_attempts for p in plan.values())
 
 
-def temporal_policy(plan: RetryPlan) -> RetryPolicy:
+def temporal_policy(plan: RetryPlan, *, retry_timeouts: bool = True) -> RetryPolicy:
     """The Temporal ``RetryPolicy`` to put on an activity that follows ``plan``.
 
     The activity sets each delay itself through ``next_retry_delay``; this policy's
     own backoff only applies to failures the activity did not classify (a worker
     crash, a heartbeat or start-to-close timeout).
+
+    Args:
+        plan: The retry plan of the model or the tool.
+        retry_timeouts: ``False`` for a tool that changes the world and is not idempotent: an
+            attempt that ran past its start-to-close timeout may have done its work, so it is
+            not run again. A heartbeat timeout (the worker died) is still retried, with the
+            call's idempotency key.
     """
     return RetryPolicy(
         initial_interval=timedelta(seconds=1),
         backoff_coefficient=2.0,
         maximum_interval=timedelta(seconds=60),
         maximum_attempts=max_attempts(plan),
+        non_retryable_error_types=None if retry_timeouts else [START_TO_CLOSE_TIMEOUT],
     )

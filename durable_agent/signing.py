@@ -37,7 +37,7 @@ __all__ = [
     "KeyFileError",
     "SigningKey",
     "args_digest",
-    "canonical_json",
+    "signable_json",
     "decision_message",
     "generate_key",
     "load_key_file",
@@ -73,7 +73,7 @@ def _normalise(value: Any) -> Any:
     return value
 
 
-def canonical_json(value: Any) -> bytes:
+def signable_json(value: Any) -> bytes:
     """The one byte string a JSON value signs as: sorted keys, no spaces, UTF-8, integral numbers without ``.0``.
 
     For the values tool arguments hold (strings, integers, ordinary decimals,
@@ -87,7 +87,7 @@ def canonical_json(value: Any) -> bytes:
 
 def args_digest(args: dict[str, Any]) -> str:
     """``args_sha256``: the hex SHA-256 of the canonical JSON of a tool call's arguments."""
-    return hashlib.sha256(canonical_json(args)).hexdigest()
+    return hashlib.sha256(signable_json(args)).hexdigest()
 
 
 def decision_message(
@@ -117,7 +117,7 @@ def decision_message(
         comment: The reviewer's comment (the model reads it on a rejection), or ``None``.
         expires_at: Unix time in seconds after which the decision is refused.
     """
-    return canonical_json(
+    return signable_json(
         {
             "v": MESSAGE_VERSION,
             "namespace": namespace,

@@ -82,7 +82,7 @@ __all__ = [
     "GarbageReport",
     "MissingContent",
     "StoreUnavailable",
-    "canonical_json",
+    "stored_json",
     "open_store",
     "state_dir",
 ]
@@ -99,7 +99,8 @@ def state_dir() -> Path:
     return Path(os.environ.get("AGENT_STATE_DIR") or ".durable-agent").resolve()
 
 
-def canonical_json(value: Any) -> bytes:
+def stored_json(value: Any) -> bytes:
+    """The bytes a JSON value is stored as (its reference is their SHA-256): sorted keys, no spaces, UTF-8, other values as text."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode("utf-8")
 
 
@@ -181,7 +182,7 @@ class ContentStore:
 
     async def put(self, value: Any) -> str:
         """Store ``value`` (JSON-serialisable); return its reference."""
-        data = canonical_json(value)
+        data = stored_json(value)
         ref = self.ref_of(data)
         await self.backend.write(self._key(ref), sealing.seal(self.ring, data, sealing.content_binding(ref)))
         return ref
@@ -283,7 +284,7 @@ class ContentStore:
     async def create_named(self, name: str, value: Any) -> bool:
         """Write ``value`` under ``name`` unless something is there; True if this call wrote it."""
         key = self._named_key(name)
-        return await self.backend.create(key, sealing.seal(self.ring, canonical_json(value), sealing.named_binding(name)))
+        return await self.backend.create(key, sealing.seal(self.ring, stored_json(value), sealing.named_binding(name)))
 
     async def read_named(self, name: str) -> Any | None:
         """The value under ``name``, or None.

@@ -20,6 +20,7 @@ The GenAI-convention spans and metrics are in :mod:`durable_agent.genai`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -267,19 +268,13 @@ class _Instruments:
         )
 
 
-_instruments: _Instruments | None = None
-
-
-def _get_instruments() -> _Instruments:
-    global _instruments
-    if _instruments is None:
-        _instruments = _Instruments()
-    return _instruments
+#: The agent's instruments, made on first use (after the worker has set the meter provider).
+_step_instruments = functools.cache(_Instruments)
 
 
 def record_step_metrics(record: DecisionRecord, duration_ms: float, model: str) -> None:
     """Count a step: its duration by tool and status, its tokens by kind, its cost."""
-    inst = _get_instruments()
+    inst = _step_instruments()
     base = {"agent": record.agent_id}
     inst.step_duration.record(
         duration_ms,
@@ -304,14 +299,14 @@ def record_step_metrics(record: DecisionRecord, duration_ms: float, model: str) 
 
 def count_approvals_waiting(agent: str, delta: int) -> None:
     """One more (``+1``) or one fewer (``-1``) action or paused run waiting for a reviewer."""
-    _get_instruments().approvals_waiting.add(delta, {"agent": agent})
+    _step_instruments().approvals_waiting.add(delta, {"agent": agent})
 
 
 def count_anomaly(agent: str, kind: str, action: str) -> None:
     """An anomaly of ``kind`` was found, and the run did ``action`` (warn, pause, stop)."""
-    _get_instruments().anomalies.add(1, {"agent": agent, "kind": kind, "action": action})
+    _step_instruments().anomalies.add(1, {"agent": agent, "kind": kind, "action": action})
 
 
 def set_daily_budget_remaining(agent: str, remaining: float) -> None:
     """The agent's shared daily budget left, as the ledger last answered."""
-    _get_instruments().daily_budget_remaining.set(remaining, {"agent": agent})
+    _step_instruments().daily_budget_remaining.set(remaining, {"agent": agent})

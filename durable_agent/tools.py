@@ -2,7 +2,7 @@
 
 A tool is a plain typed Python function. Its JSON schema (what the model sees)
 comes from the type hints through pydantic, its description from the docstring,
-and its policy metadata (read-only, destructive, risk, money, rate limit, retry)
+and its policy metadata (read-only, idempotent, destructive, risk, money, rate limit, retry)
 from the decorator. The name is typed once: the function's name, or ``name=``.
 """
 
@@ -217,6 +217,7 @@ def tool(
     rate_limit: str | None = None,
     rate_limit_wait: bool = True,
     heartbeat: float | None = None,
+    idempotent: bool = False,
 ) -> Any:
     """Declare a function as a tool the agent may call.
 
@@ -238,6 +239,10 @@ def tool(
             ``False``: tell the model at once that the tool is rate limited.
         heartbeat: Seconds between heartbeats (sent for the tool while it runs); a
             worker that dies mid-call is noticed after 3x this (at least 5 s).
+        idempotent: Running the tool twice does what running it once does (it passes its
+            idempotency key to what it changes). Only read-only and idempotent tools are
+            run again after a timeout; any other tool that times out is not, and the model
+            is told its outcome is unknown (it may have done its work).
 
     Raises:
         ToolDefinitionError: when the metadata or the signature is invalid.
@@ -289,6 +294,7 @@ def tool(
             rate_limit=rate_limit,
             rate_limit_wait=rate_limit_wait,
             heartbeat_seconds=heartbeat,
+            idempotent=idempotent,
         )
         registry.register(Tool(fn=func, info=info, args_model=args_model))
 

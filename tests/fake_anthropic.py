@@ -23,8 +23,9 @@ Every request is recorded (time, headers, body) so tests can count attempts,
 measure their spacing, and check keys and ``cache_control`` breakpoints.
 
 ``POST /v1/messages/count_tokens`` answers ``{"input_tokens": N}`` counted as
-:mod:`tests.fake_tokens` does; given a ``context_window``, the fake refuses a
-longer prompt as the API does and remembers the largest prompt it was sent.
+:mod:`tests.fake_tokens` does (after ``count_delay`` seconds: a slow endpoint);
+given a ``context_window``, the fake refuses a longer prompt as the API does and
+remembers the largest prompt it was sent.
 """
 
 from __future__ import annotations
@@ -231,6 +232,8 @@ class FakeAnthropic:
         self.largest_prompt_tokens = 0
         #: Requests to ``/v1/messages/count_tokens``, oldest first.
         self.count_requests: list[RecordedRequest] = []
+        #: Seconds ``/v1/messages/count_tokens`` waits before it answers (a slow endpoint).
+        self.count_delay = 0.0
         self.cache = PromptCache()
         self._lock = threading.Lock()
         self._script: list[Scripted] = []
@@ -466,6 +469,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if path == "/v1/messages/count_tokens":
             with fake._lock:
                 fake.count_requests.append(request)
+            if fake.count_delay and fake._stopping.wait(fake.count_delay):
+                return
             self._json(200, {"input_tokens": count_tokens(body)}, {})
             return
         if path != "/v1/messages":

@@ -180,6 +180,9 @@ SCENARIOS: list[Scenario] = [
     ("webhook_url_carried_continue_as_new", {"task": "Refund order ord-789"},
      {"continue_as_new_every": 3, "approval": {**SUPPORT_PROFILE["approval"], "webhook_url": "http://127.0.0.1:9/hooks/approvals/RECORDED-TOKEN"}},
      None, _approve_by_signal),
+    # A world-changing tool that times out: not retried, its outcome unknown (patch tool-timeout-outcome-unknown).
+    ("scripted_tool_timeout_outcome_unknown", {"task": "pay", "model": "SCRIPTED"}, {"tools": ["pay_slowly"], "autonomy": "autonomous"},
+     [tool_use("pay_slowly", {"account": "acc-1", "amount": 10.0}), answer("its outcome is unknown")], None),
     # A small window: the conversation is compacted (old results elided, then summarised) mid-run.
     ("scripted_compaction", {"task": "read the reports", "model": "SCRIPTED"},
      {"tools": ["report"], "autonomy": "autonomous", "context_window_tokens": 8192},

@@ -170,6 +170,7 @@ class TestQueriesAndHistory:
         assert final.phase == "done" and final.status == "success"
         assert final.budget_remaining is None
 
+    @pytest.mark.slow  # a run of many steps
     async def test_history_bytes_per_step_stay_flat(self, harness: Harness) -> None:
         """Tool output of 8 KB a step must not be copied into history again at every step."""
         steps = 30
@@ -223,6 +224,7 @@ class TestContinueAsNew:
 class TestWarningsStayBounded:
     """A loop that goes on for many steps, or a flood of bad signals, does not grow the run's state."""
 
+    @pytest.mark.slow  # a loop of many steps
     async def test_repeated_anomalies_are_counted_not_listed(self, harness: Harness) -> None:
         steps = 40
         model, _ = harness.scripted([tool_use("echo", {"text": "same"}) for _ in range(steps)] + [answer("stopped looping")])

@@ -9,34 +9,28 @@ and More Actions, Send an Update, ``review``, ``{"approval_id": ..., "approved":
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import json
-import os
 import re
 import shlex
-import signal
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
 from durable_agent.client import AgentClient
 from durable_agent.demo import shop
-from tests.conftest import Harness, subprocess_env, temporal_cli
+from tests.conftest import Harness, subprocess_env
 from tests.test_approvals import CANCEL_1001, REFUND_4999, current_details, support, wait_pending
-from tests.test_processes import cli, free_port
+from tests.processes import dev_server
+from tests.test_processes import cli
 
 if TYPE_CHECKING:
     from playwright.async_api import Page
 
 pytestmark = pytest.mark.slow
-_T = TypeVar("_T")
 
 CHROMIUM = Path("/usr/bin/chromium")
 #: Headless, and nothing that would reach beyond loopback.
@@ -133,56 +127,6 @@ class TestCliApproval:
         assert [a.reviewer for a in result.approvals] == ["alice"]
 
 
-@contextlib.asynccontextmanager
-async def dev_server_with_ui(db_file: Path) -> AsyncIterator[tuple[Client, str]]:
-    """A `temporal server start-dev` with its Web UI on free loopback ports: (client, UI base URL)."""
-    grpc_port = ui_port = free_port()
-    while ui_port == grpc_port:  # two probes may be handed the same released port
-        ui_port = free_port()
-    log = (db_file.parent / "dev-server.log").open("w")
-    server = subprocess.Popen(
-        [temporal_cli(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(grpc_port), "--ui-port", str(ui_port),
-         "--db-filename", str(db_file), "--log-level", "error"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    ui_url = f"http://127.0.0.1:{ui_port}"
-    try:
-        client = await _until_up(
-            lambda: Client.connect(f"127.0.0.1:{grpc_port}", data_converter=pydantic_data_converter), server, "the dev server"
-        )
-        await _until_up(lambda: asyncio.to_thread(_http_status, ui_url), server, "the Web UI")
-        yield client, ui_url
-    finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
-        log.close()
-
-
-def _http_status(url: str) -> int:
-    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - a loopback test server
-        return response.status
-
-
-async def _until_up(attempt: Callable[[], Awaitable[_T]], server: subprocess.Popen[bytes], what: str, timeout: float = 60.0) -> _T:
-    """Retry ``attempt()`` until it succeeds; fail if ``server`` exits or ``timeout`` passes."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return await attempt()
-        except Exception as exc:
-            assert server.poll() is None, f"{what} exited with {server.returncode}"
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{what} did not come up within {timeout:g} s: {exc}") from exc
-            await asyncio.sleep(0.5)
-
-
 async def send_from_ui(page: Page, run_url: str, action: str, handler: str, payload: dict[str, Any]) -> None:
     """In the run's page: More Actions > ``action``, pick ``handler``, enter ``payload`` as Data, Submit.
 
@@ -213,7 +157,8 @@ class TestUiApproval:
     async def test_approve_from_the_web_ui(self, state_dir: Path, tmp_path: Path) -> None:
         from playwright.async_api import async_playwright, expect
 
-        async with dev_server_with_ui(tmp_path / "ui-server.db") as (client, ui_url):
+        async with dev_server(tmp_path, ui=True) as server:
+            client, ui_url = server.client, server.ui_url
             harness = Harness(client, state_dir)
             agents = AgentClient(client, task_queue=harness.task_queue)
             async with harness.worker(), async_playwright() as playwright:

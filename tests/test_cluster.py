@@ -29,7 +29,7 @@ from tests.test_approvals import REFUND_4999, wait_pending
 from tests.test_processes import cli
 from tests.fake_anthropic import FakeAnthropic, RecordedRequest, Reply, text, tool_use
 from tests.s3_server import aws_env, create_bucket, payload_bytes
-from tests.test_crash_recovery import Processes, worker_argv
+from tests.processes import Processes, worker_argv
 from tests.test_failures import until
 
 pytestmark = pytest.mark.slow

@@ -12,8 +12,6 @@ import asyncio
 import base64
 import json
 import os
-import signal
-import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -24,15 +22,13 @@ from pathlib import Path
 import pytest
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
-from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from durable_agent.codec_server import COOKIE, create_app
 from durable_agent.encryption import EncryptionCodec, KeyRing, with_encryption
-from tests.conftest import temporal_cli
-from tests.test_cli_and_ui_approval import CHROMIUM, CHROMIUM_ARGS, _http_status, _until_up
+from tests.test_cli_and_ui_approval import CHROMIUM, CHROMIUM_ARGS
 from tests.test_encryption import serving
-from tests.test_processes import free_port
+from tests.processes import dev_server, free_ports
 
 pytestmark = pytest.mark.slow
 
@@ -45,77 +41,58 @@ async def test_ui_decodes_through_the_codec_server_only_after_sign_in(tmp_path: 
     from playwright.async_api import async_playwright, expect
 
     ring = KeyRing.parse(f"k1:{base64.b64encode(os.urandom(32)).decode()}")
-    grpc_port, ui_port = free_port(), free_port()
-    while ui_port == grpc_port:
-        ui_port = free_port()
+    grpc_port, ui_port = free_ports(2)
     ui_url = f"http://127.0.0.1:{ui_port}"
-    async with serving(create_app(EncryptionCodec(ring), TOKEN, allowed_origins=[ui_url])) as codec_url:
-        log = (tmp_path / "dev-server.log").open("w")
-        server = subprocess.Popen(
-            [temporal_cli(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(grpc_port), "--ui-port", str(ui_port),
-             "--log-level", "error", "--ui-codec-endpoint", codec_url],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        try:
-            client = await _until_up(
-                lambda: Client.connect(f"127.0.0.1:{grpc_port}", data_converter=with_encryption(pydantic_data_converter, ring)),
-                server, "the dev server",
-            )
-            await _until_up(lambda: asyncio.to_thread(_http_status, ui_url), server, "the Web UI")
-            # No worker needed: the run's input is what the UI shows.
-            handle = await client.start_workflow("AgentWorkflow", {"task": f"Refund {MARKER}"}, id="codec-ui-run", task_queue="nobody-polls")
-            run_url = f"{ui_url}/namespaces/default/workflows/{handle.id}"
-            async with async_playwright() as playwright:
-                browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-                page = await browser.new_page(viewport={"width": 1400, "height": 1000})
-                try:
-                    # Not signed in: the codec server answers 401 and the UI shows no plaintext.
-                    async with page.expect_response(lambda r: "/decode" in r.url and r.request.method == "POST") as refused:
-                        await page.goto(run_url)
-                    assert (await refused.value).status == 401
-                    await expect(page.get_by_text("Codec Server could not connect").filter(visible=True).first).to_be_visible()
-                    assert MARKER not in await page.inner_text("body")
-
-                    # Sign in to the codec server, as a reviewer would, once.
-                    await page.goto(f"{codec_url}/login")
-                    await page.get_by_label("Codec token").fill(TOKEN)
-                    await page.get_by_role("button", name="Sign in").click()
-                    await expect(page.get_by_text("Signed in.")).to_be_visible()
-                    # The browser holds a signed session that expires, never the token.
-                    cookie = next(c for c in await page.context.cookies(codec_url) if c["name"] == COOKIE)
-                    assert TOKEN not in cookie["value"] and cookie["httpOnly"] and cookie["sameSite"] == "Lax"
-                    assert 0 < cookie["expires"] - time.time() <= 12 * 3600
-
-                    # The UI's codec settings: this browser's endpoint, with cross-origin credentials.
-                    await page.goto(run_url)
-                    # The codec button in the top bar (its test id follows its state: configured, error...).
-                    settings = page.locator("[data-testid^=data-encoder-status]").first
-                    await settings.click()
-                    dialog = page.locator("dialog[open]")
-                    if not await dialog.count():  # a click the page swallowed while it was still settling
-                        await settings.click()
-                    await dialog.get_by_test_id("use-local-endpoint-input").check()
-                    await dialog.get_by_role("textbox").fill(codec_url)
-                    await dialog.get_by_text("Include cross-origin credentials").click()
-                    await dialog.get_by_role("button", name="Apply").click()
-                    await page.goto(run_url)
-                    await expect(page.get_by_text(f"Refund {MARKER}")).to_be_visible(timeout=20_000)
-                    await page.screenshot(path=str(tmp_path / "ui-decoded.png"), full_page=True)
-                except BaseException:
-                    await page.screenshot(path=str(tmp_path / "ui-codec-failure.png"), full_page=True)
-                    raise
-                finally:
-                    await browser.close()
-            await handle.terminate()
-        finally:
-            if server.poll() is None:
-                os.killpg(server.pid, signal.SIGTERM)
+    async with serving(create_app(EncryptionCodec(ring), TOKEN, allowed_origins=[ui_url])) as codec_url, dev_server(
+        tmp_path, ui=True, extra=["--ui-codec-endpoint", codec_url], data_converter=with_encryption(pydantic_data_converter, ring),
+        ports=(grpc_port, ui_port),
+    ) as server:
+        client = server.client
+        # No worker needed: the run's input is what the UI shows.
+        handle = await client.start_workflow("AgentWorkflow", {"task": f"Refund {MARKER}"}, id="codec-ui-run", task_queue="nobody-polls")
+        run_url = f"{ui_url}/namespaces/default/workflows/{handle.id}"
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            page = await browser.new_page(viewport={"width": 1400, "height": 1000})
             try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
-                server.wait(timeout=30)
-            log.close()
+                # Not signed in: the codec server answers 401 and the UI shows no plaintext.
+                async with page.expect_response(lambda r: "/decode" in r.url and r.request.method == "POST") as refused:
+                    await page.goto(run_url)
+                assert (await refused.value).status == 401
+                await expect(page.get_by_text("Codec Server could not connect").filter(visible=True).first).to_be_visible()
+                assert MARKER not in await page.inner_text("body")
+
+                # Sign in to the codec server, as a reviewer would, once.
+                await page.goto(f"{codec_url}/login")
+                await page.get_by_label("Codec token").fill(TOKEN)
+                await page.get_by_role("button", name="Sign in").click()
+                await expect(page.get_by_text("Signed in.")).to_be_visible()
+                # The browser holds a signed session that expires, never the token.
+                cookie = next(c for c in await page.context.cookies(codec_url) if c["name"] == COOKIE)
+                assert TOKEN not in cookie["value"] and cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+                assert 0 < cookie["expires"] - time.time() <= 12 * 3600
+
+                # The UI's codec settings: this browser's endpoint, with cross-origin credentials.
+                await page.goto(run_url)
+                # The codec button in the top bar (its test id follows its state: configured, error...).
+                settings = page.locator("[data-testid^=data-encoder-status]").first
+                await settings.click()
+                dialog = page.locator("dialog[open]")
+                if not await dialog.count():  # a click the page swallowed while it was still settling
+                    await settings.click()
+                await dialog.get_by_test_id("use-local-endpoint-input").check()
+                await dialog.get_by_role("textbox").fill(codec_url)
+                await dialog.get_by_text("Include cross-origin credentials").click()
+                await dialog.get_by_role("button", name="Apply").click()
+                await page.goto(run_url)
+                await expect(page.get_by_text(f"Refund {MARKER}")).to_be_visible(timeout=20_000)
+                await page.screenshot(path=str(tmp_path / "ui-decoded.png"), full_page=True)
+            except BaseException:
+                await page.screenshot(path=str(tmp_path / "ui-codec-failure.png"), full_page=True)
+                raise
+            finally:
+                await browser.close()
+        await handle.terminate()
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):

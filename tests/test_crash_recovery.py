@@ -10,21 +10,20 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
-import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import pytest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from durable_agent.demo import shop
 from durable_agent.schemas import AgentResult, StatusView
 from tests import tools_for_tests
-from tests.conftest import ROOT, Harness, subprocess_env, temporal_cli
+from tests.conftest import Harness, subprocess_env, temporal_cli
 from tests.fake_anthropic import FakeAnthropic, text, tool_use
+from tests.processes import Processes, free_port, result_of, worker_argv
 from tests.test_failures import approval_pending, attempts, until
 
 pytestmark = pytest.mark.slow
@@ -58,59 +57,8 @@ max_amount = 1000.0
 """
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class Processes:
-    """Subprocesses of one test, each in its own process group, all killed at the end."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.started: list[subprocess.Popen[bytes]] = []
-
-    def start(self, name: str, argv: list[str], env: dict[str, str], cwd: Path = ROOT) -> subprocess.Popen[bytes]:
-        log = (self.logs / f"{name}-{len(self.started)}.log").open("wb")
-        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()  # the child keeps its own handle
-        self.started.append(proc)
-        return proc
-
-    @staticmethod
-    def kill(proc: subprocess.Popen[bytes]) -> None:
-        """SIGKILL the process group: no clean shutdown, no last words."""
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-    def kill_all(self) -> None:
-        for proc in self.started:
-            try:
-                self.kill(proc)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                pass
-
-    def output(self) -> str:
-        """Everything the processes wrote, for a failing test's report."""
-        return "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-4000:]}" for p in sorted(self.logs.glob("*.log")))
-
-
 #: Starts one worker subprocess under the given :class:`Processes`.
 StartWorker = Callable[[Processes], "subprocess.Popen[bytes]"]
-
-
-def worker_argv(config: Path, task_queue: str) -> list[str]:
-    return [sys.executable, "worker.py", "--config", str(config), "--tools", "tests.tools_for_tests", "--task-queue", task_queue]
-
-
-async def result_of(handle: WorkflowHandle[Any, AgentResult], processes: Processes, timeout: float = 120) -> AgentResult:
-    """The run's result; fail with the processes' output when it does not come within ``timeout`` seconds."""
-    try:
-        return await asyncio.wait_for(handle.result(), timeout)
-    except asyncio.TimeoutError:
-        raise AssertionError(f"the run did not finish within {timeout:g}s\n{processes.output()}") from None
 
 
 class TestWorkerKilled:

@@ -24,7 +24,7 @@ from tests import tools_for_tests
 from tests.conftest import ROOT, Harness, subprocess_env
 from tests.fake_anthropic import FakeAnthropic, text, tool_use
 from tests.s3_server import aws_env, create_bucket
-from tests.test_crash_recovery import Processes, result_of, worker_argv
+from tests.processes import Processes, result_of, worker_argv
 from tests.test_failures import attempts, claude, until
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,6 @@ import base64
 import contextlib
 import json
 import os
-import socket
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
@@ -20,6 +19,7 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from durable_agent.codec_server import create_app
+from durable_agent.converter import UNDECODABLE, guarded
 from durable_agent.encryption import (
     ENCODING,
     CiphertextMismatch,
@@ -27,8 +27,10 @@ from durable_agent.encryption import (
     EncryptionCodec,
     EncryptionConfigError,
     KeyRing,
+    MissingEncryptionKey,
     with_encryption,
 )
+from tests.processes import free_port
 
 MARKER = "MARKER-7f3a-plaintext"
 
@@ -145,15 +147,28 @@ class TestPayloadCodec:
         assert with_encryption(pydantic_data_converter, None) is pydantic_data_converter
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+class TestWorkerCodec:
+    """On a worker, a payload under a key it lacks raises (its task is retried elsewhere); garbage under its key is refused."""
+
+    async def test_missing_keys_raise_and_garbage_becomes_a_marker(self) -> None:
+        sealed = await EncryptionCodec(ring("k2")).encode([Payload(data=b"secret")])
+        keyless = guarded(pydantic_data_converter).payload_codec
+        keyed = guarded(with_encryption(pydantic_data_converter, ring("k1"))).payload_codec
+        assert keyless is not None and keyed is not None
+        with pytest.raises(MissingEncryptionKey, match="key 'k2', but AGENT_ENCRYPTION_KEYS is not set on this worker"):
+            await keyless.decode(sealed)
+        with pytest.raises(MissingEncryptionKey, match="key 'k2', but AGENT_ENCRYPTION_KEYS lists only 'k1'"):
+            await keyed.decode(sealed)
+        garbage = Payload(metadata={"encoding": ENCODING, "encryption-key-id": b"k1"}, data=b"not a ciphertext")
+        [marker] = await keyed.decode([garbage])
+        assert marker.metadata["encoding"] == UNDECODABLE and b"does not verify" in marker.data
+        plain = Payload(metadata={"encoding": b"json/plain"}, data=b'{"task": "x"}')
+        assert await keyless.decode([plain]) == [plain] and await keyless.encode([plain]) == [plain]
 
 
 @contextlib.asynccontextmanager
 async def serving(app: Any) -> AsyncIterator[str]:
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
     while not server.started:

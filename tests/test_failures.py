@@ -165,6 +165,7 @@ class TestModelErrors:
 class TestToolErrors:
     """A failing tool is retried by its policy; one that stays down becomes an observation, never a failed run."""
 
+    @pytest.mark.slow  # waits out every retry of a tool
     async def test_tool_that_always_times_out_is_reported_unavailable(self, harness: Harness, fake: FakeAnthropic) -> None:
         fake.script(tool_use("always_slow", {"query": "status"}), text("I answered without it."))
         run = await run_claude(harness, "check the status", "always_slow")

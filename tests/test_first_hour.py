@@ -28,7 +28,7 @@ from durable_agent.cli import COMMANDS, build_parser
 from durable_agent.cli.hints import cannot_connect
 from durable_agent.cli.watch import WorkerWatch
 from tests.conftest import ROOT, Harness, subprocess_env, temporal_cli
-from tests.test_crash_recovery import Processes
+from tests.processes import Processes
 from tests.test_processes import free_port, start_worker, stop
 
 BIN = Path(sys.executable).parent

@@ -212,6 +212,7 @@ class TestDecisionsFuzz:
     @example(handler="review", payloads=[encode({"approval_id": "apr-1", "approved": True}, True), encode({"x": 1}, True)])
     @example(handler="approve", payloads=[encode({"approval_id": "apr-1", "reviewer": "r" * 100_000}, True)])
     @example(handler="review", payloads=[raw(b'{"approved": true, "reviewer": "\xff"}')])
+    @pytest.mark.slow  # many generated examples
     async def test_any_decision_payloads(self, fuzz: Harness, handler: str, payloads: list[RawValue]) -> None:
         handle = await start(fuzz, {"task": "Cancel order ord-1001", "agent": "support"})
         loop = asyncio.get_running_loop()
@@ -332,6 +333,7 @@ class TestToolResultsFuzz:
     @given(value=TOOL_RESULT)
     @example(value={("order", "ord-1"): "found", "ok": True})
     @example(value=circular(1))
+    @pytest.mark.slow  # many generated examples
     async def test_any_tool_result(self, fuzz: Harness, value: Any) -> None:
         key = uuid.uuid4().hex
         tools_for_tests.GIVEN_RESULTS[key] = value

@@ -36,7 +36,7 @@ from durable_agent.testing import answer, tool_use
 from tests.conftest import Harness
 from tests.test_approvals import CANCEL_1001, REFUND_4999, Webhook, wait_pending
 from tests.test_cli_and_ui_approval import CHROMIUM, CHROMIUM_ARGS
-from tests.test_processes import free_port
+from tests.processes import free_port
 from tests.test_signed_approvals import write_config
 from tests.tools_for_tests import calls
 

@@ -21,7 +21,7 @@ from tests import mcp_servers
 from tests.conftest import ROOT, Harness, subprocess_env
 from tests.fake_anthropic import FakeAnthropic, text, tool_use
 from tests.mcp_fixtures import SERVER_SCRIPT, TOKEN, http_server, http_url, mcp_state, stdio_config  # noqa: F401
-from tests.test_crash_recovery import Processes, result_of, worker_argv
+from tests.processes import Processes, result_of, worker_argv
 from tests.test_failures import attempts, tool_results, until
 
 pytestmark = pytest.mark.slow

@@ -19,7 +19,8 @@ from durable_agent.schemas import AgentResult
 from durable_agent.store import ContentStore
 from tests.conftest import Harness, subprocess_env
 from tests.fake_anthropic import FakeAnthropic, text, tool_use
-from tests.test_crash_recovery import CLAUDE_CONFIG, OFFLINE_CONFIG, Processes, free_port, result_of, worker_argv
+from tests.processes import Processes, free_port, result_of, worker_argv
+from tests.test_crash_recovery import CLAUDE_CONFIG, OFFLINE_CONFIG
 from tests.test_failures import until
 
 pytestmark = pytest.mark.slow

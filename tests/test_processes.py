@@ -16,14 +16,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import ROOT, subprocess_env, temporal_cli
+from tests.processes import free_port
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_worker(state: Path, address: str, task_queue: str, *extra: str) -> subprocess.Popen[str]:

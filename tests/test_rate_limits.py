@@ -6,6 +6,7 @@ import asyncio
 from datetime import datetime
 from typing import Any
 
+import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowHandle
 
@@ -38,6 +39,7 @@ async def _watch_for_waiting(handles: list[WorkflowHandle[Any, Any]], seen: list
 class TestWaiting:
     """Over the limit, a call waits for its turn with a durable timer."""
 
+    @pytest.mark.slow  # waits out a ten-second rate-limit window
     async def test_three_runs_share_two_calls_per_ten_seconds(self, harness: Harness) -> None:
         models = [harness.scripted([tool_use("limited_echo", {"text": f"{r}-{i}"}) for i in range(2)] + [answer("done")])[0] for r in range(3)]
         config = make_config({"limited": {"tools": ["limited_echo"], "model": models[0]}})

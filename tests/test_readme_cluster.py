@@ -24,8 +24,7 @@ import pytest
 
 from tests.conftest import ROOT, subprocess_env
 from tests.s3_server import aws_env, create_bucket, moto_server, payload_bytes
-from tests.test_crash_recovery import Processes
-from tests.test_processes import free_port
+from tests.processes import Processes, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.test_crash_recovery import Processes
+from tests.processes import Processes
 from tests.test_processes import free_port
 
 pytestmark = pytest.mark.slow

@@ -79,6 +79,7 @@ async def _until(handle: WorkflowHandle[Any, Any], check: Any, timeout: float = 
 class TestLeasedDailyBudget:
     """Runs lease the daily budget in chunks: few ledger updates, spend within the limit, nothing left held."""
 
+    @pytest.mark.slow  # fifty runs, and a worker restarted
     async def test_fifty_runs_on_a_small_budget_across_a_worker_restart(self, harness: Harness) -> None:
         agent, models, config = _daily_agent(harness, 20 * CALL_USD, runs=50, steps=6)
         async with harness.worker(config()):
@@ -100,6 +101,7 @@ class TestLeasedDailyBudget:
         assert {r.status for r in results} <= {"budget_exceeded", "max_steps_exceeded", "success"}
         assert sum(r.steps for r in results) == round(spent / CALL_USD)
 
+    @pytest.mark.slow  # a run of many steps
     async def test_a_run_talks_to_the_ledger_a_fraction_of_its_steps(self, harness: Harness) -> None:
         agent, models, config = _daily_agent(harness, 1.0, runs=1, steps=30)
         async with harness.worker(config()):
@@ -113,6 +115,7 @@ class TestLeasedDailyBudget:
         assert len(leases) == state.lease_requests == 4
         assert state.leases == {}
 
+    @pytest.mark.slow  # runs of many steps
     async def test_a_lowered_budget_holds_for_runs_already_going(self, harness: Harness) -> None:
         agent, models, config = _daily_agent(harness, 1.0, runs=1, steps=40)
         async with harness.worker(config()):
@@ -195,6 +198,7 @@ class TestMixedRateLimits:
 class TestModelRateLimits:
     """A model's token limit in agents.toml is shared by every run: the provider never has to say 429."""
 
+    @pytest.mark.slow  # twenty runs paced by a token limit
     async def test_twenty_runs_under_a_small_input_token_limit(
         self, harness: Harness, fake_anthropic: FakeAnthropic, monkeypatch: pytest.MonkeyPatch
     ) -> None:

@@ -243,6 +243,7 @@ class TestSignedDecisions:
         assert [r["amount"] for r in shop.refunds_for("ord-789")] == [4999.0]
         assert len([w for w in result.warnings if w.startswith("DECISION_REFUSED: review update refused")]) == len(cases) + 1
 
+    @pytest.mark.slow  # runs `durable-agent approve` processes
     async def test_durable_agent_approve_and_revocation_while_waiting(
         self, harness: Harness, tmp_path: Path, people: dict[str, signing.SigningKey]
     ) -> None:

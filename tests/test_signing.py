@@ -81,7 +81,7 @@ class TestCanonicalJson:
     """One byte string per value, as JSON writers in other languages produce it."""
 
     def test_sorted_compact_and_integral_numbers(self) -> None:
-        assert signing.canonical_json({"b": 1.0, "a": [2.5, "é"]}) == '{"a":[2.5,"é"],"b":1}'.encode()
+        assert signing.signable_json({"b": 1.0, "a": [2.5, "é"]}) == '{"a":[2.5,"é"],"b":1}'.encode()
 
     def test_digest_is_independent_of_key_order_and_float_form(self) -> None:
         assert signing.args_digest({"amount": 4999.0, "order_id": "x"}) == signing.args_digest({"order_id": "x", "amount": 4999})

@@ -16,7 +16,7 @@ import pytest
 
 from durable_agent.blobs import StoreUnavailable
 from durable_agent.encryption import DecryptionError, KeyRing
-from durable_agent.store import SEGMENT_MESSAGES, ContentIntegrityError, ContentStore, MissingContent, canonical_json, open_store
+from durable_agent.store import SEGMENT_MESSAGES, ContentIntegrityError, ContentStore, MissingContent, stored_json, open_store
 from tests.s3_server import create_bucket
 
 MARKER = "MARKER-store-5b1e"
@@ -145,7 +145,7 @@ class TestVerifiedReads:
 
     async def test_altered_content_is_refused_without_keys(self, store: ContentStore, store_url: str) -> None:
         head = await store.append(None, {"role": "user", "content": "refund 20 USD"})
-        await overwrite(store, key_of(head), canonical_json({"prev": None, "message": {"role": "user", "content": "refund 2000 USD"}}))
+        await overwrite(store, key_of(head), stored_json({"prev": None, "message": {"role": "user", "content": "refund 2000 USD"}}))
         cold = open_store(url=store_url)  # a worker that has not seen the conversation
         try:
             with pytest.raises(ContentIntegrityError, match="does not hash to its ref") as caught:
@@ -158,7 +158,7 @@ class TestVerifiedReads:
         s = open_store(KeyRing.parse(key_spec("k1")), url=store_url)
         value = {"prev": None, "message": {"role": "user", "content": "refund 20 USD"}}
         ref = await s.put(value)
-        await overwrite(s, key_of(ref), canonical_json(value))  # even the very content, unsealed
+        await overwrite(s, key_of(ref), stored_json(value))  # even the very content, unsealed
         with pytest.raises(ContentIntegrityError, match="plaintext is refused") as caught:
             await s.get(ref)
         assert ref in str(caught.value)
@@ -176,7 +176,7 @@ class TestVerifiedReads:
 
     async def test_refs_are_keyed_and_survive_rotation(self, store_url: str) -> None:
         value = {"role": "user", "content": "Refund order ord-789"}
-        predictable = "sha256:" + hashlib.sha256(canonical_json(value)).hexdigest()
+        predictable = "sha256:" + hashlib.sha256(stored_json(value)).hexdigest()
         plain = open_store(url=store_url)
         assert await plain.put(value) == predictable  # without keys: the SHA-256, verified on read
         await plain.close()
@@ -197,7 +197,7 @@ class TestVerifiedReads:
         s = open_store(ring, url=store_url)
         refs = []
         for value in ({"amount": 20}, {"amount": 999}):
-            data = canonical_json(value)
+            data = stored_json(value)
             ref = "sha256:" + hashlib.sha256(data).hexdigest()
             await s.backend.write(key_of(ref), ring.seal_blob(data))  # as the store sealed them before
             refs.append(ref)
@@ -216,10 +216,10 @@ class TestVerifiedReads:
         with pytest.raises(ContentIntegrityError, match="does not verify") as caught:
             await s.read_named("records/run-b/1")
         assert "records/run-b/1" in str(caught.value)
-        await overwrite(s, "named/records/run-b/1", canonical_json({"status": "approved"}))
+        await overwrite(s, "named/records/run-b/1", stored_json({"status": "approved"}))
         with pytest.raises(ContentIntegrityError, match="plaintext is refused"):
             await s.read_named("records/run-b/1")
-        await s.backend.write("named/records/run-c/1", ring.seal_blob(canonical_json({"old": True})))  # written before
+        await s.backend.write("named/records/run-c/1", ring.seal_blob(stored_json({"old": True})))  # written before
         assert await s.read_named("records/run-c/1") == {"old": True}
         await s.close()
 

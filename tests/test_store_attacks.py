@@ -29,7 +29,7 @@ from durable_agent.demo import shop
 from durable_agent.encryption import KeyRing
 from durable_agent.models import register_provider
 from durable_agent.schemas import ActionRecord, AgentResult, CostRecord, DecisionRecord, ToolCall, ToolCallInput, ToolCallOutput
-from durable_agent.store import ContentStore, canonical_json
+from durable_agent.store import ContentStore, stored_json
 from durable_agent.testing import PlanFollowingModel, ScriptedModel, answer
 from tests import tools_for_tests
 from tests.conftest import SUPPORT_PROFILE, Harness, make_config
@@ -231,7 +231,7 @@ class TestForgedContent:
         async def forge() -> None:
             key = await task_node_key(s3_store, task)
             node = {"prev": None, "message": {"role": "user", "content": [{"type": "text", "text": forged_plan}]}}
-            await s3_store.backend.write(key, canonical_json(node))  # plaintext JSON, as the attacker wrote it
+            await s3_store.backend.write(key, stored_json(node))  # plaintext JSON, as the attacker wrote it
             forged["ref"] = ref_of_key(key)
 
         tools_for_tests.CHECKPOINTS["forge"] = forge

@@ -8,7 +8,7 @@ import multiprocessing
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from durable_agent import trace
+from durable_agent import carry, trace
 from durable_agent.schemas import ActionRecord, CostRecord, DecisionRecord
 from durable_agent.store import ContentStore
 
@@ -107,7 +107,7 @@ class TestQueryCap:
 
     def test_the_newest_records_that_fit(self) -> None:
         records = [make_record(step, reasoning="x" * 400) for step in range(1, 101)]
-        kept = trace.capped(records, max_bytes=20_000)
+        kept = carry.latest_within(records, max_bytes=20_000)
         assert kept and kept[-1].step == 100 and len(kept) < 100
         assert len(json.dumps([r.model_dump(mode="json") for r in kept], separators=(",", ":"))) <= 20_000
 

@@ -214,3 +214,38 @@ async def send_payment(iban: str, amount: float, currency: str = "EUR") -> dict:
     """Pay an amount to a bank account (a stand-in for a payment API: it records the call and moves nothing)."""
     _count("send_payment", iban=iban, amount=amount)
     return {"paid": amount, "currency": currency}
+
+
+@tool(timeout=2.0)
+async def pay_slowly(account: str, amount: float) -> dict:
+    """Pays at 1 s (counted), confirms at 3 s: past its 2 s timeout, after the money moved."""
+    await asyncio.sleep(1.0)
+    _count("pay_slowly", event="paid")
+    await asyncio.sleep(2.0)
+    return {"account": account, "amount": amount, "status": "paid"}
+
+
+#: Payments ``pay_once_per_key`` made, by idempotency key (the same process as the worker).
+PAID_BY_KEY: dict[str, dict] = {}
+
+
+@tool(timeout=2.0, idempotent=True)
+async def pay_once_per_key(account: str, amount: float) -> dict:
+    """Pays once per idempotency key: the first attempt pays at 1 s and is slow to confirm; a retry finds the payment."""
+    key = tool_context().idempotency_key
+    if key in PAID_BY_KEY:
+        _count("pay_once_per_key", event="found")
+        return {**PAID_BY_KEY[key], "replayed": True}
+    await asyncio.sleep(1.0)
+    PAID_BY_KEY[key] = {"account": account, "amount": amount, "status": "paid"}
+    _count("pay_once_per_key", event="paid")
+    await asyncio.sleep(2.0)
+    return PAID_BY_KEY[key]
+
+
+@tool(timeout=1.0)
+def transfer_then_hang(account: str, seconds: float) -> dict:
+    """A synchronous transfer that moves the money at once, then hangs for `seconds` (past its activity's own limit)."""
+    _count("transfer_then_hang", event="transferred")
+    time.sleep(seconds)
+    return {"account": account, "status": "done"}

@@ -8,65 +8,65 @@ enters the event history: the workflow carries a reference to it (see
 the bytes recorded per step stay flat and a run continues as new before its
 history gets large.
 
-This class holds the loop; each other concern is a mixin of its own module:
-approvals (:mod:`.approvals`), the shared budget and rate limits (:mod:`.limits`),
-records, warnings and the result (:mod:`.records`), continue-as-new
-(:mod:`.continuation`), and the state they share (:mod:`.state`).
+This class holds the loop and the handlers. Each concern is a component of its
+own module that owns its state; the loop asks them and they answer:
+
+- :mod:`.settings`: the input and the resolved profile, fixed as the run starts;
+- :mod:`.progress`: step, phase (a small state machine), tools used, outcome;
+- :mod:`.conversation` and :mod:`.thinking`: what the model is told, stop reasons, compaction;
+- :mod:`.tool_calls`: one tool call through policy, approval, budget and rate limit;
+- :mod:`.approval_desk` and :mod:`.decision_intake`: held actions, and the decisions that come in for them;
+- :mod:`.spend` and :mod:`.daily_budget`: the run's cost and budget, the agent's shared daily budget;
+- :mod:`.anomaly_watch`: loops and costly steps;
+- :mod:`.records`: decision records, warnings, the ``trace`` query;
+- :mod:`.continuation`: continue-as-new, carrying each component's part.
 """
 
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime
 from typing import Any
 
-from pydantic import ValidationError
 from temporalio import workflow
-from temporalio.workflow import ActivityCancellationType
-from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from durable_agent import contracts, fields, genai, inputs, policy, pricing, telemetry
-    from durable_agent.errors import failure_message, validation_problems
-    from durable_agent.retry import TOOL_RETRY_POLICIES, temporal_policy
+    from durable_agent import contracts, genai, inputs, observations, policy, pricing, stops, telemetry
+    from durable_agent.errors import failure_message
+    from durable_agent.observations import Observation
     from durable_agent.schemas import (
         ActionRecord,
-        AgentInput,
         AgentResult,
         ApprovalRecord,
         CostRecord,
-        ResolveAgentInput,
-        ResolvedAgent,
+        DecisionRecord,
         StatusView,
         ToolCall,
-        ToolCallInput,
-        ToolCallOutput,
-        ToolInfo,
-        ToolResultPart,
         Usage,
     )
 
-from durable_agent.workflows.approvals import Approvals
-from durable_agent.workflows.continuation import CarriedState, Continuation
-from durable_agent.workflows.limits import SharedLimits
-from durable_agent.workflows.state import DEFAULT_HEARTBEAT_TIMEOUT, is_cancellation
-from durable_agent.workflows.thinking import Thinking
+from durable_agent.workflows import continuation
+from durable_agent.workflows.anomaly_watch import AnomalyWatch
+from durable_agent.workflows.approval_desk import ApprovalDesk
+from durable_agent.workflows.continuation import CarriedState, Carries
+from durable_agent.workflows.conversation import Conversation
+from durable_agent.workflows.daily_budget import DailyBudget
+from durable_agent.workflows.decision_intake import DecisionIntake
+from durable_agent.workflows.host import TemporalHost, is_cancellation
+from durable_agent.workflows.progress import Progress
+from durable_agent.workflows.records import RecordBook
+from durable_agent.workflows.settings import RunSettings
+from durable_agent.workflows.spend import Spend
+from durable_agent.workflows.thinking import Reply, Thinker
+from durable_agent.workflows.tool_calls import ToolCalls
 
-#: Observation previews longer than this are cut in the trace.
-PREVIEW_CHARS = 300
-#: Where ``_act`` hands a tool result's warnings to the step's decision record.
-RESULT_WARNINGS = "_result_warnings"
-MIN_HEARTBEAT_TIMEOUT_SECONDS = 5.0
-#: Numbers of the start input given as strings ("1.00") or booleans are refused (runs before it took them).
-PATCH_STRICT_INPUT_NUMBERS = "strict-input-numbers"
+#: Patch: an anomaly rule set to ``pause`` holds the run for a person.
+PATCH_ANOMALY_PAUSE = "anomaly-pause"
 
-__all__ = ["AgentWorkflow", "CarriedState", "is_cancellation", "tool_heartbeat_timeout"]
+__all__ = ["AgentWorkflow", "CarriedState"]
 
-
-def _invalid_input(problems: str) -> ApplicationError:
-    """The run's failure for an input it cannot use: at once, for good, naming the problem."""
-    return ApplicationError("invalid AgentWorkflow input: " + problems, type="InvalidInput", non_retryable=True)
+_DESCRIBE_DECISION = '{"approval_id": "...", "reviewer": "...", "comment": "..."}; approval_id is required'
 
 
 def _pause_outcome(held: ApprovalRecord) -> str:
@@ -77,346 +77,315 @@ def _pause_outcome(held: ApprovalRecord) -> str:
     return f"the paused run was stopped by {held.reviewer or 'a reviewer'}{comment}"
 
 
-def tool_cancellation(info: ToolInfo) -> ActivityCancellationType:
-    """How a cancelled run stops a tool: one that changes the world is waited for, so the run
-    reports "cancelled" only once the tool has stopped (a refund is not left half-committed)."""
-    if info.read_only or not workflow.patched("tool-cancel-waits-for-completion"):
-        return ActivityCancellationType.TRY_CANCEL
-    return ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
-
-
-def tool_heartbeat_timeout(info: ToolInfo) -> timedelta:
-    """How long a tool call may go without a heartbeat before its worker counts as dead.
-
-    The activity heartbeats every ``info.heartbeat_seconds`` (5 s by default) while
-    the tool runs, so three missed beats mean the worker is gone; never under 5 s,
-    so a busy worker is not taken for a dead one.
-    """
-    if info.heartbeat_seconds is None:
-        return DEFAULT_HEARTBEAT_TIMEOUT
-    return timedelta(seconds=max(MIN_HEARTBEAT_TIMEOUT_SECONDS, 3 * info.heartbeat_seconds))
-
-
 @workflow.defn(name=contracts.AGENT_WORKFLOW)
-class AgentWorkflow(Approvals, SharedLimits, Continuation, Thinking):
+class AgentWorkflow:
     """One agent run. Input: an :class:`AgentInput` JSON object; result: :class:`AgentResult`."""
+
+    def __init__(self) -> None:
+        host = self._host = TemporalHost()
+        self.settings = RunSettings()
+        self.progress = Progress()
+        self.book = RecordBook(host, self.settings)
+        self.spend = Spend(host, self.settings)
+        self.daily = DailyBudget(host, self.settings, self.progress.phase, self.book.warn)
+        self.conversation = Conversation(host, self.settings)
+        self.anomalies = AnomalyWatch(self.settings, self.book.warn)
+        self.desk = ApprovalDesk(host, self.settings, self.progress.phase, self.book.warn, self.book.latest, self._details)
+        self.intake = DecisionIntake(host, self.settings, self.desk, self.book.warn)
+        self.thinker = Thinker(host, self.settings, self.conversation, self.spend, self.book, self.progress.phase, self._details)
+        self.tools = ToolCalls(host, self.settings, self.progress, self.desk, self.spend, self.conversation, self._details)
+
+    def _carriers(self) -> list[Carries]:
+        """The components that carry a part of the state into a continuation."""
+        return [self.settings, self.progress, self.spend, self.book, self.desk, self.conversation, self.anomalies, self.daily]
+
+    # ------------------------------------------------------------------ handlers
 
     @workflow.query(name=contracts.QUERY_STATUS, description="Where the run is: step, phase, cost, usage, pending approvals, warnings, budget left.")
     def get_status(self, *_ignored: Any) -> StatusView:
+        agent = self.settings.agent
         return StatusView(
-            step=self.step,
-            phase=self.phase,
-            agent=self.agent.name if self.agent else None,
-            model=self.agent.model if self.agent else None,
-            total_cost=pricing.shown_usd(self.total_cost),
-            usage=self.usage,
-            tools_used=list(self.tools_used),
-            tools_used_unlisted=self.tools_used_unlisted,
-            pending_approvals=list(self.pending.values()),
-            warnings=self._warnings_view(),
-            budget_remaining=self._budget_remaining(),
-            status=self.status,
-            answer=self.answer,
-            waiting_for=self.waiting_for,
-            daily_budget_remaining=self.daily_remaining,
+            step=self.progress.step,
+            phase=self.progress.phase.phase,
+            agent=agent.name if agent else None,
+            model=agent.model if agent else None,
+            total_cost=pricing.shown_usd(self.spend.total_cost),
+            usage=self.spend.usage,
+            tools_used=list(self.progress.tools_used),
+            tools_used_unlisted=self.progress.tools_used_unlisted,
+            pending_approvals=self.desk.pending(),
+            warnings=self.book.warnings(),
+            budget_remaining=self.spend.budget_remaining(),
+            status=self.progress.status,
+            answer=self.progress.answer,
+            waiting_for=self.progress.phase.waiting_for,
+            daily_budget_remaining=self.daily.remaining,
         )
+
+    @workflow.query(name=contracts.QUERY_TRACE, description="The decision records of this run, one per step, in order (long texts cut; whole in the store).")
+    def get_trace(self, *_ignored: Any) -> list[DecisionRecord]:
+        return self.book.query()
+
+    @workflow.signal(name=contracts.SIGNAL_APPROVE, description=f"Approve a pending action: {_DESCRIBE_DECISION}.")
+    def approve(self, *payloads: Any) -> None:
+        # Any number of payloads of any shape: a bad one is refused by the intake, never by the SDK (see durable_agent.inputs).
+        self.intake.take_signal(payloads, approved=True)
+
+    @workflow.signal(name=contracts.SIGNAL_REJECT, description=f"Reject a pending action: {_DESCRIBE_DECISION}.")
+    def reject(self, *payloads: Any) -> None:
+        self.intake.take_signal(payloads, approved=False)
+
+    @workflow.update(
+        name=contracts.UPDATE_REVIEW,
+        description='Decide a pending action and get the decided record: {"approval_id": "...", "approved": true, '
+        '"reviewer": "...", "comment": "..."}; signed decisions add "run_id", "args_sha256" and "signature".',
+    )
+    async def review(self, *payloads: Any) -> ApprovalRecord:
+        return await self.intake.take_review(payloads)
+
+    @review.validator
+    def _validate_review(self, *payloads: Any) -> None:
+        self.intake.check_review(payloads)
+
+    # ---------------------------------------------------------------------- run
 
     @workflow.run
     async def run(self, *args: Any) -> AgentResult:
-        # Untyped on purpose: whatever a client sends reaches _start_arguments, which refuses it
+        # Untyped on purpose: whatever a client sends reaches start_arguments, which refuses it
         # by name; a typed argument that fails to decode would fail the workflow task forever.
-        self.input, carried = self._start_arguments(args)
+        request, carried = continuation.start_arguments(self._host, args, continued=workflow.info().continued_run_id is not None)
+        self.settings.input = request
         if carried is not None:
-            self._restore(carried)
+            continuation.restore(self._carriers(), carried)
         else:
-            try:
-                self.agent = await workflow.execute_activity(
-                    contracts.ACTIVITY_RESOLVE_AGENT,
-                    ResolveAgentInput(agent=self.input.agent, model_override=self.input.model),
-                    result_type=ResolvedAgent,
-                    start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=RetryPolicy(maximum_attempts=5),
-                    summary=f"resolve agent {self.input.agent or '(default)'}",
-                )
-            except ActivityError as exc:
-                # An unknown profile or a missing key: say so plainly, as the run's failure.
-                cause = exc.cause
-                if isinstance(cause, ApplicationError):
-                    raise ApplicationError(cause.message, type=cause.type, non_retryable=True) from None
-                raise
-            for warning in self.agent.warnings:
-                self._warn(warning)
-            await self._store_large_task()
-        assert self.agent is not None
-        self.autonomy, loosening = policy.run_autonomy(self.agent.autonomy, self.input.autonomy)
+            await self.settings.resolve_agent(self._host)
+            for warning in self.settings.profile.warnings:
+                self.book.warn(warning)
+            await self.conversation.store_large_task()
+        agent = self.settings.profile
+        self.settings.autonomy, loosening = policy.run_autonomy(agent.autonomy, request.autonomy)
         if loosening and carried is None:  # a continuation carries the warning already
-            self._warn(loosening)
-        self.budget_usd = self.input.budget_usd if self.input.budget_usd is not None else self.agent.budget_usd
+            self.book.warn(loosening)
+        self.spend.set_budget(request.budget_usd if request.budget_usd is not None else agent.budget_usd)
 
         try:
             # The run's span in the GenAI conventions; every step's span is its child.
-            with genai.agent_span(self.agent.name, workflow.info().workflow_id, self.agent.model):
+            with genai.agent_span(agent.name, workflow.info().workflow_id, agent.model):
                 result = await self._loop()
         except (asyncio.CancelledError, CancelledError, ActivityError) as exc:
             if isinstance(exc, ActivityError) and not is_cancellation(exc):
                 # A model call that failed for good (bad key, invalid request, retries spent).
-                self.status = "failed"
-                self.answer = None
+                self.progress.end("failed", None)
                 result = self._result(error=failure_message(exc))
             else:
                 # Cancelled while waiting, or while an activity ran (which was cancelled with the run).
-                self.status = "cancelled"
-                self.answer = self.answer or "The run was cancelled."
+                self.progress.end("cancelled", self.progress.answer or "The run was cancelled.")
                 result = self._result()
-        await self._return_daily_lease()  # what the run spent is charged, the rest goes back
-        await self._records_written()  # every record kept before the run reports its end
-        self.phase = "done"
-        self.pending.clear()  # a closed run takes no more decisions; do not advertise any
-        self._count_waiting()
+        await self.daily.give_back()  # what the run spent is charged, the rest goes back
+        await self.book.written()  # every record kept before the run reports its end
+        self.progress.phase.move("done")
+        self.desk.close()  # a closed run takes no more decisions; do not advertise any
         workflow.set_current_details(f"**{result.status}** after {result.steps} steps, ${result.total_cost:.4f}")
         if result.status == "failed":
             raise ApplicationError(result.error or "the run failed", result.model_dump(mode="json"), type="AgentRunFailed", non_retryable=True)
         return result
 
-    def _start_arguments(self, args: tuple[Any, ...]) -> tuple[AgentInput, CarriedState | None]:
-        """The run's input, and the state its previous run carried when it is a continuation.
-
-        Raises:
-            ApplicationError: ``InvalidInput``, non-retryable, naming the problem: the run fails at once.
-        """
-        continuation = workflow.info().continued_run_id is not None
-        if len(args) != 1 and not (continuation and len(args) == 2):
-            # Only a continue-as-new may hand a run its state: a client's second argument is refused.
-            raise _invalid_input(f"AgentWorkflow takes one JSON object, got {len(args)} arguments")
-        problems = inputs.start_input_problems(args[0])
-        if problems:
-            raise _invalid_input("; ".join(problems))
-        # Runs that began before took "budget_usd": "1.00" as 1.0: only new ones refuse it.
-        as_text = fields.text_numbers_problem(args[0], AgentInput)
-        if as_text and workflow.patched(PATCH_STRICT_INPUT_NUMBERS):
-            raise _invalid_input(as_text)
-        try:
-            request = AgentInput.model_validate(args[0])
-        except ValidationError as exc:
-            raise _invalid_input(validation_problems(exc, AgentInput)) from None
-        if len(args) == 1:
-            return request, None
-        try:
-            return request, CarriedState.model_validate(args[1])
-        except ValidationError as exc:
-            raise _invalid_input(f"the state carried from the previous run is invalid: {validation_problems(exc)}") from None
-
     async def _loop(self) -> AgentResult:
-        assert self.input is not None and self.agent is not None
-        max_steps = self.input.max_steps
+        request, agent = self.settings.task_input, self.settings.profile
+        max_steps = request.max_steps
         # A stored task's continuations hold a stub of it: its reference is what every run of the chain shares.
-        fingerprint = telemetry.task_hash(self.task_ref or self.input.task)
-        while self.step < max_steps:
-            if self._should_continue_as_new():
+        fingerprint = telemetry.task_hash(self.conversation.task_ref or request.task)
+        while self.progress.step < max_steps:
+            if continuation.should_continue_as_new(
+                steps_here=self.progress.steps_here,
+                every=agent.continue_as_new_every,
+                waiting_for_decision=bool(self.desk.pending()),
+                suggested=workflow.info().is_continue_as_new_suggested(),
+            ):
                 await self._continue_as_new()
             # The step's span encloses its think and tool activities' own spans.
-            with telemetry.step_span(self.step + 1, fingerprint, self.agent.name) as span:
-                self.step_span = span
+            with telemetry.step_span(self.progress.step + 1, fingerprint, agent.name) as span, self.book.describing(span):
                 outcome = await self._run_step(max_steps)
-            self.step_span = None
-            self._flush_records()
+            self.book.flush()
             if outcome is not None:
                 return outcome
-        self.status = "max_steps_exceeded"
-        self.answer = self.answer or f"Stopped after {self.step} steps without a final answer (max_steps={max_steps})."
+        answer = f"Stopped after {self.progress.step} steps without a final answer (max_steps={max_steps})."
+        self.progress.end("max_steps_exceeded", self.progress.answer or answer)
         return self._result()
 
     async def _run_step(self, max_steps: int) -> AgentResult | None:
         """One think -> act -> observe iteration; the run's result when it ends the run."""
-        assert self.input is not None and self.agent is not None
         # Budget: refuse a model call that could take the run over its cap.
-        price = self._price()
-        estimate = self._estimate_next_call(price)
-        if self.budget_usd is not None and self.total_cost + estimate > self.budget_usd:
-            return self._stop_for_budget(
-                f"the run's budget of ${self.budget_usd:.4f} would be exceeded by the next model call "
-                f"(spent ${self.total_cost:.4f}, next call estimated at up to ${estimate:.4f})"
-            )
-        granted, why = await self._reserve_daily(estimate)
-        if not granted:
-            return self._stop_for_budget(why)
+        price = self.spend.price()
+        estimate = self.conversation.estimate_next_call(price)
+        over = self.spend.over_budget_with(estimate)
+        if over is not None:
+            return self._stop_for_budget(over)
+        admission = await self.daily.admit(estimate, self.progress.step)
+        if not admission.granted:
+            return self._stop_for_budget(admission.why)
 
-        self.phase = "thinking"
-        self._details(f"thinking (step {self.step + 1} of at most {max_steps})")
+        self.progress.phase.move("thinking")
+        self._details(f"thinking (step {self.progress.step + 1} of at most {max_steps})")
         think_started = workflow.now()
-        self.compaction_cost = 0.0
+        self.spend.begin_step()
         try:
-            out, move, step_warnings = await self._think_through_stops()
+            reply = await self.thinker.think_through_stops(self.progress.step)
         except ActivityError:
-            await self._release_daily()  # the call failed for good: its estimate is not spent
+            await self.daily.release(self.progress.step)  # the call failed for good: its estimate is not spent
             raise
-        self.step += 1
-        step_cost = pricing.cost_usd(out.usage, price)
-        self.usage = self.usage + out.usage
-        # One rounding rule: the total is the sum of the steps' costs as their records show them.
-        # Runs begun before it add unrounded costs, as they were recorded doing.
-        if workflow.patched("costs-rounded-once"):
-            step_cost = pricing.shown_usd(step_cost)
-            self.total_cost = pricing.shown_usd(self.total_cost + step_cost)
-        else:
-            self.total_cost += step_cost
-        self.last_usage = out.usage
-        await self._settle_daily(step_cost + self.compaction_cost, out.daily_budget_usd)
+        step = self.progress.next_step()
+        out, move = reply.out, reply.move
+        step_cost = self.spend.charge_step(out.usage, price)
+        await self.daily.settle(self.spend.step_total(step_cost), out.daily_budget_usd, step)
         cost = CostRecord(
             **out.usage.model_dump(),
             estimated_cost=pricing.shown_usd(step_cost),
-            budget_remaining=self._budget_remaining(),
-            daily_budget_remaining=self.daily_remaining,
+            budget_remaining=self.spend.budget_remaining(),
+            daily_budget_remaining=self.daily.remaining,
         )
 
-        for warning in step_warnings:
-            self._warn(f"step {self.step}: {warning}")
+        for warning in reply.warnings:
+            self.book.warn(f"step {step}: {warning}")
         if move is not None and move.kind in ("refused", "give_up"):
-            return self._end_on_stop(out, move, cost, step_warnings, think_started)
+            return self._end_on_reply(reply, move, cost, think_started)
         if not out.tool_calls:
-            self.answer = out.text.strip()
-            warnings = step_warnings + self._anomalies(None, step_cost, out.usage)[0]
+            warnings = reply.warnings + self.anomalies.check(step, None, step_cost, out.usage).warnings
             if move is None and out.stop_reason == "max_tokens":
                 warnings.append("TRUNCATED: the answer hit max_tokens")
-            self._record(
-                ActionRecord(type="final_answer", reasoning=out.text),
-                {"status": "answered", "duration_ms": out.duration_ms, **self._request_ids(out)},
-                cost,
-                warnings,
-                started=think_started,
+            self.book.record(
+                step, ActionRecord(type="final_answer", reasoning=out.text), observations.answered(out.duration_ms, reply.request_ids),
+                cost, warnings, started=think_started,
             )
-            self.status = "success"
+            self.progress.end("success", out.text.strip())
             return self._result()
 
-        self.turn_calls = out.tool_calls
         for index, call in enumerate(out.tool_calls):
-            warnings, action, why = self._anomalies(call, step_cost if index == 0 else 0.0, out.usage if index == 0 else Usage())
-            if index == 0:
-                warnings = step_warnings + warnings
+            finding = self.anomalies.check(step, call, step_cost if index == 0 else 0.0, out.usage if index == 0 else Usage())
+            warnings = (reply.warnings if index == 0 else []) + finding.warnings
+            action, why = finding.action, finding.reason
             held: ApprovalRecord | None = None
-            if action == "pause" and workflow.patched("anomaly-pause"):
+            if action == "pause" and workflow.patched(PATCH_ANOMALY_PAUSE):
                 held = await self._pause_for_anomaly(call, why)
                 if held.status != "approved":
                     action, why = "stop", f"{why}; {_pause_outcome(held)}"
             if action == "stop":
-                observation = self._observe(
-                    call, "stopped", f"STOPPED: {why}. The action was not executed.", error=True, approval_id=held.approval_id if held else None
-                )
+                text = f"STOPPED: {why}. The action was not executed."
+                observation = self.tools.answer_for(call, "stopped", text, held.approval_id if held else None)
             else:
-                observation = await self._act(call, index)
-            warnings = warnings + observation.pop(RESULT_WARNINGS, [])
+                observation = await self.tools.act(call, index, out.tool_calls)
+            for warning in observation.result_warnings:
+                self.book.warn(f"step {step}: {warning}")
             if index == 0:
-                observation.update(self._request_ids(out))
-            self._record(
+                observation.request_ids = reply.request_ids
+            self.book.record(
+                step,
                 ActionRecord(type="tool_call", tool=call.name, args=call.args, reasoning=out.text or None),
-                observation,
+                observation.as_record(),
                 cost if index == 0 else CostRecord(),
-                warnings,
+                warnings + observation.result_warnings,
                 started=think_started,
             )
-            if observation.get("status") == "budget_exceeded":
-                return self._result()
-            if observation.get("status") == "stopped":
-                return self._stop_for_anomaly(why)
-            if self.cancelled_during_tool:
-                raise asyncio.CancelledError
+            outcome = self._after_call(call, observation, why)
+            if outcome is not None:
+                return outcome
+        return None
+
+    def _after_call(self, call: ToolCall, observation: Observation, why: str) -> AgentResult | None:
+        """The run's result when a tool call's outcome ends the run."""
+        if observation.status == "budget_exceeded":
+            return self._stop_for_budget(self.spend.spent_for(call.name) or "the run's budget is spent")
+        if observation.status == "stopped":
+            return self._stop_for_anomaly(why)
+        if observation.run_cancelled:
+            raise asyncio.CancelledError
         return None
 
     async def _pause_for_anomaly(self, call: ToolCall, why: str) -> ApprovalRecord:
-        """Hold the run before ``call`` through the approval mechanism: approving resumes it, anything else stops it.
+        """Hold the run before ``call`` at the approval desk: approving resumes it, anything else stops it.
 
         The held decision names the anomaly in its reason, so the status query, the
         current details and the reviewer's notice say why the run waits.
         """
-        return await self._request_decision(
+        return await self.desk.hold_run(
             "pause",
             {"tool": call.name, "args": call.args},
             reason=f"the run is paused by an anomaly rule ({why}); approve to resume it (the action then goes through "
             "its own policy), reject to stop the run",
+            step=self.progress.step,
         )
 
-    # -------------------------------------------------------------------- act
-
-    async def _act(self, call: ToolCall, index: int) -> dict[str, Any]:
-        """Run one tool call through policy, approval, rate limit and retries; return the observation."""
-        assert self.agent is not None
-        info = self.agent.tool(call.name)
-        if info is None:
-            known = ", ".join(t.name for t in self.agent.tools)
-            return self._observe(call, "unknown_tool", f"There is no tool named {call.name!r}. Available tools: {known}.", error=True)
-
-        decision = policy.evaluate(info, call.args, self.autonomy, self.agent.approval)
-        if decision.verdict == "refuse":
-            return self._observe(call, "refused", f"REFUSED: {decision.reason}.", error=True)
-        approval: ApprovalRecord | None = None
-        if decision.verdict == "needs_approval":
-            approval = await self._wait_for_approval(call, index, decision)
-            if approval.status == "rejected":
-                who = approval.reviewer or "a reviewer"
-                why = f": {approval.comment}" if approval.comment else ""
-                return self._observe(
-                    call, "rejected", f"REJECTED by {who}{why}. The action was not executed.", error=True, approval_id=approval.approval_id
-                )
-            if approval.status == "timed_out":
-                return self._observe(
-                    call,
-                    "timed_out",
-                    f"No reviewer decided within {self.agent.approval.timeout_seconds:g} s, so the action was not executed.",
-                    error=True,
-                    approval_id=approval.approval_id,
-                )
-        if self.budget_usd is not None and self.total_cost > self.budget_usd:
-            self._stop_for_budget(f"the run's budget of ${self.budget_usd:.4f} is spent (${self.total_cost:.4f}); {call.name} was not run")
-            return self._observe(call, "budget_exceeded", "The budget is spent; the tool was not run.", error=True)
-
-        key = f"{workflow.info().workflow_id}/{workflow.info().first_execution_run_id}/{self.step}/{index}/{call.id}"
-        refused, rate_limit_note = await self._wait_for_rate_limit(call, info, key, approval.approval_id if approval else None)
-        if refused is not None:
-            return refused
-
-        self.phase = "acting"
-        self._details(f"step {self.step}: calling {call.name}")
-        self.tools_used.append(call.name)
-        plan = TOOL_RETRY_POLICIES.get(info.retry, TOOL_RETRY_POLICIES["tool_default"])
-        cancellation = tool_cancellation(info)
-        try:
-            out: ToolCallOutput = await workflow.execute_activity(
-                contracts.ACTIVITY_RUN_TOOL,
-                ToolCallInput(session_id=workflow.info().workflow_id, agent=self.agent.name, call=call, idempotency_key=key, step=self.step),
-                result_type=ToolCallOutput,
-                start_to_close_timeout=timedelta(seconds=info.timeout_seconds + 30),
-                heartbeat_timeout=tool_heartbeat_timeout(info),
-                retry_policy=temporal_policy(plan),
-                summary=f"call tool: {call.name}",
-                cancellation_type=cancellation,
+    def _end_on_reply(self, reply: Reply, move: stops.NextMove, cost: CostRecord, started: datetime) -> AgentResult:
+        """End the run on a refusal, or fail it when no reply could be acted on; a record either way."""
+        out = reply.out
+        refused = move.kind == "refused"
+        self.book.record(
+            self.progress.step, ActionRecord(type="final_answer", reasoning=out.text or None),
+            observations.reply_ended_run(refused, out.stop_reason, reply.request_ids), cost, reply.warnings, started=started,
+        )
+        if refused:
+            self.progress.end(
+                "refused",
+                "The model declined to continue with this task (stop reason: refusal). "
+                "Nothing further was done; no tool call from the refused reply was run.",
             )
-        except ActivityError as exc:
-            if is_cancellation(exc):
-                raise
-            return self._observe(
-                call,
-                "unavailable",
-                f"The tool {call.name} is unavailable right now ({failure_message(exc)}). Do not call it again in this run; "
-                "try another approach or answer with what you have.",
-                error=True,
-                approval_id=approval.approval_id if approval else None,
-            )
-        if cancellation == ActivityCancellationType.WAIT_CANCELLATION_COMPLETED and workflow.cancellation_reason() is not None:
-            self.cancelled_during_tool = True
-        extra: dict[str, Any] = {"duration_ms": out.duration_ms}
-        if approval is not None:
-            extra["approval_id"] = approval.approval_id
-        extra.update(rate_limit_note)
-        self.pending_results.append(ToolResultPart(tool_use_id=call.id, ref=out.ref, text=None if out.ref else (out.error or out.preview), is_error=out.status != "ok"))
-        self.pending_chars += out.chars
-        observation: dict[str, Any] = {"status": out.status, "result_preview": out.preview[:PREVIEW_CHARS], **extra}
-        if out.warnings:
-            # What the activity had to change to keep the result (it never runs the tool again for it).
-            observation[RESULT_WARNINGS] = list(out.warnings)
-            for warning in out.warnings:
-                self._warn(f"step {self.step}: {warning}")
-        if out.error:
-            observation["error"] = out.error
-        if out.ref:
-            observation["result_ref"] = out.ref
-        return observation
+            return self._result()
+        self.progress.end("failed", None)
+        return self._result(error=move.warning or f"the model's reply could not be acted on (stop reason {out.stop_reason})")
+
+    def _stop_for_budget(self, message: str) -> AgentResult:
+        self.progress.end("budget_exceeded", f"Stopped: {message}.")
+        self.book.warn(f"BUDGET_EXCEEDED: {message}")
+        return self._result()
+
+    def _stop_for_anomaly(self, reason: str) -> AgentResult:
+        """End the run with status ``stopped``: an anomaly rule (or a reviewer of a paused run) said so."""
+        self.progress.end("stopped", f"Stopped: {reason}.")
+        return self._result()
+
+    async def _continue_as_new(self) -> None:
+        request = self.settings.task_input
+        self.progress.phase.move("continuing")
+        await self.book.written()
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        carried = continuation.assemble(self._carriers())
+        start = request.model_dump(mode="json", exclude_none=True)
+        task_ref = self.conversation.task_ref
+        if task_ref is not None and inputs.task_is_large(request.task):
+            # The model has the whole task in the conversation; the continuation's input names it.
+            start["task"] = inputs.task_stub(request.task, task_ref)
+        bounded = continuation.within_payload_limit(self._host, start, carried, book=self.book, step=self.progress.step)
+        # With Worker Versioning the next execution starts on the deployment's current build (this one is pinned).
+        workflow.continue_as_new(args=[start, bounded], initial_versioning_behavior=workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE)
+
+    # ------------------------------------------------------------------ outputs
+
+    def _details(self, text: str) -> None:
+        """The run's current details in the Temporal UI: ``text``, then what it has spent and has left."""
+        left = []
+        if self.spend.budget_usd is not None:
+            left.append(f"${self.spend.budget_remaining():.4f} of the run's budget left")
+        if self.daily.remaining is not None:
+            left.append(f"${self.daily.remaining:.4f} of the daily budget left")
+        budgets = f" {'; '.join(left)}." if left else ""
+        workflow.set_current_details(f"{text}\n\nSpent ${self.spend.total_cost:.4f} over {self.progress.step} steps.{budgets}")
+
+    def _result(self, error: str | None = None) -> AgentResult:
+        agent = self.settings.agent
+        return AgentResult(
+            status=self.progress.status or "failed",
+            answer=self.progress.answer,
+            steps=self.progress.step,
+            tools_used=list(self.progress.tools_used),
+            tools_used_unlisted=self.progress.tools_used_unlisted,
+            total_cost=pricing.shown_usd(self.spend.total_cost),
+            usage=self.spend.usage,
+            warnings=self.book.warnings(),
+            approvals=self.desk.records(),
+            approvals_unlisted=self.desk.records_unlisted,
+            error=error,
+            model=agent.model if agent else None,
+            agent=agent.name if agent else None,
+            budget_remaining=self.spend.budget_remaining(),
+            daily_budget_remaining=self.daily.remaining,
+        )

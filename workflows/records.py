@@ -1,4 +1,4 @@
-"""Decision records, run warnings, anomalies, current details and the result of an agent run.
+"""The record book: a run's decision records, its warnings, and the slim trace the ``trace`` query shows.
 
 One decision record per step (per tool call of a turn), each with a stable
 ``record_id``. The whole records of a step go to the ``record_decisions``
@@ -11,7 +11,9 @@ once, never on replay.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+from collections.abc import Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -20,19 +22,12 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from durable_agent import anomalies, contracts, pricing, telemetry, trace
-    from durable_agent.schemas import (
-        ActionRecord,
-        AgentResult,
-        CostRecord,
-        DecisionRecord,
-        RecordDecisionsInput,
-        ToolCall,
-        ToolResultPart,
-        Usage,
-    )
+    from durable_agent import carry, contracts, telemetry, trace
+    from durable_agent.carry import CARRIED_TRACE_RECORDS, CarriedState
+    from durable_agent.schemas import ActionRecord, CostRecord, DecisionRecord, RecordDecisionsInput
 
-from durable_agent.workflows.state import RunState
+from durable_agent.workflows.host import Host
+from durable_agent.workflows.settings import RunSettings
 
 #: Decision records kept in workflow state for the ``trace`` query (the store has all, whole).
 TRACE_KEPT = 500
@@ -41,159 +36,151 @@ RECORD_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interv
 RECORD_TIMEOUT = timedelta(minutes=10)
 #: One attempt: a few file or object writes. Short, so a killed worker's attempt is retried soon.
 RECORD_ATTEMPT_TIMEOUT = timedelta(seconds=20)
-#: Step costs the median rule remembers (carried across continue-as-new).
-COSTS_KEPT = 50
 #: Run-level warnings of one kind listed in the status and the result; more are only counted.
 WARNINGS_PER_KIND = 10
+#: Patch: runs begun before records went through ``record_decisions`` write them to the sink themselves.
+PATCH_RECORDS_STORED = "decision-records-stored"
 
 
-def _warning_kind(text: str) -> str:
+def warning_kind(text: str) -> str:
     """``POSSIBLE_LOOP`` of ``"step 7: POSSIBLE_LOOP: ..."``; the whole text when it has no kind."""
     body = re.sub(r"^step \d+: ", "", text)
     head, sep, _ = body.partition(":")
     return head if sep and head.replace("_", "").isalnum() and head.isupper() else body
 
 
-class RunRecords(RunState):
-    """Records, warnings, details and the result: what a run tells the world about itself."""
+class Warnings:
+    """The run's warnings: listed up to :data:`WARNINGS_PER_KIND` per kind, counted beyond.
 
-    @workflow.query(name=contracts.QUERY_TRACE, description="The decision records of this run, one per step, in order (long texts cut; whole in the store).")
-    def get_trace(self, *_ignored: Any) -> list[DecisionRecord]:
-        return trace.capped(self.trace)
+    A loop repeated for thousands of steps, or a flood of bad signals, must not grow
+    the state that continue-as-new carries and the result returns.
+    """
 
-    def _observe(self, call: ToolCall, status: str, text: str, *, error: bool, approval_id: str | None = None) -> dict[str, Any]:
-        """An observation the workflow writes itself (nothing ran); the model reads ``text``."""
-        self.pending_results.append(ToolResultPart(tool_use_id=call.id, text=text, is_error=error))
-        self.pending_chars += len(text)
-        observation: dict[str, Any] = {"status": status, "message": text, "duration_ms": 0}
-        if approval_id:
-            observation["approval_id"] = approval_id
-        return observation
+    def __init__(self) -> None:
+        self.listed: list[str] = []
+        self.unlisted: dict[str, int] = {}
 
-    def _price(self) -> Any:
-        assert self.agent is not None
-        return pricing.find_price(self.agent.model, self.agent.prices) or self.agent.fallback_price
-
-    def _budget_remaining(self) -> float | None:
-        if self.budget_usd is None:
-            return None
-        return pricing.shown_usd(max(0.0, self.budget_usd - self.total_cost))
-
-    def _stop_for_budget(self, message: str) -> AgentResult:
-        self.status = "budget_exceeded"
-        self.answer = f"Stopped: {message}."
-        self._warn(f"BUDGET_EXCEEDED: {message}")
-        return self._result()
-
-    def _stop_for_anomaly(self, reason: str) -> AgentResult:
-        """End the run with status ``stopped``: an anomaly rule (or a reviewer of a paused run) said so."""
-        self.status = "stopped"
-        self.answer = f"Stopped: {reason}."
-        return self._result()
-
-    def _anomalies(self, call: ToolCall | None, step_cost: float, usage: Usage) -> tuple[list[str], anomalies.AnomalyAction, str]:
-        """The step's anomalies as warnings, what the profile says they make the run do, and why.
-
-        Returns:
-            ``(warnings, action, reason)``: ``action`` is ``warn``, ``pause`` or ``stop``;
-            ``reason`` names the anomalies that call for it.
-        """
-        assert self.agent is not None
-        if call is not None:
-            self.recent_actions.append(anomalies.action_signature(call.name, call.args))
-            self.recent_actions = self.recent_actions[-20:]
-        found = anomalies.detect(
-            self.recent_actions if call is not None else [],
-            step_cost=step_cost,
-            step_tokens=usage.total_tokens,
-            thresholds=self.agent.anomalies,
-            previous_costs=self.step_costs,
-        )
-        if step_cost > 0:  # a turn's later calls carry no cost of their own
-            self.step_costs = [*self.step_costs, step_cost][-COSTS_KEPT:]
-        # A final answer ends the run anyway: its anomalies only warn.
-        action, acting = anomalies.strongest_action(found, self.agent.anomalies) if call is not None else ("warn", [])
-        for anomaly in found:
-            self._warn(f"step {self.step}: {anomaly}")
-            telemetry.count_anomaly(self.agent.name, anomaly.kind, action if anomaly in acting else "warn")
-        return [str(a) for a in found], action, "; ".join(str(a) for a in acting)
-
-    def _warn(self, text: str) -> None:
-        """Record a run-level warning: listed up to WARNINGS_PER_KIND per kind, counted beyond.
-
-        A loop repeated for thousands of steps, or a flood of bad signals, must not grow
-        the state that continue-as-new carries and the result returns.
-        """
-        kind = _warning_kind(text)
-        if sum(1 for listed in self.warnings if _warning_kind(listed) == kind) < WARNINGS_PER_KIND:
-            if text not in self.warnings:
-                self.warnings.append(text)
+    def add(self, text: str) -> None:
+        kind = warning_kind(text)
+        if sum(1 for listed in self.listed if warning_kind(listed) == kind) < WARNINGS_PER_KIND:
+            if text not in self.listed:
+                self.listed.append(text)
         else:
-            self.warnings_unlisted[kind] = self.warnings_unlisted.get(kind, 0) + 1
+            self.unlisted[kind] = self.unlisted.get(kind, 0) + 1
 
-    def _warnings_view(self) -> list[str]:
+    def view(self) -> list[str]:
         """The listed warnings, then one line per kind saying how many more there were."""
-        more = [
-            f"{kind}: {count} more not listed (each step's decision record has its own)"
-            for kind, count in sorted(self.warnings_unlisted.items())
-        ]
-        return [*self.warnings, *more]
+        more = [f"{kind}: {count} more not listed (each step's decision record has its own)" for kind, count in sorted(self.unlisted.items())]
+        return [*self.listed, *more]
 
-    def _record(self, action: ActionRecord, observation: dict[str, Any], cost: CostRecord, warnings: list[str], *, started: datetime) -> None:
-        assert self.agent is not None
-        now = workflow.now()
-        observation.setdefault("duration_ms", int((now - started).total_seconds() * 1000))
-        info = workflow.info()
-        if self.step_records and self.step_records[0].step != self.step:
-            self._flush_records()  # a step that ended the loop without passing its end (it cannot, but be sure)
+
+class RecordBook:
+    """Decision records, warnings and the ``trace`` query's copy of the records.
+
+    Args:
+        host: The workflow (clock, ids, activities).
+        settings: The run's profile (records name the agent; metrics the model).
+    """
+
+    def __init__(self, host: Host, settings: RunSettings) -> None:
+        self._host = host
+        self._settings = settings
+        self._warnings = Warnings()
+        #: Slim copies for the ``trace`` query, the latest TRACE_KEPT.
+        self._trace: list[DecisionRecord] = []
+        #: The current step's records, whole, until they are handed to ``record_decisions``.
+        self._step_records: list[DecisionRecord] = []
+        #: ``record_decisions`` activities started and not yet awaited.
+        self._writes: list[workflow.ActivityHandle[Any]] = []
+        #: The span the current records describe (the step's, or a compaction's).
+        self._span: Any = None
+
+    # ------------------------------------------------------------------ warnings
+
+    def warn(self, text: str) -> None:
+        """Add a run-level warning (in the ``status`` query and the result)."""
+        self._warnings.add(text)
+
+    def warnings(self) -> list[str]:
+        """The run's warnings as the status query and the result show them."""
+        return self._warnings.view()
+
+    # ------------------------------------------------------------------- records
+
+    @contextlib.contextmanager
+    def describing(self, span: Any) -> Iterator[None]:
+        """Records made in the block describe ``span`` (a step's or a compaction's)."""
+        outer, self._span = self._span, span
+        try:
+            yield
+        finally:
+            self._span = outer
+
+    def record(
+        self, step: int, action: ActionRecord, observation: Mapping[str, Any], cost: CostRecord, warnings: list[str], *, started: datetime
+    ) -> DecisionRecord:
+        """Record what the run decided at ``step`` and what came of it (logged, measured, kept for the step's end)."""
+        agent = self._settings.profile
+        now = self._host.now()
+        observed = dict(observation)
+        observed.setdefault("duration_ms", int((now - started).total_seconds() * 1000))
+        ids = self._host.ids()
+        if self._step_records and self._step_records[0].step != step:
+            self.flush()  # a step that ended the loop without passing its end (it cannot, but be sure)
         record = DecisionRecord(
-            record_id=trace.record_id(info.workflow_id, info.first_execution_run_id, self.step, len(self.step_records)),
+            record_id=trace.record_id(ids.workflow_id, ids.first_execution_run_id, step, len(self._step_records)),
             timestamp=now,
-            agent_id=self.agent.name,
-            session_id=info.workflow_id,
-            step=self.step,
+            agent_id=agent.name,
+            session_id=ids.workflow_id,
+            step=step,
             action=action,
-            observation=observation,
+            observation=observed,
             cost=cost,
             warnings=warnings,
         )
-        first = self.step_records[0] if self.step_records else None
-        self.step_records.append(record)
+        first = self._step_records[0] if self._step_records else None
+        self._step_records.append(record)
         same_reasoning = first is not None and first.action.reasoning == action.reasoning
-        self.trace.append(trace.for_query(record, first.record_id if first is not None and same_reasoning else None))
-        if len(self.trace) > TRACE_KEPT:
-            del self.trace[: len(self.trace) - TRACE_KEPT]
-        if self.step_span is not None:
-            telemetry.describe_step(self.step_span, record)
+        self._trace.append(trace.for_query(record, first.record_id if first is not None and same_reasoning else None))
+        if len(self._trace) > TRACE_KEPT:
+            del self._trace[: len(self._trace) - TRACE_KEPT]
+        if self._span is not None:
+            telemetry.describe_step(self._span, record)
         # Replay-safe: the meter drops what a replay records, the workflow logger logs nothing then.
-        telemetry.record_step_metrics(record, (now - started).total_seconds() * 1000, self.agent.model)
-        if self.daily_remaining is not None:
-            telemetry.set_daily_budget_remaining(self.agent.name, self.daily_remaining)
-        workflow.logger.info(
-            "step %d: %s -> %s", self.step, action.tool or "answer", observation.get("status"),
-            extra={"step": self.step, "tool": action.tool, "record_id": record.record_id, "agent": self.agent.name},
+        telemetry.record_step_metrics(record, (now - started).total_seconds() * 1000, agent.model)
+        self._host.logger.info(
+            "step %d: %s -> %s", step, action.tool or "answer", observed.get("status"),
+            extra={"step": step, "tool": action.tool, "record_id": record.record_id, "agent": agent.name},
         )
+        return record
 
-    def _records_stored(self) -> bool:
-        """Whether this run keeps its records through the ``record_decisions`` activity (all new runs)."""
-        return workflow.patched("decision-records-stored")
+    def latest(self, count: int) -> list[DecisionRecord]:
+        """The last ``count`` records as the ``trace`` query keeps them (long texts cut)."""
+        return self._trace[-count:]
 
-    def _flush_records(self) -> None:
+    def query(self) -> list[DecisionRecord]:
+        """The ``trace`` query's answer: the newest records under its byte cap."""
+        return carry.latest_within(self._trace, trace.QUERY_MAX_BYTES)
+
+    # ----------------------------------------------------------------- the store
+
+    def flush(self) -> None:
         """Hand the step's records to the ``record_decisions`` activity, without waiting for it."""
-        if not self.step_records:
+        if not self._step_records:
             return
-        records, self.step_records = self.step_records, []
-        if not self._records_stored():
+        records, self._step_records = self._step_records, []
+        if not self._host.patched(PATCH_RECORDS_STORED):
             # A run begun before records were stored writes its lines from here, as it did then.
-            if not workflow.unsafe.is_replaying():
-                with workflow.unsafe.sandbox_unrestricted():
-                    for record in records:
-                        trace.emit(record)
+            def emit() -> None:
+                for record in records:
+                    trace.emit(record)
+
+            self._host.outside_sandbox(emit)
             return
-        self.record_writes = [handle for handle in self.record_writes if not handle.done()]
+        self._writes = [handle for handle in self._writes if not handle.done()]
         for batch in trace.batches(records):
-            self.record_writes.append(
-                workflow.start_activity(
+            self._writes.append(
+                self._host.start_activity(
                     contracts.ACTIVITY_RECORD_DECISIONS,
                     RecordDecisionsInput(records=batch),
                     schedule_to_close_timeout=RECORD_TIMEOUT,
@@ -203,56 +190,33 @@ class RunRecords(RunState):
                 )
             )
 
-    async def _records_written(self) -> None:
+    async def written(self) -> None:
         """Wait until every step handed over is recorded (before the run ends or continues as new).
 
         A store that stays unreachable for RECORD_TIMEOUT costs the run its records, not its
         result: that is said in its warnings.
         """
-        self._flush_records()
-        writes, self.record_writes = self.record_writes, []
+        self.flush()
+        writes, self._writes = self._writes, []
         for handle in writes:
             try:
                 await handle
             except ActivityError as exc:
-                self._warn(f"RECORDS_NOT_STORED: {exc.cause or exc}")
+                self.warn(f"RECORDS_NOT_STORED: {exc.cause or exc}")
             except asyncio.CancelledError:
                 return  # cancelled while closing: the activities go on, the run ends
 
-    def _count_waiting(self) -> None:
-        """Bring the ``agent.approvals.waiting`` metric in line with this run's pending approvals."""
-        if self.agent is not None and len(self.pending) != self.waiting_counted:
-            telemetry.count_approvals_waiting(self.agent.name, len(self.pending) - self.waiting_counted)
-            self.waiting_counted = len(self.pending)
+    # ----------------------------------------------------------- continue-as-new
 
-    def _details(self, text: str) -> None:
-        self._count_waiting()  # the details change whenever an approval opens or closes
-        if self.phase not in ("waiting_for_approval", "waiting_for_rate_limit", "waiting_for_budget"):
-            self.waiting_for = None
-        left = []
-        if self.budget_usd is not None:
-            left.append(f"${self._budget_remaining():.4f} of the run's budget left")
-        if self.daily_remaining is not None:
-            left.append(f"${self.daily_remaining:.4f} of the daily budget left")
-        budgets = f" {'; '.join(left)}." if left else ""
-        workflow.set_current_details(f"{text}\n\nSpent ${self.total_cost:.4f} over {self.step} steps.{budgets}")
+    def carry(self) -> dict[str, Any]:
+        """This part of :class:`CarriedState`: the warnings, and the latest records for the ``trace`` query."""
+        return {
+            "warnings": self._warnings.listed,
+            "warnings_unlisted": self._warnings.unlisted,
+            "trace": self._trace[-CARRIED_TRACE_RECORDS:],
+        }
 
-    def _result(self, error: str | None = None) -> AgentResult:
-        return AgentResult(
-            status=self.status or "failed",
-            answer=self.answer,
-            steps=self.step,
-            tools_used=list(self.tools_used),
-            tools_used_unlisted=self.tools_used_unlisted,
-            total_cost=pricing.shown_usd(self.total_cost),
-            usage=self.usage,
-            warnings=self._warnings_view(),
-            approvals=list(self.approvals),
-            approvals_unlisted=self.approvals_unlisted,
-            error=error,
-            model=self.agent.model if self.agent else None,
-            agent=self.agent.name if self.agent else None,
-            budget_remaining=self._budget_remaining(),
-            daily_budget_remaining=self.daily_remaining,
-        )
-
+    def restore(self, carried: CarriedState) -> None:
+        self._warnings.listed = carried.warnings
+        self._warnings.unlisted = dict(carried.warnings_unlisted)
+        self._trace = carried.trace

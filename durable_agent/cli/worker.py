@@ -39,10 +39,12 @@ from durable_agent.activities import (
 )
 from durable_agent.activities.budget import ModelRateLimits
 from durable_agent.activities.budget import limits_task_queue as limits_task_queue_for
+from durable_agent.activities.common import HeartbeatInterceptor
+from durable_agent.cli import worker_checks
 from durable_agent.cli.hints import cannot_connect
 from durable_agent.connection import connect, target_address
 from durable_agent.connection import task_queue as default_task_queue
-from durable_agent.converter import guarded_client
+from durable_agent.converter import MissingKeyListener, guarded_client
 from durable_agent.decisions import unauthenticated_allow_list
 from durable_agent.encryption import KeyRing
 from durable_agent.errors import ConfigError
@@ -141,6 +143,7 @@ def create_worker(
     serve_limits: bool = True,
     mcp: McpCatalog | None = None,
     deployment: WorkerDeploymentVersion | None = None,
+    on_missing_key: MissingKeyListener | None = None,
 ) -> WorkerGroup:
     """The workers that run every durable-agent workflow and activity, as one group.
 
@@ -163,6 +166,8 @@ def create_worker(
         deployment: The Worker Deployment version (``--deployment-name``, ``--build-id``): agent runs are
             pinned to it, ledgers and limiters auto-upgrade (see :mod:`durable_agent.deployments`).
             ``None`` (the default, and the embedded worker of ``durable-agent run``): unversioned.
+        on_missing_key: Told when a task arrives encrypted under a key this worker lacks (the task
+            fails and is retried elsewhere; see :mod:`durable_agent.converter`).
 
     Raises:
         ValueError: a versioned worker whose limits queue is the agents' queue.
@@ -174,7 +179,8 @@ def create_worker(
     model_limits = ModelRateLimits(client, model_windows, limits_queue) if model_windows else None
     store = store or ContentStore()
     activities = AgentActivities(
-        config, store, tool_executor=tool_executor, model_limits=model_limits, index=ApprovalIndex(client), mcp=mcp
+        config, store, tool_executor=tool_executor, model_limits=model_limits, index=ApprovalIndex(client), mcp=mcp,
+        limits_queue=limits_queue,
     )
     sizing: dict[str, Any] = {}
     if tuning is not None:
@@ -189,7 +195,7 @@ def create_worker(
     if max_cached_workflows is not None:
         sizing["max_cached_workflows"] = max_cached_workflows
     # Whatever a client sends, the workflows get a value they can refuse by name (see durable_agent.converter).
-    guarded = guarded_client(client)
+    guarded = guarded_client(client, on_missing_key)
     workers = [
         Worker(
             guarded,
@@ -203,6 +209,8 @@ def create_worker(
             workflow_runner=workflow_runner(),
             activity_executor=activity_executor,
             deployment_config=deployments.worker_config(deployment, deployments.RUNS),
+            # Every activity heartbeats for its whole body: a slow dependency costs time, never an attempt.
+            interceptors=[HeartbeatInterceptor()],
             **sizing,
         )
     ]
@@ -375,28 +383,41 @@ async def main(args: argparse.Namespace) -> int:
         return 1
     # A check only looks; a worker registers the inbox's search attribute where it may.
     warnings = reviewer_warnings(config, args.config) + [w for w in [await ensure_approval_index(client, register=not args.check)] if w]
+    limits_queue = limits_task_queue_for(queue, args.limits_task_queue or os.environ.get("AGENT_LIMITS_TASK_QUEUE") or None)
+    # Keys the queue's open runs need, and a worker for the limits queue (see worker_checks).
+    findings = await worker_checks.look(
+        client, config, task_queue=queue, limits_queue=limits_queue, ring=ring, serves_limits=not args.no_limits
+    )
     if args.check:
         for warning in warnings:
             print(f"worker: warning: {warning}", file=sys.stderr)
+        await store.close()
+        await mcp.close()
         # Where this build stands (current, ramping, or the command that makes it current); unknown: status 1.
         known, where = await deployments.status_line(client, deployment) if deployment else (True, "")
         if where:
             print(f"worker: {where}", file=sys.stdout if known else sys.stderr)
-        if known:
-            print(f"worker: ok (Temporal at {address}, store at {store.location}, encryption {'on' if ring else 'off'}{mcp_summary})")
-        await mcp.close()
-        await store.close()
-        return 0 if known else 1
+        if worker_checks.check_status(findings) or not known:
+            return 1
+        print(f"worker: ok (Temporal at {address}, store at {store.location}, encryption {'on' if ring else 'off'}{mcp_summary})")
+        return 0
     for warning in warnings:
         log.warning("%s", warning)
     if deployment is not None:
         log.info("%s", (await deployments.status_line(client, deployment))[1])
+    refusal = worker_checks.start_problem(findings, limits_queue=limits_queue, serves_limits=not args.no_limits)
+    if refusal:
+        await store.close()
+        await mcp.close()
+        fail(2, refusal)
+    stop = asyncio.Event()
+    keys_missing = worker_checks.StopWithoutKeys(ring, stop)
     tool_pool = ThreadPoolExecutor(max_workers=tuning.tool_threads, thread_name_prefix="tool")
     worker = create_worker(
         client, config, task_queue=queue, store=store, tuning=tuning, tool_executor=tool_pool,
-        limits_task_queue=args.limits_task_queue, serve_limits=not args.no_limits, mcp=mcp, deployment=deployment,
+        limits_task_queue=args.limits_task_queue, serve_limits=not args.no_limits, mcp=mcp, on_missing_key=keys_missing,
+        deployment=deployment,
     )
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -415,4 +436,7 @@ async def main(args: argparse.Namespace) -> int:
         tool_pool.shutdown(wait=False, cancel_futures=True)
         await store.close()
     log.info("worker stopped")
+    if keys_missing.reason:
+        print(f"worker: stopped: {keys_missing.reason}", file=sys.stderr)
+        return 2
     return 0

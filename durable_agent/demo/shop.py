@@ -146,7 +146,7 @@ def search_kb(query: str) -> list[dict[str, str]]:
     return [r for score, r in scored if score > 0][:3] or rows[:1]
 
 
-@tool(risk="medium", amount_arg="amount", currency_arg="currency")
+@tool(risk="medium", amount_arg="amount", currency_arg="currency", idempotent=True)
 def issue_refund(order_id: str, amount: float, currency: str = "USD") -> dict[str, Any]:
     """Refund part or all of an order to the original payment method. Amount in the order's currency."""
     ctx = tool_context()
@@ -185,7 +185,7 @@ def issue_refund(order_id: str, amount: float, currency: str = "USD") -> dict[st
         conn.close()
 
 
-@tool(destructive=True)
+@tool(destructive=True, idempotent=True)
 def cancel_order(order_id: str) -> dict[str, Any]:
     """Cancel an order that has not shipped yet."""
     conn = connect()

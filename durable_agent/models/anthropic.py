@@ -29,6 +29,9 @@ CONTEXT_MANAGEMENT_BETA = "context-management-2025-06-27"
 
 #: Seconds one HTTP request may take before it counts as a timeout.
 REQUEST_TIMEOUT_SECONDS = float(os.environ.get("ANTHROPIC_REQUEST_TIMEOUT", "240"))
+#: Seconds a token count may take: counting only saves an estimate, so a slow count is
+#: given up (the prompt is estimated locally) long before it could eat the call's own time.
+COUNT_TIMEOUT_SECONDS = 30.0
 
 CredentialsProvider = Callable[[], str | None]
 
@@ -263,7 +266,7 @@ class AnthropicModel:
         except ModelError:
             return None  # no key: the call itself will say so
         try:
-            counted = await client.messages.count_tokens(**kwargs)
+            counted = await client.messages.count_tokens(**kwargs, timeout=min(self.timeout, COUNT_TIMEOUT_SECONDS))
         except Exception as exc:  # noqa: BLE001 - counting is an optimisation: the caller estimates instead
             log.info("token counting unavailable (%s); estimating locally", type(exc).__name__)
             return None
