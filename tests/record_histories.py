@@ -25,8 +25,10 @@ from typing import Any, Awaitable, Callable
 
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client, WorkflowHandle, WorkflowUpdateFailedError
-from temporalio.common import RawValue, SearchAttributeKey
+from temporalio.api.workflowservice.v1 import SetWorkerDeploymentCurrentVersionRequest
+from temporalio.common import RawValue, SearchAttributeKey, WorkerDeploymentVersion
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from durable_agent.connection import find_executable  # noqa: E402
@@ -39,6 +41,7 @@ from durable_agent.decisions import signed_review  # noqa: E402
 from durable_agent.models import register_provider  # noqa: E402
 from durable_agent.schemas import StatusView  # noqa: E402
 from durable_agent.testing import ScriptedModel, answer, tool_use  # noqa: E402
+from tests import history_builds  # noqa: E402
 from tests.conftest import SUPPORT_PROFILE, make_config  # noqa: E402
 from durable_agent.cli.worker import create_worker  # noqa: E402
 
@@ -188,7 +191,14 @@ SCENARIOS: list[Scenario] = [
     ("scripted_mcp_tools", {"task": "Tidy the tickets", "model": "SCRIPTED"}, {"tools": ["lookup_order", "tickets.*"]},
      [tool_use("mcp__tickets__get_ticket", {"ticket_id": "T-1"}), tool_use("mcp__tickets__delete_ticket", {"ticket_id": "T-1"}),
       tool_use("mcp__tickets__broken_report", {}), answer("done")], _approve_by_signal),
+    # On a versioned worker (issue 21): the run pinned, its continue-as-new asking for auto-upgrade, its ledger auto-upgrading.
+    ("versioned_continue_as_new", {"task": "x", "model": "SCRIPTED"}, {"continue_as_new_every": 2, "daily_budget_usd": 5.0},
+     [tool_use("search_kb", {"query": "a"}), tool_use("search_kb", {"query": "b"}), tool_use("search_kb", {"query": "c"}), answer("done")], None),
 ]
+
+#: Scenarios recorded by build <commit checked out> of deployment RECORD_DEPLOYMENT (the others: unversioned).
+VERSIONED = {"versioned_continue_as_new"}
+RECORD_DEPLOYMENT = "record"
 
 #: Top-level agents.toml keys a scenario needs beyond the profile, given the recording's state folder.
 TOP_LEVEL: dict[str, Callable[[Path], dict[str, Any]]] = {
@@ -207,7 +217,22 @@ ENTITIES = {
         ("ledger", "budget-support-{day}@{queue}"),
         ("rate_limiter", "ratelimit-search_kb@{queue}"),
     ],
+    "versioned_continue_as_new": [("ledger", "budget-support-{day}@{queue}")],
 }
+
+
+async def make_current(client: Client, version: WorkerDeploymentVersion) -> None:
+    """Make ``version`` its deployment's current one, once its worker has polled (the server knows it then)."""
+    request = SetWorkerDeploymentCurrentVersionRequest(
+        namespace=client.namespace, deployment_name=version.deployment_name, build_id=version.build_id
+    )
+    for _ in range(300):
+        try:
+            await client.workflow_service.set_worker_deployment_current_version(request)
+            return
+        except RPCError:
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"build {version.build_id} of {version.deployment_name} never became current")
 
 
 async def record(client: Client, state: Path, only: list[str] | None = None) -> None:
@@ -215,9 +240,12 @@ async def record(client: Client, state: Path, only: list[str] | None = None) -> 
     unknown = set(only or []) - {s[0] for s in SCENARIOS}
     if unknown:
         raise SystemExit(f"no scenario named {', '.join(sorted(unknown))}")
+    commit = history_builds.head_commit()
     for name, request, profile_extra, script, action in SCENARIOS:
         if only and name not in only:
             continue
+        deployment = WorkerDeploymentVersion(RECORD_DEPLOYMENT, commit) if name in VERSIONED else None
+        build = f"{RECORD_DEPLOYMENT}:{commit}" if deployment else history_builds.UNVERSIONED
         queue = f"record-{uuid.uuid4().hex[:8]}"
         profile = {**SUPPORT_PROFILE, **(profile_extra or {})}
         pricing: dict[str, Any] = {}
@@ -234,7 +262,9 @@ async def record(client: Client, state: Path, only: list[str] | None = None) -> 
         config = make_config({"support": profile}, **top)
         workflow_id = f"history-{name}"
         os.environ["SHOP_DB"] = str(state / f"shop-{name}.sqlite")  # every scenario starts from the seed shop
-        async with create_worker(client, config, task_queue=queue, max_cached_workflows=0):
+        async with create_worker(client, config, task_queue=queue, max_cached_workflows=0, deployment=deployment):
+            if deployment is not None:
+                await make_current(client, deployment)
             handle = await client.start_workflow("AgentWorkflow", request, id=workflow_id, task_queue=queue)
             if action is not None:
                 await action(handle)
@@ -247,12 +277,14 @@ async def record(client: Client, state: Path, only: list[str] | None = None) -> 
                 history = await client.get_workflow_handle(workflow_id, run_id=run.run_id).fetch_history()
                 suffix = f"_run{index + 1}" if len(runs) > 1 else ""
                 (OUT / f"{name}{suffix}.json").write_text(history.to_json())
+                history_builds.list_recorded(f"{name}{suffix}", build, commit)
                 print(f"recorded {name}{suffix}: {len(history.events)} events")
             day = datetime.now(timezone.utc).date().isoformat()
             for label, template in ENTITIES.get(name, []):
                 entity = client.get_workflow_handle(template.format(day=day, queue=queue))
                 history = await entity.fetch_history()
                 (OUT / f"{name}_{label}.json").write_text(history.to_json())
+                history_builds.list_recorded(f"{name}_{label}", build, commit)
                 print(f"recorded {name}_{label}: {len(history.events)} events")
 
 

@@ -355,7 +355,8 @@ class AgentWorkflow:
             # The model has the whole task in the conversation; the continuation's input names it.
             start["task"] = inputs.task_stub(request.task, task_ref)
         bounded = continuation.within_payload_limit(self._host, start, carried, book=self.book, step=self.progress.step)
-        workflow.continue_as_new(args=[start, bounded])
+        # With Worker Versioning the next execution starts on the deployment's current build (this one is pinned).
+        workflow.continue_as_new(args=[start, bounded], initial_versioning_behavior=workflow.ContinueAsNewVersioningBehavior.AUTO_UPGRADE)
 
     # ------------------------------------------------------------------ outputs
 

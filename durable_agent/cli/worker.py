@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from temporalio.client import Client
+from temporalio.common import WorkerDeploymentVersion
 from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from durable_agent import logs, redaction, telemetry, trace, worker_options
+from durable_agent import deployments, logs, redaction, telemetry, trace, worker_options
 from durable_agent.activities import (
     AgentActivities,
     ApprovalActivities,
@@ -141,6 +142,7 @@ def create_worker(
     limits_task_queue: str | None = None,
     serve_limits: bool = True,
     mcp: McpCatalog | None = None,
+    deployment: WorkerDeploymentVersion | None = None,
     on_missing_key: MissingKeyListener | None = None,
 ) -> WorkerGroup:
     """The workers that run every durable-agent workflow and activity, as one group.
@@ -161,11 +163,18 @@ def create_worker(
         serve_limits: Poll the limits queue too (the default); ``False`` when other workers serve it.
         mcp: The MCP servers' connections (as checked at start); made from ``config`` without one.
             The group closes them when it stops.
+        deployment: The Worker Deployment version (``--deployment-name``, ``--build-id``): agent runs are
+            pinned to it, ledgers and limiters auto-upgrade (see :mod:`durable_agent.deployments`).
+            ``None`` (the default, and the embedded worker of ``durable-agent run``): unversioned.
         on_missing_key: Told when a task arrives encrypted under a key this worker lacks (the task
             fails and is retried elsewhere; see :mod:`durable_agent.converter`).
+
+    Raises:
+        ValueError: a versioned worker whose limits queue is the agents' queue.
     """
     queue = task_queue or default_task_queue()
     limits_queue = limits_task_queue_for(queue, limits_task_queue or os.environ.get("AGENT_LIMITS_TASK_QUEUE") or None)
+    deployments.check_task_queues(deployment, queue, limits_queue)
     model_windows = config.model_rate_limits()
     model_limits = ModelRateLimits(client, model_windows, limits_queue) if model_windows else None
     store = store or ContentStore()
@@ -199,6 +208,7 @@ def create_worker(
             + RecordActivities(store).all(),
             workflow_runner=workflow_runner(),
             activity_executor=activity_executor,
+            deployment_config=deployments.worker_config(deployment, deployments.RUNS),
             # Every activity heartbeats for its whole body: a slow dependency costs time, never an attempt.
             interceptors=[HeartbeatInterceptor()],
             **sizing,
@@ -207,7 +217,10 @@ def create_worker(
     if serve_limits and limits_queue != queue:
         entity_sizing = {k: v for k, v in sizing.items() if k in ("max_cached_workflows", "workflow_task_poller_behavior")}
         workers.append(
-            Worker(guarded, task_queue=limits_queue, workflows=ENTITY_WORKFLOWS, workflow_runner=workflow_runner(), **entity_sizing)
+            Worker(
+                guarded, task_queue=limits_queue, workflows=ENTITY_WORKFLOWS, workflow_runner=workflow_runner(),
+                deployment_config=deployments.worker_config(deployment, deployments.ENTITIES), **entity_sizing,
+            )
         )
     return WorkerGroup(workers, closers=[activities.mcp.close] if activities.mcp is not None else [])
 
@@ -266,6 +279,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics-port", type=int, default=None, metavar="N", help="serve Prometheus metrics on http://0.0.0.0:N/metrics (env AGENT_METRICS_PORT)"
     )
     worker_options.add_arguments(parser)
+    deployments.add_arguments(parser)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -334,6 +348,10 @@ async def main(args: argparse.Namespace) -> int:
     config = load_or_exit(args.config, env_tool_modules() + args.tools)
     try:
         tuning = worker_options.from_args(args)
+        deployment = deployments.from_args(args)
+        queue = args.task_queue or default_task_queue()
+        limits_queue = limits_task_queue_for(queue, args.limits_task_queue or os.environ.get("AGENT_LIMITS_TASK_QUEUE") or None)
+        deployments.check_task_queues(deployment, queue, limits_queue)
         ring = KeyRing.from_env()
         store = open_store(ring)
     except ValueError as exc:  # EncryptionConfigError and bad AGENT_STORE_URL included
@@ -363,7 +381,6 @@ async def main(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - reported with the address, then exit
         print(cannot_connect("worker", address, exc), file=sys.stderr)
         return 1
-    queue = args.task_queue or default_task_queue()
     # A check only looks; a worker registers the inbox's search attribute where it may.
     warnings = reviewer_warnings(config, args.config) + [w for w in [await ensure_approval_index(client, register=not args.check)] if w]
     limits_queue = limits_task_queue_for(queue, args.limits_task_queue or os.environ.get("AGENT_LIMITS_TASK_QUEUE") or None)
@@ -376,12 +393,18 @@ async def main(args: argparse.Namespace) -> int:
             print(f"worker: warning: {warning}", file=sys.stderr)
         await store.close()
         await mcp.close()
-        if worker_checks.check_status(findings):
+        # Where this build stands (current, ramping, or the command that makes it current); unknown: status 1.
+        known, where = await deployments.status_line(client, deployment) if deployment else (True, "")
+        if where:
+            print(f"worker: {where}", file=sys.stdout if known else sys.stderr)
+        if worker_checks.check_status(findings) or not known:
             return 1
         print(f"worker: ok (Temporal at {address}, store at {store.location}, encryption {'on' if ring else 'off'}{mcp_summary})")
         return 0
     for warning in warnings:
         log.warning("%s", warning)
+    if deployment is not None:
+        log.info("%s", (await deployments.status_line(client, deployment))[1])
     refusal = worker_checks.start_problem(findings, limits_queue=limits_queue, serves_limits=not args.no_limits)
     if refusal:
         await store.close()
@@ -393,6 +416,7 @@ async def main(args: argparse.Namespace) -> int:
     worker = create_worker(
         client, config, task_queue=queue, store=store, tuning=tuning, tool_executor=tool_pool,
         limits_task_queue=args.limits_task_queue, serve_limits=not args.no_limits, mcp=mcp, on_missing_key=keys_missing,
+        deployment=deployment,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
