@@ -20,14 +20,16 @@ from temporalio.exceptions import ApplicationError
 from durable_agent import context, contracts, genai, redaction, stops
 from durable_agent.activities.common import content_errors, log, retry_error, tool_result_content
 from durable_agent.activities.context import READ_RESULT_INFO
+from durable_agent.activities.live_config import LiveConfig
 from durable_agent.activities.notify import NotifyActivities
+from durable_agent.activities.policy import PolicyReader
 from durable_agent.activities.tools import ToolActivities
 from durable_agent.activities.approvals import ApprovalIndex
 from durable_agent.mcp.catalog import McpCatalog
 from durable_agent.mcp.config import is_mcp_entry
 from durable_agent.models import ModelError, ModelRequest, is_anthropic, provider_for
 from durable_agent.pricing import find_price, price_warnings
-from durable_agent.profiles import AgentsConfig
+from durable_agent.profiles import AgentsConfig, Profile
 from durable_agent.ratelimit import estimate_input_tokens, profile_lane
 from durable_agent.retry import ErrorKind, model_retry_delay
 from durable_agent.schemas import (
@@ -36,6 +38,7 @@ from durable_agent.schemas import (
     ThinkInput,
     ThinkOutput,
     ToolCall,
+    ToolInfo,
 )
 from durable_agent.stops import think_timeout
 from durable_agent.tool_policy import apply as apply_tool_policy
@@ -53,6 +56,20 @@ REASONING_CHARS = 2_000
 def run_user_id(session_id: str) -> str:
     """``metadata.user_id`` of a run: stable across its steps, names no one (a hash of the workflow id)."""
     return "run-" + hashlib.sha256(f"durable-agent:{session_id}".encode()).hexdigest()[:32]
+
+
+def python_tool_info(tools: ToolRegistry, agent: str, profile: Profile, tool_name: str) -> ToolInfo | None:
+    """A ``@tool`` function's policy as profile ``agent`` sets it (its rate limits and ``tool_policy``); None: no such tool."""
+    tool = tools.get(tool_name)
+    if tool is None:
+        return None
+    info = tool.info.model_copy()
+    if tool_name in profile.rate_limits:
+        info.rate_limit = profile.rate_limits[tool_name]
+        info.rate_limit_lane = profile_lane(agent)  # held to its own limit, apart from other callers
+    if tool_name in profile.rate_limit_wait:
+        info.rate_limit_wait = profile.rate_limit_wait[tool_name]
+    return apply_tool_policy(info, profile.tool_policy.get(tool_name), lane=profile_lane(agent))
 
 
 class AgentActivities(ToolActivities, NotifyActivities):
@@ -83,6 +100,9 @@ class AgentActivities(ToolActivities, NotifyActivities):
         self.mcp = mcp if mcp is not None else McpCatalog(config.mcp_servers)
         #: Where the ledgers and limiters of this worker's runs are started (runs name it when they wait for it).
         self.limits_queue = limits_queue
+        #: agents.toml as it is now: the policy each step is decided under (and the reviewer keyring).
+        self.live = LiveConfig(config)
+        self.policies = PolicyReader(self.live, self.tools, self.mcp)
 
     # ---------------------------------------------------------------- resolve
 
@@ -118,16 +138,10 @@ class AgentActivities(ToolActivities, NotifyActivities):
         for tool_name in profile.tools:
             if is_mcp_entry(tool_name):
                 continue
-            tool = self.tools.get(tool_name)
-            if tool is None:
+            info = python_tool_info(self.tools, name, profile, tool_name)
+            if info is None:
                 raise ApplicationError(f"profile {name!r} names tool {tool_name!r}, which this worker does not have", type="UnknownTool", non_retryable=True)
-            info = tool.info.model_copy()
-            if tool_name in profile.rate_limits:
-                info.rate_limit = profile.rate_limits[tool_name]
-                info.rate_limit_lane = profile_lane(name)  # held to its own limit, apart from other callers
-            if tool_name in profile.rate_limit_wait:
-                info.rate_limit_wait = profile.rate_limit_wait[tool_name]
-            tools.append(apply_tool_policy(info, profile.tool_policy.get(tool_name), lane=profile_lane(name)))
+            tools.append(info)
         tools.extend(mcp_tools.infos)
         if not any(t.name == contracts.TOOL_READ_RESULT for t in tools):
             tools.append(READ_RESULT_INFO.model_copy())  # every profile can read back an elided result
@@ -261,6 +275,8 @@ class AgentActivities(ToolActivities, NotifyActivities):
             if b.get("type") == "tool_use"
         ]
         acted_on = [] if response.stop_reason in stops.NOT_ACTIONABLE else calls
+        # The run decides these calls next: under the policy agents.toml holds now (when it changed, whole).
+        policy = await self.policies.report(request.agent, [t["name"] for t in prompt["tools"]], request.policy_digest) if acted_on else None
         return ThinkOutput(
             head=new_head,
             text=text,
@@ -274,6 +290,9 @@ class AgentActivities(ToolActivities, NotifyActivities):
             request_id=response.request_id,
             prompt_tokens=tokens,
             daily_budget_usd=self._configured_daily_budget(request.agent),
+            policy=policy.policy if policy else None,
+            policy_digest=policy.digest if policy else None,
+            policy_warnings=policy.warnings if policy else [],
         )
 
     def _configured_daily_budget(self, agent: str) -> float | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 
 from temporalio import activity
@@ -21,8 +20,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from durable_agent import contracts
-from durable_agent.errors import ConfigError
-from durable_agent.profiles import AgentsConfig, load_config
+from durable_agent.activities.live_config import ConfigUnreadable, LiveConfig
+from durable_agent.profiles import AgentsConfig
 from durable_agent.schemas import KeyringRequest, ReviewerKeyring
 
 log = logging.getLogger("durable_agent.activities")
@@ -118,37 +117,17 @@ async def ensure_approval_index(client: Client, *, register: bool, name: str = c
 class ApprovalActivities:
     """The keyring read at decision time, from the worker's ``agents.toml`` as it is now."""
 
-    def __init__(self, config: AgentsConfig) -> None:
-        self.config = config
-        self._mtime = self._stat()
-
-    def _stat(self) -> int | None:
-        source = self.config.source
-        try:
-            return os.stat(source).st_mtime_ns if source is not None else None
-        except OSError:
-            return None
+    def __init__(self, config: AgentsConfig | LiveConfig) -> None:
+        self.live = config if isinstance(config, LiveConfig) else LiveConfig(config)
 
     def _current(self) -> AgentsConfig:
         """The configuration, re-read when its file changed since it was last read."""
-        source = self.config.source
-        if source is None:
-            return self.config
-        mtime = self._stat()
-        if mtime is None:
+        try:
+            return self.live.current()
+        except ConfigUnreadable as exc:
             raise ApplicationError(
-                f"{source} cannot be read now, so no reviewer can be trusted; restore it", type="KeyringUnavailable", non_retryable=True
-            )
-        if mtime != self._mtime:
-            try:
-                self.config = load_config(source)
-            except ConfigError as exc:
-                raise ApplicationError(
-                    f"{exc} (no decision is accepted until it is fixed)", type="KeyringUnavailable", non_retryable=True
-                ) from None
-            self._mtime = mtime
-            log.info("re-read %s: reviewer keys and allow-lists as changed", source)
-        return self.config
+                f"{exc} (no reviewer can be trusted, so no decision is accepted until it is fixed)", type="KeyringUnavailable", non_retryable=True
+            ) from None
 
     @activity.defn(name=contracts.ACTIVITY_REVIEWER_KEYRING)
     async def reviewer_keyring(self, request: KeyringRequest) -> ReviewerKeyring:

@@ -191,6 +191,10 @@ SCENARIOS: list[Scenario] = [
     ("scripted_mcp_tools", {"task": "Tidy the tickets", "model": "SCRIPTED"}, {"tools": ["lookup_order", "tickets.*"]},
      [tool_use("mcp__tickets__get_ticket", {"ticket_id": "T-1"}), tool_use("mcp__tickets__delete_ticket", {"ticket_id": "T-1"}),
       tool_use("mcp__tickets__broken_report", {}), answer("done")], _approve_by_signal),
+    # Live policy (issue 21): each decision reads the policy as configured now (a local activity answering by digest).
+    ("scripted_live_policy", {"task": "x", "model": "SCRIPTED"}, None,
+     [tool_use("search_kb", {"query": "a"}), tool_use("issue_refund", {"order_id": "ord-789", "amount": 20, "currency": "USD"}),
+      answer("done")], None),
     # On a versioned worker (issue 21): the run pinned, its continue-as-new asking for auto-upgrade, its ledger auto-upgrading.
     ("versioned_continue_as_new", {"task": "x", "model": "SCRIPTED"}, {"continue_as_new_every": 2, "daily_budget_usd": 5.0},
      [tool_use("search_kb", {"query": "a"}), tool_use("search_kb", {"query": "b"}), tool_use("search_kb", {"query": "c"}), answer("done")], None),

@@ -260,6 +260,7 @@ class AgentWorkflow:
             self.progress.end("success", out.text.strip())
             return self._result()
 
+        self.settings.take_policy(self._host, out, self.book.warn)  # the step's calls, under the policy as configured now
         for index, call in enumerate(out.tool_calls):
             finding = self.anomalies.check(step, call, step_cost if index == 0 else 0.0, out.usage if index == 0 else Usage())
             warnings = (reply.warnings if index == 0 else []) + finding.warnings

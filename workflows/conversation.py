@@ -140,6 +140,7 @@ class Conversation:
             context_window=agent.context_window_tokens,
             thinking_budget_tokens=agent.thinking_budget_tokens,
             context_management=agent.context_management,
+            policy_digest=self._settings.reported_policy_digest,
         )
         out = await self._host.execute_activity(
             contracts.ACTIVITY_THINK,

@@ -137,6 +137,8 @@ class RecordBook:
             observation=observed,
             cost=cost,
             warnings=warnings,
+            policy_digest=self._settings.policy_digest,
+            profile_digest=self._settings.profile_digest,
         )
         first = self._step_records[0] if self._step_records else None
         self._step_records.append(record)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from collections.abc import Callable
 from typing import Any
 
 from temporalio import workflow
@@ -10,11 +11,15 @@ from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from durable_agent import contracts, redaction
+    from durable_agent import contracts, live_policy, policy, redaction
+    from durable_agent.schemas import ThinkOutput
     from durable_agent.carry import CarriedState
     from durable_agent.schemas import AgentInput, Autonomy, ResolveAgentInput, ResolvedAgent
 
 from durable_agent.workflows.host import Host
+
+#: Patch: the run decides under the policy the worker's configuration holds at each step (runs before it kept the one they resolved).
+PATCH_LIVE_POLICY = "live-policy"
 
 
 class RunSettings:
@@ -29,6 +34,8 @@ class RunSettings:
         self.input: AgentInput | None = None
         self.agent: ResolvedAgent | None = None
         self.autonomy = Autonomy.SUPERVISED
+        #: The digest of the configured policy the worker last reported (each execution asks for it once, whole).
+        self.reported_policy_digest: str | None = None
 
     @property
     def profile(self) -> ResolvedAgent:
@@ -63,6 +70,37 @@ class RunSettings:
             if isinstance(cause, ApplicationError):
                 raise ApplicationError(cause.message, type=cause.type, non_retryable=True) from None
             raise
+
+    def take_policy(self, host: Host, out: ThinkOutput, warn: Callable[[str], None]) -> None:
+        """Decide the step's tool calls under the policy the worker's configuration held when the model replied.
+
+        Approval thresholds, the autonomy ceiling, anomaly actions and tool rules follow
+        ``agents.toml`` as it is at each step (tightened or loosened); the prompt and the
+        tools the model sees stay as resolved until the next continue-as-new. A policy
+        that could not be read leaves the run deciding under the one it has, and says so.
+        """
+        for warning in out.policy_warnings:
+            warn(warning)
+        if out.policy_digest is not None:
+            self.reported_policy_digest = out.policy_digest
+        # Runs begun before read their policy once, as they resolved it; the patch marks where they start following the file.
+        if out.policy is None or not host.patched(PATCH_LIVE_POLICY):
+            return
+        before = live_policy.policy_of(self.profile)
+        self.agent = live_policy.applied(self.profile, out.policy)
+        self.autonomy, _ = policy.run_autonomy(self.agent.autonomy, self.task_input.autonomy)
+        if live_policy.policy_of(self.agent) != before:
+            warn(f"POLICY_UPDATED: decisions follow agents.toml as it is now (policy {self.policy_digest}, autonomy {self.autonomy.value})")
+
+    @property
+    def policy_digest(self) -> str | None:
+        """The digest of the policy decisions are made under now (None before the profile is known)."""
+        return live_policy.policy_digest(live_policy.policy_of(self.agent)) if self.agent is not None else None
+
+    @property
+    def profile_digest(self) -> str | None:
+        """The digest of what the model is shown: model, prompt and tool catalogue (fixed for the execution)."""
+        return live_policy.profile_digest(self.agent) if self.agent is not None else None
 
     def carry(self) -> dict[str, Any]:
         """This part of :class:`CarriedState`: the profile, so a continuation never re-reads configuration."""

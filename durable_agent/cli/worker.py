@@ -203,7 +203,7 @@ def create_worker(
             # The entity workflows too: ledgers and limiters started here before they had a queue of their own.
             workflows=WORKFLOWS,
             activities=activities.all()
-            + ApprovalActivities(config).all()
+            + ApprovalActivities(activities.live).all()
             + BudgetActivities(client, config, limits_queue).all()
             + RecordActivities(store).all(),
             workflow_runner=workflow_runner(),

@@ -106,6 +106,14 @@ class McpCatalog:
                     return tool
         return None
 
+    def kept_tool(self, model_name: str) -> McpTool | None:
+        """The tool the model calls ``model_name``, from a listing already kept (no connection is made)."""
+        server = self.server_of(model_name)
+        listing = self._listings.get(server) if server is not None else None
+        if listing is None:
+            return None
+        return next((tool for tool in listing.tools.values() if tool.model_name == model_name), None)
+
     def info(self, tool: McpTool, policies: dict[str, ToolPolicy], agent: str | None) -> ToolInfo:
         """The tool's policy: the server's annotations, then the profile's ``tool_policy`` over them."""
         base = tool.info(self.servers[tool.server].timeout)

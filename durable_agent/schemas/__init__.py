@@ -47,6 +47,7 @@ from durable_agent.schemas.profile import (
     ModelPrice,
     ResolveAgentInput,
     ResolvedAgent,
+    LivePolicy,
     ToolInfo,
 )
 from durable_agent.schemas.records import ActionRecord, CostRecord, DecisionRecord, RecordDecisionsInput
@@ -84,6 +85,7 @@ __all__ = [
     "ToolCall",
     "ToolCallInput",
     "ToolCallOutput",
+    "LivePolicy",
     "ToolInfo",
     "ToolResultPart",
     "Usage",

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from durable_agent.schemas.common import Usage
+from durable_agent.schemas.profile import LivePolicy
 
 
 class ToolResultPart(BaseModel):
@@ -38,6 +39,7 @@ class ThinkInput(BaseModel):
     context_window: int | None = Field(default=None, description="Tokens the model can read; None: the model's own.")
     thinking_budget_tokens: int | None = None
     context_management: bool = False
+    policy_digest: str | None = Field(default=None, description="The digest of the policy last reported to the run (None: report it).")
 
 
 class CompactInput(BaseModel):
@@ -94,6 +96,11 @@ class ThinkOutput(BaseModel):
     )
     over_window: bool = Field(default=False, description="Not sent (or refused by the API): the prompt does not fit the window.")
     prompt_tokens: int | None = Field(default=None, description="Tokens of the prompt as counted before sending.")
+    policy: LivePolicy | None = Field(
+        default=None, description="The profile's policy as configured on the worker now, when it differs from the one last reported."
+    )
+    policy_digest: str | None = Field(default=None, description="The digest of the configured policy (durable_agent.live_policy).")
+    policy_warnings: list[str] = Field(default_factory=list, description="Why the policy could not be read now (the run keeps its own).")
 
 
 class ToolCallInput(BaseModel):

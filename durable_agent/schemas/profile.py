@@ -114,6 +114,15 @@ class ResolvedAgent(BaseModel):
         return None
 
 
+class LivePolicy(BaseModel):
+    """The policy half of a profile, as the worker's configuration holds it now (:mod:`durable_agent.live_policy`)."""
+
+    autonomy: Autonomy = Field(description="The profile's autonomy: a ceiling the run's own request may only tighten.")
+    approval: ApprovalPolicy
+    anomalies: AnomalyThresholds
+    tools: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Each tool's rules (TOOL_RULES), by model-facing name.")
+
+
 class ModelPrice(StrictModel):
     """USD per million tokens."""
 

@@ -38,6 +38,8 @@ class DecisionRecord(BaseModel):
     cost: CostRecord
     warnings: list[str] = Field(default_factory=list)
     truncated: bool = Field(default=False, description="Text was cut for the trace query; the store has it whole.")
+    policy_digest: str | None = Field(default=None, description="The policy the step was decided under (durable_agent.live_policy).")
+    profile_digest: str | None = Field(default=None, description="The model, prompt and tool catalogue the step ran with.")
 
 
 class RecordDecisionsInput(BaseModel):
