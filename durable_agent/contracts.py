@@ -26,6 +26,9 @@ ACTIVITY_REVIEWER_KEYRING = "reviewer_keyring"
 
 #: A Bool search attribute, true while a run has an approval waiting: the reviewer inbox lists runs by it.
 SEARCH_ATTRIBUTE_AWAITING_APPROVAL = "AgentAwaitingApproval"
+#: The memo entry that lists what a run has waiting (``{"agent", "approvals": [PendingApproval...]}``), kept
+#: beside the search attribute so the inbox lists every waiting approval without querying each run.
+MEMO_PENDING_APPROVALS = "pending_approvals"
 ACTIVITY_COMPACT = "compact_context"
 #: The built-in tool every profile gets: read back a tool result elided from the conversation.
 TOOL_READ_RESULT = "read_result"

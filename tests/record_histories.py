@@ -195,6 +195,8 @@ SCENARIOS: list[Scenario] = [
     ("scripted_live_policy", {"task": "x", "model": "SCRIPTED"}, None,
      [tool_use("search_kb", {"query": "a"}), tool_use("issue_refund", {"order_id": "ord-789", "amount": 20, "currency": "USD"}),
       answer("done")], None),
+    # What waits kept in the memo beside the search attribute (patch pending-approvals-in-memo): the inbox lists it without queries.
+    ("approval_pending_in_memo", {"task": "Refund order ord-789"}, None, None, _approve_by_signal),
     # On a versioned worker (issue 21): the run pinned, its continue-as-new asking for auto-upgrade, its ledger auto-upgrading.
     ("versioned_continue_as_new", {"task": "x", "model": "SCRIPTED"}, {"continue_as_new_every": 2, "daily_budget_usd": 5.0},
      [tool_use("search_kb", {"query": "a"}), tool_use("search_kb", {"query": "b"}), tool_use("search_kb", {"query": "c"}), answer("done")], None),

@@ -15,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from durable_agent import contracts, decisions, policy, signing
 from durable_agent.schemas import ReviewerKeyring, ToolCall
-from durable_agent.workflows.approval_desk import ApprovalDesk
+from durable_agent.workflows.approval_desk import PATCH_PENDING_IN_MEMO, ApprovalDesk
 from durable_agent.workflows.decision_intake import DecisionIntake
 from durable_agent.workflows.progress import RunPhase
 from durable_agent.workflows.settings import RunSettings
@@ -97,10 +97,22 @@ class TestHeldToolCalls:
         assert d.host.names() == [contracts.ACTIVITY_NOTIFY_REVIEWER] * 2
         # Where the recorded histories expect the patches, in order: the refund's id (asked, then opened), the
         # turn's other held calls (opened), each signal's binding, then the cancel's id (open already).
-        assert d.host.patches == [
+        # (The memo index asks its own patch beside each of them; what it keeps is tested on its own.)
+        assert [p for p in d.host.patches if p != PATCH_PENDING_IN_MEMO] == [
             "approval-ids-unique", "approval-ids-unique", "approvals-opened-per-turn", "approval-ids-unique",
             "bound-decisions", "bound-decisions", "approval-ids-unique",
         ]
+
+    async def test_what_waits_is_kept_in_the_memo_until_decided(self) -> None:
+        d = Desk(FakeHost({contracts.ACTIVITY_NOTIFY_REVIEWER: None}))
+        waiting = asyncio.ensure_future(d.desk.hold_tool_call(REFUND, 0, d.verdict(REFUND), [REFUND], STEP))
+        await asyncio.sleep(0)
+        [pending] = d.desk.pending()
+        indexed = d.host.memo[contracts.MEMO_PENDING_APPROVALS]
+        assert indexed["agent"] == d.run.profile.name and [a["approval_id"] for a in indexed["approvals"]] == [pending.approval_id]
+        d.desk.decide(pending.approval_id, True, "alice", None)
+        await waiting
+        assert d.host.memo[contracts.MEMO_PENDING_APPROVALS]["approvals"] == []
 
     async def test_runs_before_per_turn_approvals_open_one_at_a_time(self) -> None:
         d = Desk(FakeHost({contracts.ACTIVITY_NOTIFY_REVIEWER: None}, unpatched=["approvals-opened-per-turn", "approval-ids-unique"]))

@@ -45,6 +45,7 @@ class FakeHost:
         self.calls: list[tuple[str, Any, dict[str, Any]]] = []
         self.details: list[str] = []
         self.search_attributes: list[Any] = []
+        self.memo: dict[str, Any] = {}
         self.slept: list[timedelta] = []
         self.cancelled = False
         self.replaying = False
@@ -113,6 +114,9 @@ class FakeHost:
 
     def upsert_search_attributes(self, updates: Any) -> None:
         self.search_attributes.append(list(updates))
+
+    def upsert_memo(self, updates: dict[str, Any]) -> None:
+        self.memo.update(updates)
 
     def outside_sandbox(self, work: Callable[[], None]) -> None:
         if not self.replaying:

@@ -47,6 +47,8 @@ PATCH_UNIQUE_IDS = "approval-ids-unique"
 PATCH_OPENED_PER_TURN = "approvals-opened-per-turn"
 #: Patch: the context shown to a reviewer has large arguments cut.
 PATCH_CONTEXT_BOUNDED = "approval-context-bounded"
+#: Patch: what waits is also in the run's memo, so the inbox lists it without querying (and replaying) each run.
+PATCH_PENDING_IN_MEMO = "pending-approvals-in-memo"
 #: Records shown to a reviewer as the context of a held action.
 CONTEXT_RECORDS = 3
 
@@ -179,6 +181,7 @@ class ApprovalDesk:
             notify.cancel()
         if not self._pending:
             self._mark_awaiting(False)
+        self._index_pending()
         return record
 
     def _tool_call_id(self, step: int, index: int) -> str:
@@ -227,6 +230,7 @@ class ApprovalDesk:
         self._pending[approval_id] = pending
         self._count_waiting()
         self._mark_awaiting(True)
+        self._index_pending()
         # Tell a human; the activity retries a failing webhook, and nothing waits for it.
         self._notifications[approval_id] = self._host.start_activity(
             contracts.ACTIVITY_NOTIFY_REVIEWER,
@@ -259,6 +263,19 @@ class ApprovalDesk:
         if index is None:
             return  # runs resolved without it (or before it existed) never set it
         self._host.upsert_search_attributes([SearchAttributeKey.for_bool(index).value_set(waiting)])
+
+    def _index_pending(self) -> None:
+        """Keep what waits in the run's memo, beside the search attribute: the inbox lists it from there.
+
+        Listing runs with their memo is one visibility call for the whole namespace; asking
+        each run for its ``status`` is a query per run per look (a replay for a run out of
+        the worker's cache). Decisions are still made on the run's own answer.
+        """
+        agent = self._settings.profile
+        if agent.approval_index is None or not self._host.patched(PATCH_PENDING_IN_MEMO):
+            return
+        pending = [approval.model_dump(mode="json") for approval in self._pending.values()]
+        self._host.upsert_memo({contracts.MEMO_PENDING_APPROVALS: {"agent": agent.name, "approvals": pending}})
 
     def _count_waiting(self) -> None:
         """Bring the ``agent.approvals.waiting`` metric in line with what waits."""

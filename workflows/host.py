@@ -88,6 +88,8 @@ class Host(Protocol):
 
     def upsert_search_attributes(self, updates: Sequence[SearchAttributeUpdate[Any]]) -> None: ...
 
+    def upsert_memo(self, updates: dict[str, Any]) -> None: ...
+
     def outside_sandbox(self, work: Callable[[], None]) -> None:
         """Run ``work`` (I/O that replays must not repeat) unless replaying, outside the sandbox's checks."""
         ...
@@ -138,6 +140,9 @@ class TemporalHost:
 
     def upsert_search_attributes(self, updates: Sequence[SearchAttributeUpdate[Any]]) -> None:
         workflow.upsert_search_attributes(updates)
+
+    def upsert_memo(self, updates: dict[str, Any]) -> None:
+        workflow.upsert_memo(updates)
 
     def outside_sandbox(self, work: Callable[[], None]) -> None:
         if not workflow.unsafe.is_replaying():

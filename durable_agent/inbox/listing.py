@@ -1,7 +1,9 @@
 """The approvals waiting in a namespace, found through the ``AgentAwaitingApproval`` search attribute.
 
-The workflow sets the attribute while an approval waits; the inbox lists the
-marked runs and asks each for its ``status``. Without the attribute registered
+The workflow sets the attribute while an approval waits, and keeps what waits in
+its memo: one visibility call lists every waiting approval of the namespace. Only a
+run without that memo (begun before it existed) is asked for its ``status``, a query
+that replays the run when its worker no longer caches it. Without the attribute registered
 the list cannot be made: the inbox says so, with the command that registers it,
 and a link to one approval still works, since that asks the run itself.
 """
@@ -13,12 +15,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-from temporalio.client import Client
+from pydantic import ValidationError
+from temporalio.client import Client, WorkflowExecution
 from temporalio.service import RPCError
 
 from durable_agent import contracts
 from durable_agent.inbox.pages import InboxItem
-from durable_agent.schemas import StatusView
+from durable_agent.schemas import PendingApproval, StatusView
 
 log = logging.getLogger("durable_agent.inbox")
 
@@ -47,8 +50,11 @@ class Approvals:
         self._listing = Listing()
         self._at = 0.0
         self._lock = asyncio.Lock()
+        #: Status queries sent so far (each may replay a run): what the memo saves.
+        self.queries = 0
 
     async def _status(self, workflow_id: str, run_id: str | None) -> StatusView | None:
+        self.queries += 1
         try:
             handle = self.client.get_workflow_handle(workflow_id, run_id=run_id)
             raw = await asyncio.wait_for(handle.query(contracts.QUERY_STATUS), timeout=10)
@@ -67,14 +73,31 @@ class Approvals:
                 return Listing(index_missing=True)
             log.warning("cannot list approvals: %s", exc.message)
             return Listing(problem=exc.message)
-        statuses = await asyncio.gather(*(self._status(run.id, run.run_id) for run in runs))
-        items = [
-            InboxItem(workflow_id=run.id, agent=status.agent, approval=approval)
-            for run, status in zip(runs, statuses, strict=True)
-            if status is not None
-            for approval in status.pending_approvals
-        ]
+        found = await asyncio.gather(*(self._waiting(run) for run in runs))
+        items = [item for run_items in found for item in run_items]
         return Listing(items=sorted(items, key=lambda item: (item.approval.deadline, item.key)))
+
+    async def _waiting(self, run: WorkflowExecution) -> list[InboxItem]:
+        """What ``run`` has waiting: from its memo, or (a run begun before it kept one) its ``status`` query."""
+        try:
+            memo = await run.memo()
+        except Exception as exc:  # noqa: BLE001 - a memo this inbox cannot decode: ask the run
+            log.debug("cannot read the memo of %s: %s", run.id, exc)
+            memo = {}
+        indexed = memo.get(contracts.MEMO_PENDING_APPROVALS)
+        if isinstance(indexed, dict):
+            try:
+                agent = indexed.get("agent")
+                return [
+                    InboxItem(workflow_id=run.id, agent=agent, approval=PendingApproval.model_validate(approval))
+                    for approval in indexed.get("approvals", [])
+                ]
+            except ValidationError as exc:
+                log.debug("the memo of %s is not what this inbox reads: %s", run.id, exc)
+        status = await self._status(run.id, run.run_id)
+        if status is None:
+            return []
+        return [InboxItem(workflow_id=run.id, agent=status.agent, approval=approval) for approval in status.pending_approvals]
 
     async def current(self) -> Listing:
         """The last look if it is fresh, else a new one."""
