@@ -238,6 +238,9 @@ class AgentWorkflow:
         if over is not None:
             return self._stop_for_budget(over)
         admission = await self.daily.admit(estimate, self.progress.step)
+        if admission.unreachable:
+            self.progress.end("failed", f"Stopped before step {self.progress.step + 1}: {admission.why}.")
+            return self._result(error=admission.why)
         if not admission.granted:
             return self._stop_for_budget(admission.why)
 
