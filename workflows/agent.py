@@ -194,13 +194,8 @@ class AgentWorkflow:
         return result
 
     async def _handlers_finished(self, result: AgentResult) -> AgentResult:
-        """Wait for the decision handlers still running (a signed ``review`` reading the keyring), then the result.
-
-        A reviewer is told the outcome their decision had, never that the run
-        completed under their update (``AcceptedUpdateCompletedWorkflow``). The desk
-        is closed first, so a handler that finishes now is refused, and says so.
-        Runs that ended before replay as they ran: without waiting.
-        """
+        """Wait for the handlers still running (a signed ``review`` reading the keyring): each reviewer is told the
+        outcome, never ``AcceptedUpdateCompletedWorkflow``. The desk is closed first, so none decides now."""
         if workflow.all_handlers_finished() or not workflow.patched(PATCH_HANDLERS_FINISHED):
             return result
         await workflow.wait_condition(workflow.all_handlers_finished)
