@@ -134,9 +134,9 @@ class TestReviewAtTheDeadline:
     async def test_reviews_around_a_short_deadline_match_the_run(self, harness: Harness) -> None:
         """Many runs, each reviewed a few milliseconds before or after its deadline."""
         offsets = [-0.04, -0.02, -0.01, 0.0, 0.005, 0.01, 0.02, 0.04]
-        async with harness.worker(support(approval={"timeout_seconds": 3})):
+        async with harness.worker(support(approval={"timeout_seconds": 10})):  # time enough to open all of them
             handles = [await harness.start(REFUND_4999) for _ in offsets]
-            targets = [(await wait_pending(h)).pending_approvals[0] for h in handles]
+            targets = [status.pending_approvals[0] for status in await asyncio.gather(*(wait_pending(h) for h in handles))]
 
             async def review_at(handle: WorkflowHandle[Any, Any], approval: Any, offset: float) -> str:
                 await asyncio.sleep(max(0.0, approval.deadline.timestamp() + offset - time.time()))
