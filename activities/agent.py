@@ -162,6 +162,7 @@ class AgentActivities(ToolActivities, NotifyActivities):
             anomalies=profile.anomalies,
             budget_usd=profile.budget_usd,
             daily_budget_usd=profile.daily_budget_usd,
+            daily_budget_wait_seconds=profile.daily_budget_wait_seconds,
             continue_as_new_every=profile.continue_as_new_every,
             prices={model: price} if price is not None else {},
             fallback_price=self.config.pricing.fallback,

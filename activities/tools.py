@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import Coroutine
 from concurrent.futures import Executor
 from typing import Any
 
@@ -88,7 +89,8 @@ class ToolActivities(ContextActivities, McpToolActivities):
         try:
             # At the pace the tool asked for: the workflow's heartbeat timeout follows it.
             async with heartbeating(min(HEARTBEAT_EVERY, tool.info.heartbeat_seconds or HEARTBEAT_EVERY)):
-                result = await asyncio.wait_for(tool.invoke(call.args, context, self.tool_executor), timeout=tool.info.timeout_seconds)
+                work = asyncio.wait_for(tool.invoke(call.args, context, self.tool_executor), timeout=tool.info.timeout_seconds)
+                result, cancelled_midway = await _to_its_end(tool, work)
         except InvalidToolArguments as exc:
             message = error_text(exc)
             return ToolCallOutput(status="invalid_arguments", error=message, preview=message[:PREVIEW_CHARS])
@@ -111,7 +113,13 @@ class ToolActivities(ContextActivities, McpToolActivities):
             shown = repr(exc) if redaction.content_in_logs() else f"{type(exc).__name__} (its message is {redaction.WITHHELD})"
             log.warning("tool %s crashed (attempt %s): %s", call.name, info.attempt, shown, extra={"tool": call.name})
             raise quoting_error(f"{call.name} crashed: {type(exc).__name__}", error_text(exc), ErrorKind.TOOL_CRASH, delay) from None
-        return await self._tool_done(call, result, elapsed_ms(started), RunChain.of_tool_call(info.workflow_id, context.idempotency_key))
+        output = await self._tool_done(call, result, elapsed_ms(started), RunChain.of_tool_call(info.workflow_id, context.idempotency_key))
+        if cancelled_midway:
+            output.warnings.append(
+                f"CANCELLED_WHILE_RUNNING: the run was cancelled while {call.name} ran; it changes the world, "
+                "so it ran to its end and its result is kept"
+            )
+        return output
 
     def _timed_out(self, tool: Tool, call: ToolCall, plan: RetryPlan, what_happened: str, started: float) -> ToolCallOutput:
         """A timed-out attempt: retried by the plan when that is safe, else its outcome is unknown.
@@ -160,6 +168,37 @@ class ToolActivities(ContextActivities, McpToolActivities):
             text = text[:PREVIEW_CHARS] + "\n[the rest of this result could not be stored]"
             return ToolCallOutput(status="ok", ref=None, preview=text, duration_ms=duration_ms, chars=len(text), warnings=warnings)
         return ToolCallOutput(status="ok", ref=ref, preview=text[:PREVIEW_CHARS], duration_ms=duration_ms, chars=len(text), warnings=warnings)
+
+
+async def _to_its_end(tool: Tool, work: Coroutine[Any, Any, Any]) -> tuple[Any, bool]:
+    """Await ``work`` (the tool's call); whether the activity was cancelled while it ran.
+
+    A tool that changes the world, once started, runs to its own end even when the
+    run is cancelled (the workflow waits for it): its result is returned, so the run
+    records it before it ends ``cancelled``, instead of leaving a refund done but
+    unrecorded, or cut off halfway. Its own timeout still applies. A read-only tool
+    is simply cancelled.
+    """
+    if tool.info.read_only:
+        return await work, False
+    running = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(running), False
+    except asyncio.CancelledError:
+        if running.cancelled():
+            raise
+    log.warning("cancelled while %s runs: it changes the world, so it runs to its end and its result is kept", tool.name,
+                extra={"tool": tool.name})
+    while not running.done():
+        try:
+            await asyncio.shield(running)
+        except asyncio.CancelledError:
+            continue  # asked again: the answer is the same
+    current = asyncio.current_task()
+    if current is not None:
+        while current.cancelling():
+            current.uncancel()  # the cancellation is answered by the tool's result
+    return running.result(), True
 
 
 def _tool_error_kind(exc: ToolError) -> ErrorKind:

@@ -21,6 +21,7 @@ from durable_agent.fields import describe_text_number, looks_like_a_number, numb
 from durable_agent.mcp.config import McpServerConfig, is_mcp_entry, merge_servers
 from durable_agent.pricing import DEFAULT_FALLBACK_PRICE, DEFAULT_PRICES
 from durable_agent.ratelimit import Window
+from durable_agent.schemas.profile import DAILY_BUDGET_WAIT_SECONDS
 from durable_agent.schemas import AnomalyThresholds, ApprovalPolicy, Autonomy, ModelPrice, ReviewerKeyring, StrictModel
 from durable_agent.tool_policy import ToolPolicy, check_profile_entries
 from durable_agent.tools import parse_rate_limit, registry
@@ -51,6 +52,10 @@ class Profile(StrictModel):
     )
     budget_usd: float | None = Field(default=None, ge=0, description="Per-run cap unless the run sets one.")
     daily_budget_usd: float | None = Field(default=None, ge=0, description="Shared by all runs of the agent per UTC day.")
+    daily_budget_wait_seconds: float = Field(
+        default=DAILY_BUDGET_WAIT_SECONDS, gt=0,
+        description="How long a run waits for its daily budget's ledger (nothing serving the limits queue) before it fails.",
+    )
     approval: ApprovalPolicy = Field(default_factory=ApprovalPolicy)
     anomalies: AnomalyThresholds = Field(default_factory=AnomalyThresholds)
     rate_limits: dict[str, str] = Field(default_factory=dict, description="Tool name -> 'N/unit', overrides the tool's.")

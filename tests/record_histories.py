@@ -126,6 +126,40 @@ async def _resume_then_stop(handle: WorkflowHandle[Any, Any]) -> None:
     await handle.execute_update("review", {"approval_id": pending[0].approval_id, "approved": False, "reviewer": "bob"})
 
 
+async def _signed_review_outlived_by_deadline(handle: WorkflowHandle[Any, Any]) -> None:
+    """A signed review accepted a second before the deadline, its keyring read slower than that: the run waits for it."""
+    from durable_agent.activities.approvals import ApprovalActivities
+
+    target = (await _wait_pending(handle)).pending_approvals[0]
+    read_keyring = ApprovalActivities._current
+
+    def slow_keyring(self: ApprovalActivities) -> Any:
+        time.sleep(4)  # runs in a thread
+        return read_keyring(self)
+
+    request = signed_review(
+        RECORD_KEYS["alice"], target, namespace="default", workflow_id=handle.id, approved=True, reviewer="alice", comment=None,
+        expires_at=int(time.time()) + 600,
+    )
+    await asyncio.sleep(max(0.0, target.deadline.timestamp() - 1.0 - time.time()))
+    ApprovalActivities._current = slow_keyring  # type: ignore[method-assign]
+    try:
+        await handle.execute_update("review", request.model_dump(mode="json", exclude_none=True))
+    except WorkflowUpdateFailedError:
+        pass  # refused: the approval timed out while the keys were read
+    finally:
+        ApprovalActivities._current = read_keyring  # type: ignore[method-assign]
+
+
+async def _cancel_while_a_tool_runs(handle: WorkflowHandle[Any, Any]) -> None:
+    for _ in range(400):
+        if (await handle.query("status", result_type=StatusView)).phase == "acting":
+            break
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(1.0)
+    await handle.cancel()
+
+
 Scenario = tuple[str, dict[str, Any], dict[str, Any] | None, list[dict[str, Any]] | None, Callable[[WorkflowHandle[Any, Any]], Awaitable[None]] | None]
 
 SCENARIOS: list[Scenario] = [
@@ -187,6 +221,26 @@ SCENARIOS: list[Scenario] = [
     ("scripted_compaction", {"task": "read the reports", "model": "SCRIPTED"},
      {"tools": ["report"], "autonomy": "autonomous", "context_window_tokens": 8192},
      [*[tool_use("report", {"n": n, "size": 3000}) for n in range(10)], answer("read them all")], None),
+    # Issue 17, item 7: a cancelled run with an approval pending clears its awaiting mark (patch approval-mark-cleared-on-close).
+    ("offline_cancelled_mark_cleared", {"task": "Cancel order ord-1001"}, None, None, _cancel_while_waiting),
+    # A signed review still reading the keyring when its approval times out: the run ends after the handler
+    # (patch run-ends-after-handlers), which is refused as timed out.
+    ("signed_review_outlived_by_deadline", {"task": "Refund order ord-789"},
+     {"approval": {**SUPPORT_PROFILE["approval"], "require_signature": True, "reviewers": ["alice", "bob"], "timeout_seconds": 3}},
+     None, _signed_review_outlived_by_deadline),
+    # A signed review's keyring answer and its deadline in one workflow task: the decision stands
+    # (patch approval-decision-kept-at-deadline); recorded with workers of its own (DRIVERS).
+    ("signed_decision_at_the_deadline", {"task": "Refund order ord-789"},
+     {"approval": {**SUPPORT_PROFILE["approval"], "require_signature": True, "reviewers": ["alice", "bob"], "timeout_seconds": 4}},
+     None, None),
+    # Cancelled while a world-changing async tool runs: it runs to its end, is recorded, then the run ends cancelled.
+    ("scripted_cancelled_during_transfer", {"task": "transfer", "model": "SCRIPTED"},
+     {"tools": ["slow_async_transfer"], "autonomy": "autonomous"},
+     [tool_use("slow_async_transfer", {"account": "acc-1", "amount": 10.0, "seconds": 10.0}), answer("never")],
+     _cancel_while_a_tool_runs),
+    # Nothing serves the limits queue: the lease wait ends after daily_budget_wait_seconds (patch lease-wait-bounded).
+    ("scripted_lease_wait_bounded", {"task": "x", "model": "SCRIPTED"},
+     {"daily_budget_usd": 5.0, "daily_budget_wait_seconds": 3}, [answer("never")], None),
     # MCP tools through the gate (issue 19): a read-only call, a destructive one approved, an isError result.
     ("scripted_mcp_tools", {"task": "Tidy the tickets", "model": "SCRIPTED"}, {"tools": ["lookup_order", "tickets.*"]},
      [tool_use("mcp__tickets__get_ticket", {"ticket_id": "T-1"}), tool_use("mcp__tickets__delete_ticket", {"ticket_id": "T-1"}),
@@ -211,6 +265,59 @@ TOP_LEVEL: dict[str, Callable[[Path], dict[str, Any]]] = {
     "scripted_mcp_tools": lambda state: {
         "mcp_servers": {"tickets": {"command": sys.executable, "args": [str(HERE / "mcp_servers.py"), "stdio"], "env": {"MCP_TEST_STATE": str(state)}}}
     },
+}
+
+#: Worker options a scenario needs (``create_worker`` keyword arguments).
+WORKER_OPTIONS: dict[str, dict[str, Any]] = {
+    "scripted_lease_wait_bounded": {"serve_limits": False},
+}
+
+async def _decision_at_the_deadline(client: Client, config: Any, queue: str, workflow_id: str, request: dict[str, Any]) -> None:
+    """A signed review whose keyring answer reaches the run in the workflow task where its deadline fires.
+
+    Workflow and activity workers apart: the review is accepted and reads the (held) keyring;
+    the workflow worker stops; the deadline passes and the keyring answers; a workflow worker returns.
+    """
+    import threading
+
+    from temporalio.worker import Worker
+
+    from durable_agent.activities.approvals import ApprovalActivities
+
+    reading, answer = threading.Event(), threading.Event()
+    read_keyring = ApprovalActivities._current
+
+    def held_keyring(self: ApprovalActivities) -> Any:
+        reading.set()
+        answer.wait(60)
+        return read_keyring(self)
+
+    template = create_worker(client, config, task_queue=f"{queue}-template", max_cached_workflows=0)
+    settings = {**template.agents.config(), "task_queue": queue}
+    ApprovalActivities._current = held_keyring  # type: ignore[method-assign]
+    try:
+        async with Worker(**{**settings, "workflows": []}):  # type: ignore[misc]
+            async with Worker(**{**settings, "activities": [], "interceptors": []}):  # type: ignore[misc]
+                handle = await client.start_workflow("AgentWorkflow", request, id=workflow_id, task_queue=queue)
+                target = (await _wait_pending(handle)).pending_approvals[0]
+                review = signed_review(
+                    RECORD_KEYS["alice"], target, namespace="default", workflow_id=workflow_id, approved=True, reviewer="alice",
+                    comment=None, expires_at=int(time.time()) + 600,
+                )
+                told = asyncio.ensure_future(handle.execute_update("review", review.model_dump(mode="json", exclude_none=True)))
+                await asyncio.to_thread(reading.wait, 60)
+            await asyncio.sleep(max(0.0, target.deadline.timestamp() + 1.0 - time.time()))
+            answer.set()
+            await asyncio.sleep(1.0)
+            async with Worker(**{**settings, "activities": [], "interceptors": []}):  # type: ignore[misc]
+                print(f"decision at the deadline: told {(await told)['status']}, run {(await handle.result())['approvals'][0]['status']}")
+    finally:
+        ApprovalActivities._current = read_keyring  # type: ignore[method-assign]
+
+
+#: Scenarios that drive their own workers: (client, config, queue, workflow id, request).
+DRIVERS: dict[str, Callable[[Client, Any, str, str, dict[str, Any]], Awaitable[None]]] = {
+    "signed_decision_at_the_deadline": _decision_at_the_deadline,
 }
 
 #: Entity workflows a scenario drives, recorded after it: (file name, workflow id template).
@@ -268,30 +375,35 @@ async def record(client: Client, state: Path, only: list[str] | None = None) -> 
         config = make_config({"support": profile}, **top)
         workflow_id = f"history-{name}"
         os.environ["SHOP_DB"] = str(state / f"shop-{name}.sqlite")  # every scenario starts from the seed shop
-        async with create_worker(client, config, task_queue=queue, max_cached_workflows=0, deployment=deployment):
-            if deployment is not None:
-                await make_current(client, deployment)
-            handle = await client.start_workflow("AgentWorkflow", request, id=workflow_id, task_queue=queue)
-            if action is not None:
-                await action(handle)
-            try:
-                await handle.result()
-            except Exception as exc:  # failed runs are scenarios too
-                print(f"{name}: ended with {type(exc).__name__}")
-            runs = [w async for w in client.list_workflows(f"WorkflowId = '{workflow_id}'")]
-            for index, run in enumerate(sorted(runs, key=lambda r: r.start_time)):
-                history = await client.get_workflow_handle(workflow_id, run_id=run.run_id).fetch_history()
-                suffix = f"_run{index + 1}" if len(runs) > 1 else ""
-                (OUT / f"{name}{suffix}.json").write_text(history.to_json())
-                history_builds.list_recorded(f"{name}{suffix}", build, commit)
-                print(f"recorded {name}{suffix}: {len(history.events)} events")
-            day = datetime.now(timezone.utc).date().isoformat()
-            for label, template in ENTITIES.get(name, []):
-                entity = client.get_workflow_handle(template.format(day=day, queue=queue))
-                history = await entity.fetch_history()
-                (OUT / f"{name}_{label}.json").write_text(history.to_json())
-                history_builds.list_recorded(f"{name}_{label}", build, commit)
-                print(f"recorded {name}_{label}: {len(history.events)} events")
+        if name in DRIVERS:
+            await DRIVERS[name](client, config, queue, workflow_id, request)
+        else:
+            async with create_worker(
+                client, config, task_queue=queue, max_cached_workflows=0, deployment=deployment, **WORKER_OPTIONS.get(name, {})
+            ):
+                if deployment is not None:
+                    await make_current(client, deployment)
+                handle = await client.start_workflow("AgentWorkflow", request, id=workflow_id, task_queue=queue)
+                if action is not None:
+                    await action(handle)
+                try:
+                    await handle.result()
+                except Exception as exc:  # failed runs are scenarios too
+                    print(f"{name}: ended with {type(exc).__name__}")
+        runs = [w async for w in client.list_workflows(f"WorkflowId = '{workflow_id}'")]
+        for index, run in enumerate(sorted(runs, key=lambda r: r.start_time)):
+            history = await client.get_workflow_handle(workflow_id, run_id=run.run_id).fetch_history()
+            suffix = f"_run{index + 1}" if len(runs) > 1 else ""
+            (OUT / f"{name}{suffix}.json").write_text(history.to_json())
+            history_builds.list_recorded(f"{name}{suffix}", build, commit)
+            print(f"recorded {name}{suffix}: {len(history.events)} events")
+        day = datetime.now(timezone.utc).date().isoformat()
+        for label, template in ENTITIES.get(name, []):
+            entity = client.get_workflow_handle(template.format(day=day, queue=queue))
+            history = await entity.fetch_history()
+            (OUT / f"{name}_{label}.json").write_text(history.to_json())
+            history_builds.list_recorded(f"{name}_{label}", build, commit)
+            print(f"recorded {name}_{label}: {len(history.events)} events")
 
 
 async def main() -> None:

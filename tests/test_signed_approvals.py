@@ -206,7 +206,8 @@ class TestSignedDecisions:
             await handle.result()
             activities = await scheduled(handle)
         assert [p.approval_id for p in status.pending_approvals] == [pending.approval_id]
-        assert [w.split(": ")[1] for w in refused_warnings(status)] == ["approve signal ignored", "review update refused"]
+        # The unsigned review is refused by the update's validator: it never reaches the history, so it is not listed.
+        assert [w.split(": ")[1] for w in refused_warnings(status)] == ["approve signal ignored"]
         assert tools_run(activities) == ["lookup_order", "search_kb"] and shop.refunds_for("ord-789") == []
 
     async def test_forged_stale_and_replayed_decisions_are_refused(
@@ -241,7 +242,10 @@ class TestSignedDecisions:
         assert (record.status, record.reviewer, record.comment) == ("approved", "alice", "checked the order")
         assert replayed == f"approval '{target.approval_id}' was already decided: approved by alice; pending: none"
         assert [r["amount"] for r in shop.refunds_for("ord-789")] == [4999.0]
-        assert len([w for w in result.warnings if w.startswith("DECISION_REFUSED: review update refused")]) == len(cases) + 1
+        # Listed: the refusals made once the keys were read. The binding's (digest, run, expiry) and the replayed
+        # decision are refused by the validator, before the history.
+        refused = [w for w in result.warnings if w.startswith("DECISION_REFUSED: review update refused")]
+        assert len(refused) == len(["wrong key", "another reviewer", "off the list"]), refused
 
     @pytest.mark.slow  # runs `durable-agent approve` processes
     async def test_durable_agent_approve_and_revocation_while_waiting(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from temporalio.exceptions import ApplicationError
 
 from durable_agent import contracts, decisions, policy, signing
 from durable_agent.schemas import ReviewerKeyring, ToolCall
-from durable_agent.workflows.approval_desk import PATCH_PENDING_IN_MEMO, ApprovalDesk
+from durable_agent.workflows.approval_desk import PATCH_DECISION_BEATS_DEADLINE, PATCH_MARK_CLEARED_ON_CLOSE, PATCH_PENDING_IN_MEMO, ApprovalDesk
 from durable_agent.workflows.decision_intake import DecisionIntake
 from durable_agent.workflows.progress import RunPhase
 from durable_agent.workflows.settings import RunSettings
@@ -242,3 +243,67 @@ class TestHoldingTheRun:
         hold.cancel()
         with pytest.raises(asyncio.CancelledError):
             await hold
+
+
+class DeadlineWithADecision(FakeHost):
+    """The deadline fires in the workflow task that also brings a decision: ``decide`` runs, then the wait times out."""
+
+    decide: Callable[[], None] = staticmethod(lambda: None)
+
+    async def wait_condition(self, done: Callable[[], bool], *, timeout: float | None = None, timeout_summary: str | None = None) -> None:
+        self.decide()
+        assert timeout is not None
+        self.clock += timedelta(seconds=timeout)
+        raise asyncio.TimeoutError
+
+
+class TestEdgesOfADecision:
+    """One outcome per approval: at its deadline, after the run ended; and the awaiting mark cleared on every end."""
+
+    @pytest.mark.parametrize("patched", [True, False])
+    async def test_a_decision_taken_as_the_deadline_fires_stands(self, patched: bool) -> None:
+        host = DeadlineWithADecision({contracts.ACTIVITY_NOTIFY_REVIEWER: None}, unpatched=[] if patched else [PATCH_DECISION_BEATS_DEADLINE])
+        d = Desk(host)
+        told: list[str] = []
+        host.decide = lambda: told.append(d.desk.decide(approval_id(), True, "alice", None).status)  # type: ignore[method-assign]
+        outcome = await d.desk.hold_tool_call(REFUND, 0, d.verdict(REFUND), [REFUND], STEP)
+        # Runs begun before the patch replay as they ran: the deadline overwrote the decision.
+        assert (told, outcome.status) == ((["approved"], "approved") if patched else (["approved"], "timed_out"))
+
+    async def test_a_closed_run_refuses_decisions_and_clears_its_mark(self) -> None:
+        d = Desk()
+        hold = asyncio.ensure_future(d.desk.hold_tool_call(REFUND, 0, d.verdict(REFUND), [REFUND], STEP))
+        await asyncio.sleep(0)
+        hold.cancel()  # the run is cancelled while the approval waits
+        with pytest.raises(asyncio.CancelledError):
+            await hold
+        d.desk.close()
+        d.signal(approval_id=approval_id(), reviewer="alice")
+        assert d.warnings == ["DECISION_REFUSED: approve signal ignored: the run has ended: it takes no more decisions"]
+        assert [[u.value for u in updates] for updates in d.host.search_attributes] == [[True], [False]]
+        assert PATCH_MARK_CLEARED_ON_CLOSE in d.host.patches
+
+    def test_the_validator_refuses_unsigned_expired_and_unbound_signed_reviews(self) -> None:
+        alice = signing.generate_key("alice")
+        d = Desk(run=settings(approval={"max_amount": 1000.0, "require_signature": True, "reviewers": ["alice"]}))
+        d.desk._open_tool_call(REFUND, 0, d.verdict(REFUND), STEP)  # held, as the loop does before it waits
+        [target] = d.desk.pending()
+
+        def signed(expires_in: int = 600, **changes: Any) -> tuple[Any, ...]:
+            request = decisions.signed_review(
+                alice, target.model_copy(update=changes), namespace="default", workflow_id="wf-1", approved=True, reviewer="alice",
+                comment=None, expires_at=int(d.host.clock.timestamp()) + expires_in,
+            )
+            return (request.model_dump(mode="json"),)
+
+        cases = {
+            "this agent requires signed decisions": ({"approval_id": target.approval_id, "approved": True, "reviewer": "alice"},),
+            "the decision expired at": signed(expires_in=-1),
+            "the decision is for run other-run": signed(run_id="other-run"),
+            "args_sha256 does not match": signed(args_sha256="0" * 64),
+        }
+        for message, payloads in cases.items():
+            with pytest.raises(ApplicationError, match=message):
+                d.intake.check_review(payloads)
+        d.intake.check_review(signed())  # bound and in time: accepted (its signature is checked by the handler)
+        assert d.host.names() == [contracts.ACTIVITY_NOTIFY_REVIEWER]  # the validator read nothing: no keyring activity

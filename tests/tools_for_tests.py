@@ -181,6 +181,19 @@ def slow_transfer(account: str, amount: float, seconds: float = 4.0) -> dict:
     return {"account": account, "amount": amount, "status": "done", "note": "y" * int(os.environ.get("TRANSFER_NOTE_CHARS", "0"))}
 
 
+@tool(heartbeat=1.0, timeout=60.0)
+async def slow_async_transfer(account: str, amount: float, seconds: float = 4.0) -> dict:
+    """An async tool that changes the world slowly: records when it starts and when it ends (or is cut off)."""
+    _count("slow_async_transfer", event="started")
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        _count("slow_async_transfer", event="cut off")
+        raise
+    _count("slow_async_transfer", event="finished")
+    return {"account": account, "amount": amount, "status": "done"}
+
+
 #: What ``checkpoint`` awaits, by name: set by a test before the run (an attacker acting at that moment, say).
 CHECKPOINTS: dict[str, Callable[[], Awaitable[None]]] = {}
 

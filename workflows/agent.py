@@ -63,6 +63,8 @@ from durable_agent.workflows.tool_calls import ToolCalls
 
 #: Patch: an anomaly rule set to ``pause`` holds the run for a person.
 PATCH_ANOMALY_PAUSE = "anomaly-pause"
+#: Patch: a run ends (and reports) only once its update handlers have finished.
+PATCH_HANDLERS_FINISHED = "run-ends-after-handlers"
 
 __all__ = ["AgentWorkflow", "CarriedState"]
 
@@ -181,14 +183,23 @@ class AgentWorkflow:
                 # Cancelled while waiting, or while an activity ran (which was cancelled with the run).
                 self.progress.end("cancelled", self.progress.answer or "The run was cancelled.")
                 result = self._result()
+        self.desk.close()  # a closed run takes no more decisions; do not advertise any
+        result = await self._handlers_finished(result)
         await self.daily.give_back()  # what the run spent is charged, the rest goes back
         await self.book.written()  # every record kept before the run reports its end
         self.progress.phase.move("done")
-        self.desk.close()  # a closed run takes no more decisions; do not advertise any
         workflow.set_current_details(f"**{result.status}** after {result.steps} steps, ${result.total_cost:.4f}")
         if result.status == "failed":
             raise ApplicationError(result.error or "the run failed", result.model_dump(mode="json"), type="AgentRunFailed", non_retryable=True)
         return result
+
+    async def _handlers_finished(self, result: AgentResult) -> AgentResult:
+        """Wait for the handlers still running (a signed ``review`` reading the keyring): each reviewer is told the
+        outcome, never ``AcceptedUpdateCompletedWorkflow``. The desk is closed first, so none decides now."""
+        if workflow.all_handlers_finished() or not workflow.patched(PATCH_HANDLERS_FINISHED):
+            return result
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return result.model_copy(update={"warnings": self.book.warnings(), "approvals": self.desk.records()})
 
     async def _loop(self) -> AgentResult:
         request, agent = self.settings.task_input, self.settings.profile
@@ -222,6 +233,9 @@ class AgentWorkflow:
         if over is not None:
             return self._stop_for_budget(over)
         admission = await self.daily.admit(estimate, self.progress.step)
+        if admission.unreachable:
+            self.progress.end("failed", f"Stopped before step {self.progress.step + 1}: {admission.why}.")
+            return self._result(error=admission.why)
         if not admission.granted:
             return self._stop_for_budget(admission.why)
 

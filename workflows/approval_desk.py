@@ -49,6 +49,10 @@ PATCH_OPENED_PER_TURN = "approvals-opened-per-turn"
 PATCH_CONTEXT_BOUNDED = "approval-context-bounded"
 #: Patch: what waits is also in the run's memo, so the inbox lists it without querying (and replaying) each run.
 PATCH_PENDING_IN_MEMO = "pending-approvals-in-memo"
+#: Patch: a decision recorded in the same workflow task as its deadline stands (runs before: the deadline overwrote it).
+PATCH_DECISION_BEATS_DEADLINE = "approval-decision-kept-at-deadline"
+#: Patch: a run that ends with its approval mark set clears it (cancelled or failed while an approval waited).
+PATCH_MARK_CLEARED_ON_CLOSE = "approval-mark-cleared-on-close"
 #: Records shown to a reviewer as the context of a held action.
 CONTEXT_RECORDS = 3
 
@@ -90,6 +94,10 @@ class ApprovalDesk:
         self._notifications: dict[str, workflow.ActivityHandle[Any]] = {}
         #: Pending approvals counted in the ``agent.approvals.waiting`` metric.
         self._counted = 0
+        #: Whether the run's ``AgentAwaitingApproval`` mark is set now (cleared when the run closes).
+        self._marked = False
+        #: The run has ended: it takes no more decisions.
+        self._closed = False
 
     # ----------------------------------------------------------------- views
 
@@ -107,9 +115,18 @@ class ApprovalDesk:
         return self._records_unlisted
 
     def close(self) -> None:
-        """The run has ended: it takes no more decisions, so none is advertised."""
+        """The run has ended: it takes no more decisions, so none is advertised.
+
+        A run cancelled or failed while an approval waited clears its
+        ``AgentAwaitingApproval`` mark here, so the inbox does not list it. (A
+        terminated run never gets here: the inbox lists running runs only.)
+        """
+        self._closed = True
         self._pending.clear()
         self._count_waiting()
+        if self._marked and self._host.patched(PATCH_MARK_CLEARED_ON_CLOSE):
+            self._mark_awaiting(False)
+            self._index_pending()
 
     # --------------------------------------------------------- holding actions
 
@@ -173,8 +190,13 @@ class ApprovalDesk:
             except asyncio.TimeoutError:
                 self._pending.pop(approval_id, None)
                 self._count_waiting()
-                # A later decision naming it is told it timed out.
-                self._decided[approval_id] = ApprovalRecord(approval_id=approval_id, tool=what, status="timed_out", decided_at=self._host.now())
+                # A decision taken in the workflow task where the deadline fired was already told to its
+                # reviewer: it stands. (Runs begun before replay as they ran: the deadline overwrote it.)
+                if approval_id not in self._decided or not self._host.patched(PATCH_DECISION_BEATS_DEADLINE):
+                    # A later decision naming it is told it timed out.
+                    self._decided[approval_id] = ApprovalRecord(
+                        approval_id=approval_id, tool=what, status="timed_out", decided_at=self._host.now()
+                    )
         record = self._decided[approval_id]
         notify = self._notifications.pop(approval_id, None)
         if notify is not None and not notify.done():
@@ -262,6 +284,7 @@ class ApprovalDesk:
         index = self._settings.profile.approval_index
         if index is None:
             return  # runs resolved without it (or before it existed) never set it
+        self._marked = waiting
         self._host.upsert_search_attributes([SearchAttributeKey.for_bool(index).value_set(waiting)])
 
     def _index_pending(self) -> None:
@@ -311,6 +334,8 @@ class ApprovalDesk:
         if agent is None:
             raise decisions.DecisionRefused("no approval is pending")
         done = {record.approval_id: record for record in self._records} | self._decided
+        if self._closed and approval_id not in done:  # one that was decided is told its outcome
+            raise decisions.DecisionRefused("the run has ended: it takes no more decisions")
         # Signed decisions are checked against the keyring read at decision time, not the run's copy.
         allow_list = None if self.signatures_required else agent.approval
         return decisions.decision_target(self._pending, done, approval_id, reviewer, allow_list, args_sha256=args_sha256, require_id=require_id)

@@ -48,6 +48,8 @@ LEASE_RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interva
 LEASE_HELD_WAIT = timedelta(seconds=2)
 #: Runs recorded before leases reserve and settle every call; this marks those that lease.
 PATCH_DAILY_LEASES = "daily-budget-leases"
+#: Patch: the wait for a lease ends after the profile's ``daily_budget_wait_seconds`` (runs before wait for good).
+PATCH_LEASE_WAIT_BOUNDED = "lease-wait-bounded"
 #: What a ledger or rate limiter activity returns.
 _LimitsResult = TypeVar("_LimitsResult", ReserveResult, Balance, AcquireResult, LeaseResult)
 
@@ -57,6 +59,12 @@ class Admission(NamedTuple):
 
     granted: bool
     why: str = ""
+    #: Not refused: the ledger never answered within ``daily_budget_wait_seconds``.
+    unreachable: bool = False
+
+
+class LedgerUnreachable(Exception):
+    """The daily budget's ledger did not answer within the profile's ``daily_budget_wait_seconds``."""
 
 
 def limits_queue_hint(queue: str | None) -> str:
@@ -145,7 +153,11 @@ class DailyBudget:
         if estimate <= 0 or (held is not None and held.open and not held.renew and held.left_usd + budget.EPSILON_USD >= estimate):
             return Admission(True)
         while True:
-            result = await self._lease_next(day, min_usd=estimate, want_usd=estimate * LEASE_CALLS)
+            try:
+                result = await self._lease_next(day, min_usd=estimate, want_usd=estimate * LEASE_CALLS)
+            except LedgerUnreachable as exc:
+                self._warn(f"DAILY_BUDGET_UNREACHABLE: {exc}")
+                return Admission(False, str(exc), unreachable=True)
             if result.held:
                 # The rest of the budget is held by other runs' leases, not spent: wait for them to report.
                 with self._phase.waiting("waiting_for_budget", f"the daily budget of {agent.name} (held by other runs)"):
@@ -183,11 +195,23 @@ class DailyBudget:
             f"the daily budget of {agent.name} ({'returning the lease' if min_usd <= 0 else 'a lease'}, {day} UTC), "
             f"from its ledger {limits_queue_hint(agent.limits_task_queue)}"
         )
+        # At most the profile's wait in all (runs begun before wait for as long as it takes).
+        bounded = {"schedule_to_close_timeout": timedelta(seconds=agent.daily_budget_wait_seconds)} if self._host.patched(PATCH_LEASE_WAIT_BOUNDED) else {}
         with self._phase.detour("waiting_for_budget", what):
-            result = await self._host.execute_activity(
-                contracts.ACTIVITY_BUDGET_LEASE, request, result_type=LeaseResult, start_to_close_timeout=LIMITS_TIMEOUT,
-                retry_policy=LEASE_RETRY, summary=f"{'return' if min_usd <= 0 else 'lease'} {agent.name}'s daily budget ({day})",
-            )
+            try:
+                result = await self._host.execute_activity(
+                    contracts.ACTIVITY_BUDGET_LEASE, request, result_type=LeaseResult, start_to_close_timeout=LIMITS_TIMEOUT,
+                    retry_policy=LEASE_RETRY, summary=f"{'return' if min_usd <= 0 else 'lease'} {agent.name}'s daily budget ({day})",
+                    **bounded,
+                )
+            except ActivityError as exc:
+                if is_cancellation(exc) or not bounded:
+                    raise
+                raise LedgerUnreachable(
+                    f"the daily budget of agent {agent.name!r} could not be reached within {agent.daily_budget_wait_seconds:g} s "
+                    f"(daily_budget_wait_seconds): its ledger runs {limits_queue_hint(agent.limits_task_queue)} "
+                    f"[{failure_message(exc)}]"
+                ) from None
         # The previous lease is closed (and charged) unless the day had closed.
         self._lease = HeldLease(
             day=day, seq=request.seq, amount_usd=result.amount_usd, open=result.granted and result.amount_usd > 0,
@@ -202,7 +226,11 @@ class DailyBudget:
         held = self._lease
         if held is None or not held.open:
             return
-        result = await self._lease_next(held.day, min_usd=0.0, want_usd=0.0)
+        try:
+            result = await self._lease_next(held.day, min_usd=0.0, want_usd=0.0)
+        except LedgerUnreachable as exc:
+            self._warn(f"DAILY_BUDGET_UNSETTLED: ${held.used_usd:.6f} spent on {held.day} was not reported: {exc}")
+            return
         if (result.closed or not result.granted) and held.used_usd > 0:
             why = "after it closed" if result.closed else f"too late to be counted ({result.message})"
             self._warn(f"DAILY_BUDGET_UNSETTLED: ${held.used_usd:.6f} spent on {held.day} reached its ledger {why}")

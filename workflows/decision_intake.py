@@ -89,13 +89,24 @@ class DecisionIntake:
     def check_review(self, payloads: tuple[Any, ...]) -> None:
         """The ``review`` update's validator: refuse a bad decision before it is accepted (history stays clean).
 
-        Signed decisions are only parsed here: whether they count depends on the
-        keyring as it is now, which :meth:`take_review` reads; their refusals are listed.
+        Everything :meth:`take_review` would refuse without reading anything is refused
+        here: a malformed payload, an id that is not pending, other arguments, and on
+        signed profiles a decision that is unsigned, names no reviewer, is bound to
+        another run or arguments, or has expired (so a storm of them writes nothing).
+        Whether the signature verifies depends on the keyring as it is now, which only
+        :meth:`take_review` reads (an activity); its refusals are listed in the warnings.
+        Deterministic and without I/O, as validators must be: the run's state and clock only.
         """
         try:
             request = self._review_request(payloads)
             if not self._desk.signatures_required:
                 self._review_target(request, require_id=True)
+            else:
+                target = self._review_target(request, require_id=True)
+                try:
+                    decisions.check_binding(request, target, now=self._host.now())
+                except decisions.DecisionRefused as exc:
+                    raise _refusal(exc) from None
         except ApplicationError as exc:
             # Validators run only for new updates, never on replay, so this logs once.
             self._host.logger.warning("refused %s update: %s", contracts.UPDATE_REVIEW, exc.message)

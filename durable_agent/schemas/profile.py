@@ -10,6 +10,9 @@ from pydantic import BaseModel, Field
 
 from durable_agent.schemas.common import Autonomy, StrictModel
 
+#: How long a run waits for its daily budget's ledger by default (``daily_budget_wait_seconds``): an hour.
+DAILY_BUDGET_WAIT_SECONDS = 3600.0
+
 
 class ToolInfo(BaseModel):
     """What the workflow knows of a tool: its policy metadata, never its code."""
@@ -92,6 +95,9 @@ class ResolvedAgent(BaseModel):
     anomalies: AnomalyThresholds
     budget_usd: float | None = None
     daily_budget_usd: float | None = None
+    daily_budget_wait_seconds: float = Field(
+        default=DAILY_BUDGET_WAIT_SECONDS, description="How long a run waits for its daily budget's ledger before it fails."
+    )
     continue_as_new_every: int = 250
     prices: dict[str, "ModelPrice"] = Field(default_factory=dict)
     fallback_price: "ModelPrice"
