@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from durable_agent import context, contracts, genai, redaction, stops
+from durable_agent import context, contracts, genai, redaction, remote_tools, stops
 from durable_agent.activities.common import content_errors, log, retry_error, tool_result_content
 from durable_agent.activities.context import READ_RESULT_INFO
 from durable_agent.activities.notify import NotifyActivities
@@ -39,6 +39,7 @@ from durable_agent.schemas import (
 )
 from durable_agent.stops import think_timeout
 from durable_agent.tool_policy import apply as apply_tool_policy
+from durable_agent.tool_policy import named_for, with_profile_names
 from durable_agent.store import ContentStore
 from durable_agent.tools import ToolRegistry
 from durable_agent.tools import registry as default_registry
@@ -118,17 +119,29 @@ class AgentActivities(ToolActivities, NotifyActivities):
         for tool_name in profile.tools:
             if is_mcp_entry(tool_name):
                 continue
+            remote = self.config.remote_tools.get(tool_name)
             tool = self.tools.get(tool_name)
-            if tool is None:
+            if remote is not None:
+                info = remote_tools.tool_info(tool_name, remote)  # served by another worker: its config is all we know
+            elif tool is not None:
+                info = tool.info.model_copy()
+            else:
                 raise ApplicationError(f"profile {name!r} names tool {tool_name!r}, which this worker does not have", type="UnknownTool", non_retryable=True)
-            info = tool.info.model_copy()
             if tool_name in profile.rate_limits:
                 info.rate_limit = profile.rate_limits[tool_name]
                 info.rate_limit_lane = profile_lane(name)  # held to its own limit, apart from other callers
             if tool_name in profile.rate_limit_wait:
                 info.rate_limit_wait = profile.rate_limit_wait[tool_name]
             tools.append(apply_tool_policy(info, profile.tool_policy.get(tool_name), lane=profile_lane(name)))
-        tools.extend(mcp_tools.infos)
+        # MCP tools may be named in rate_limits and protected_tools as "SERVER.TOOL" or mcp__SERVER__TOOL.
+        tools.extend(
+            with_profile_names(
+                info, rate_limits=profile.rate_limits, rate_limit_wait=profile.rate_limit_wait,
+                protected_tools=profile.approval.protected_tools, lane=profile_lane(name),
+            )
+            for info in mcp_tools.infos
+        )
+        tools = [t.model_copy(update={"protected": True}) if named_for(profile.approval.protected_tools, t.name) else t for t in tools]
         if not any(t.name == contracts.TOOL_READ_RESULT for t in tools):
             tools.append(READ_RESULT_INFO.model_copy())  # every profile can read back an elided result
         prompt: dict[str, Any] = {
@@ -143,7 +156,8 @@ class AgentActivities(ToolActivities, NotifyActivities):
             autonomy=profile.autonomy,
             max_tokens=profile.max_tokens,
             prompt_ref=prompt_ref,
-            tools=[t.model_copy(update={"input_schema": {}, "description": ""}) for t in tools],
+            # The schemas are in the prompt; a remote tool's stays, for the workflow checks its arguments before the call.
+            tools=[t.model_copy(update={"input_schema": t.input_schema if t.remote else {}, "description": ""}) for t in tools],
             approval=profile.approval,
             anomalies=profile.anomalies,
             budget_usd=profile.budget_usd,
@@ -320,7 +334,7 @@ class AgentActivities(ToolActivities, NotifyActivities):
 
     def all(self) -> list[Any]:
         """Every activity of this object, for ``Worker(activities=...)``."""
-        return [self.resolve_agent, self.store_task, self.think, self.compact, self.run_tool, self.notify_reviewer]
+        return [self.resolve_agent, self.store_task, self.think, self.compact, self.run_tool, self.store_remote_result, self.notify_reviewer]
 
 
 def _has_api_key() -> bool:

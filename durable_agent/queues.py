@@ -181,7 +181,10 @@ def limits_users(config: AgentsConfig, tools: ToolRegistry) -> list[str]:
     users = [f"agent {name!r} has a daily budget" for name, p in config.agents.items() if p.daily_budget_usd is not None]
     for name, profile in config.agents.items():
         limited = sorted(
-            t for t in profile.tools if t in profile.rate_limits or ((tool := tools.get(t)) is not None and tool.info.rate_limit)
+            {t for t in profile.tools if (tool := tools.get(t)) is not None and tool.info.rate_limit}
+            | {t for t in profile.tools if (remote := config.remote_tools.get(t)) is not None and remote.rate_limit}
+            | set(profile.rate_limits)  # Python, MCP ("SERVER.TOOL", mcp__...) and remote tools alike
+            | {name for name, policy in profile.tool_policy.items() if policy.rate_limit}
         )
         if limited:
             users.append(f"agent {name!r} calls rate-limited tools ({', '.join(limited)})")

@@ -36,6 +36,7 @@ from durable_agent.schemas.calls import (
     ThinkInput,
     ThinkOutput,
     ToolCall,
+    RemoteResultInput,
     ToolCallInput,
     ToolCallOutput,
     ToolResultPart,
@@ -47,6 +48,7 @@ from durable_agent.schemas.profile import (
     ModelPrice,
     ResolveAgentInput,
     ResolvedAgent,
+    RemoteTarget,
     ToolInfo,
 )
 from durable_agent.schemas.records import ActionRecord, CostRecord, DecisionRecord, RecordDecisionsInput
@@ -82,8 +84,10 @@ __all__ = [
     "ThinkInput",
     "ThinkOutput",
     "ToolCall",
+    "RemoteResultInput",
     "ToolCallInput",
     "ToolCallOutput",
+    "RemoteTarget",
     "ToolInfo",
     "ToolResultPart",
     "Usage",

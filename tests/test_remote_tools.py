@@ -1,0 +1,277 @@
+"""Remote tools (issue 19, item 5): activities another worker serves on its own task queue, through the same gate.
+
+The other worker is a plain temporalio ``Worker`` in the test process with plain
+``@activity.defn(name=...)`` functions (tests/remote_workers.py), as a Go or Java
+team's worker would be: nothing of durable-agent runs there.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.api.enums.v1 import EventType
+
+from durable_agent.errors import ConfigError
+from durable_agent.profiles import load_config
+from durable_agent.remote_tools import argument_problem
+from durable_agent.schemas import AgentResult, StatusView
+from durable_agent.testing import answer, tool_use
+from tests import remote_workers
+from tests.conftest import Harness, make_config
+from tests.test_failures import approval_pending, until
+
+CHARGE_SCHEMA = {
+    "type": "object",
+    "properties": {"customer_id": {"type": "string"}, "amount": {"type": "number"}, "currency": {"type": "string"}},
+    "required": ["customer_id", "amount", "currency"],
+}
+
+
+def remote_config(queue: str, **tools: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """``[remote_tools]``: charge_card and lookup_customer on ``queue``, and any others given."""
+    base: dict[str, dict[str, Any]] = {
+        "charge_card": {
+            "task_queue": queue, "activity": "ChargeCard", "description": "Charge a customer's card.",
+            "input_schema": CHARGE_SCHEMA, "amount_arg": "amount", "currency_arg": "currency", "timeout": 30,
+        },
+        "lookup_customer": {
+            "task_queue": queue, "activity": "LookupCustomer", "description": "Look a customer up.", "read_only": True,
+            "input_schema": {"type": "object", "properties": {"customer_id": {"type": "string"}}, "required": ["customer_id"]},
+        },
+    }
+    return {**base, **tools}
+
+
+def profile(model: str, tools: list[str], **extra: Any) -> dict[str, Any]:
+    return {"model": model, "tools": tools, "autonomy": "supervised", "approval": {"max_amount": 100.0}, **extra}
+
+
+def tool_observations(trace: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r["observation"] for r in trace if r["action"]["type"] == "tool_call"]
+
+
+@pytest.fixture
+def payments_queue() -> str:
+    return f"payments-{uuid.uuid4().hex[:8]}"
+
+
+class TestConfiguration:
+    """A bad [remote_tools] entry stops the worker at start, naming the file and key."""
+
+    def write(self, tmp_path: Path, body: str) -> Path:
+        path = tmp_path / "agents.toml"
+        path.write_text('tool_modules = ["durable_agent.demo.shop"]\n' + body)
+        return path
+
+    def test_a_remote_tool_and_its_policy_load(self, tmp_path: Path) -> None:
+        path = self.write(tmp_path, '''
+[remote_tools.charge_card]
+task_queue = "payments"
+activity = "ChargeCard"
+description = "Charge a customer's card."
+input_schema = { type = "object", properties = { customer_id = { type = "string" }, amount = { type = "number" } }, required = ["customer_id", "amount"] }
+amount_arg = "amount"
+timeout = 30
+
+[agents.support]
+tools = ["lookup_order", "charge_card"]
+rate_limits = { charge_card = "5/min" }
+approval = { protected_tools = ["charge_card"] }
+''')
+        config = load_config(path)
+        assert config.remote_tools["charge_card"].task_queue == "payments"
+
+    @pytest.mark.parametrize(
+        ("entry", "key", "says"),
+        [
+            ('input_schema = { type = "string" }', "remote_tools.charge_card.input_schema", "JSON Schema object"),
+            ('input_schema = { type = "object", properties = { a = { type = "nope" } } }', "remote_tools.charge_card.input_schema", "not a valid JSON Schema"),
+            ('input_schema = { type = "object" }\ntask_queue = ""', "remote_tools.charge_card.task_queue", "at least 1"),
+            ('input_schema = { type = "object" }\namount_arg = "amount"', "remote_tools.charge_card", "amount_arg 'amount'"),
+            ('input_schema = { type = "object" }\nretry = "forever"', "remote_tools.charge_card.retry", "no retry plan named"),
+            ('input_schema = { type = "object" }\ntask_queu = "x"', "remote_tools.charge_card.task_queu", "unknown key"),
+        ],
+    )
+    def test_a_bad_entry_is_named(self, tmp_path: Path, entry: str, key: str, says: str) -> None:
+        body = '[remote_tools.charge_card]\nactivity = "ChargeCard"\ndescription = "Charge."\n' + entry + "\n"
+        if "task_queue =" not in entry:
+            body += 'task_queue = "payments"\n'
+        path = self.write(tmp_path, body + '[agents.support]\ntools = ["lookup_order"]\n')
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        assert caught.value.key == key and says in str(caught.value), str(caught.value)
+        assert str(path) in str(caught.value)
+
+    def test_a_missing_task_queue_is_named(self, tmp_path: Path) -> None:
+        path = self.write(tmp_path, '[remote_tools.x]\nactivity = "X"\ndescription = "x"\ninput_schema = { type = "object" }\n[agents.a]\ntools = ["x"]\n')
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        assert caught.value.key == "remote_tools.x.task_queue"
+
+    @pytest.mark.parametrize(
+        ("name", "says"),
+        [("lookup_order", "a Python @tool is named"), ("mcp__tickets__x", "MCP servers' tools"), ("a" * 65, "over the API's 64"),
+         ("read_result", "built-in"), ("has.dot", "only have letters")],
+    )
+    def test_a_name_that_collides_or_is_too_long_is_refused(self, tmp_path: Path, name: str, says: str) -> None:
+        body = f'[remote_tools."{name}"]\ntask_queue = "q"\nactivity = "X"\ndescription = "x"\ninput_schema = {{ type = "object" }}\n'
+        path = self.write(tmp_path, body + '[agents.a]\ntools = ["lookup_order"]\n')
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        assert caught.value.key == f"remote_tools.{name}" and says in str(caught.value), str(caught.value)
+
+    def test_mcp_tool_names_are_accepted_in_rate_limits_and_protected_tools(self, tmp_path: Path) -> None:
+        path = self.write(tmp_path, '''
+[mcp_servers.tickets]
+url = "http://127.0.0.1:9/mcp"
+
+[agents.support]
+tools = ["lookup_order", "tickets.*"]
+rate_limits = { "tickets.create_ticket" = "5/min", mcp__tickets__delete_ticket = "1/min" }
+approval = { protected_tools = ["tickets.refund_ticket", "mcp__tickets__close_ticket"] }
+''')
+        config = load_config(path)
+        assert config.agents["support"].approval.protected_tools == ["tickets.refund_ticket", "mcp__tickets__close_ticket"]
+
+    def test_an_mcp_name_of_a_server_the_profile_does_not_use_is_refused(self, tmp_path: Path) -> None:
+        path = self.write(tmp_path, '''
+[mcp_servers.tickets]
+url = "http://127.0.0.1:9/mcp"
+
+[agents.support]
+tools = ["lookup_order"]
+approval = { protected_tools = ["mcp__tickets__close_ticket"] }
+''')
+        with pytest.raises(ConfigError) as caught:
+            load_config(path)
+        assert caught.value.key == "agents.support.approval.protected_tools[0]"
+
+
+class TestArgumentCheck:
+    """The arguments are checked against the schema in the workflow, before anything is held or scheduled."""
+
+    def test_fitting_arguments_pass(self) -> None:
+        assert argument_problem(CHARGE_SCHEMA, {"customer_id": "c-1", "amount": 5, "currency": "EUR"}) is None
+
+    def test_the_problems_are_named(self) -> None:
+        problem = argument_problem(CHARGE_SCHEMA, {"customer_id": 7, "amount": "lots"})
+        assert problem is not None
+        assert "'currency' is a required property" in problem and "amount: 'lots' is not of type 'number'" in problem
+        assert "customer_id: 7 is not of type 'string'" in problem
+
+
+class TestThroughTheGate:
+    """A remote tool runs, waits and fails as every tool does; the other worker gets one JSON object."""
+
+    async def test_the_activity_runs_on_its_queue_and_its_result_reaches_the_model(self, harness: Harness, payments_queue: str) -> None:
+        model, scripted = harness.scripted([tool_use("lookup_customer", {"customer_id": "c-42"}), answer("Ada is gold")])
+        config = make_config({"support": profile(model, ["lookup_order", "lookup_customer"])}, remote_tools=remote_config(payments_queue))
+        async with remote_workers.serving(harness.client, payments_queue), harness.worker(config):
+            handle = await harness.start({"task": "Who is c-42?"})
+            result: AgentResult = await handle.result()
+            trace = await handle.query("trace")
+            history = await handle.fetch_history()
+        assert result.status == "success", result
+        assert result.tools_used == ["lookup_customer"]
+        served = remote_workers.calls("LookupCustomer")
+        info = await handle.describe()
+        assert served == [({"customer_id": "c-42"}, f"{handle.id}/{info.run_id}/1/0/toolu_scripted_0001")]
+        assert "Ada Lovelace" in scripted.tool_results()[0]["content"]
+        assert tool_observations(trace)[0]["status"] == "ok" and tool_observations(trace)[0]["result_ref"]
+        scheduled = [
+            e.activity_task_scheduled_event_attributes for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        ]
+        remote = [a for a in scheduled if a.activity_type.name == "LookupCustomer"]
+        assert len(remote) == 1 and remote[0].task_queue.name == payments_queue
+        assert not remote[0].heartbeat_timeout.ToTimedelta()  # a worker in another language may never heartbeat
+        # The model saw the tool with its description and schema.
+        tools = {t["name"]: t for t in scripted.requests[0].tools}
+        assert tools["lookup_customer"]["description"] == "Look a customer up."
+        assert tools["lookup_customer"]["input_schema"]["required"] == ["customer_id"]
+
+    async def test_an_amount_over_the_limit_waits_for_approval_and_then_runs_once(self, harness: Harness, payments_queue: str) -> None:
+        args = {"customer_id": "c-1", "amount": 500, "currency": "USD"}
+        model, scripted = harness.scripted([tool_use("charge_card", args), answer("charged")])
+        config = make_config({"support": profile(model, ["charge_card"])}, remote_tools=remote_config(payments_queue))
+        async with remote_workers.serving(harness.client, payments_queue), harness.worker(config):
+            handle = await harness.start({"task": "Charge c-1 500 USD"})
+            await until(lambda: approval_pending(handle), "an approval to wait", 30)
+            held = (await handle.query("status", result_type=StatusView)).pending_approvals[0]
+            assert held.tool == "charge_card" and "above the limit of 100" in held.reason
+            assert remote_workers.calls("ChargeCard") == []  # nothing scheduled while it waits
+            await handle.signal("approve", {"approval_id": held.approval_id, "reviewer": "alice"})
+            result = await handle.result()
+        assert result.status == "success", result
+        assert [(a.status, a.reviewer) for a in result.approvals] == [("approved", "alice")]
+        assert [args for args, _ in remote_workers.calls("ChargeCard")] == [args]
+        assert '"captured"' in scripted.tool_results()[0]["content"]
+
+    async def test_arguments_that_do_not_fit_the_schema_are_refused_and_nothing_runs(self, harness: Harness, payments_queue: str) -> None:
+        model, scripted = harness.scripted([tool_use("charge_card", {"customer_id": "c-1", "amount": 5000}), answer("cannot")])
+        config = make_config({"support": profile(model, ["charge_card"])}, remote_tools=remote_config(payments_queue))
+        async with remote_workers.serving(harness.client, payments_queue), harness.worker(config):
+            handle = await harness.start({"task": "Charge c-1"})
+            result = await handle.result()
+            trace = await handle.query("trace")
+        assert result.status == "success" and result.approvals == []  # nobody was asked to approve an invalid call
+        assert remote_workers.calls("ChargeCard") == []
+        block = scripted.tool_results()[0]
+        assert block["is_error"] is True and "'currency' is a required property" in block["content"]
+        assert tool_observations(trace)[0]["status"] == "invalid_arguments"
+
+    async def test_a_refusal_by_the_other_worker_reaches_the_model(self, harness: Harness, payments_queue: str) -> None:
+        refuse = {
+            "task_queue": payments_queue, "activity": "RefuseRefund", "description": "Refund an order.", "idempotent": True,
+            "input_schema": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]},
+        }
+        model, scripted = harness.scripted([tool_use("refund_order", {"order_id": "o-1"}), answer("already done")])
+        tools = remote_config(payments_queue, refund_order=refuse)
+        config = make_config({"support": profile(model, ["refund_order"], autonomy="autonomous")}, remote_tools=tools)
+        async with remote_workers.serving(harness.client, payments_queue), harness.worker(config):
+            result = await harness.run({"task": "Refund o-1"})
+        assert result.status == "success"
+        assert len(remote_workers.calls("RefuseRefund")) == 1  # non-retryable: not tried again
+        block = scripted.tool_results()[0]
+        assert block["is_error"] is True and "order o-1 was already refunded" in block["content"]
+
+
+class TestWhenTheOtherWorkerFails:
+    """A timeout, a queue nobody polls: the run goes on, nothing runs twice, the model is told."""
+
+    async def test_a_world_changing_call_that_times_out_is_not_sent_again_and_its_outcome_is_unknown(
+        self, harness: Harness, payments_queue: str
+    ) -> None:
+        transfer = {
+            "task_queue": payments_queue, "activity": "SlowTransfer", "description": "Move money.", "timeout": 1,
+            "input_schema": {"type": "object", "properties": {"to": {"type": "string"}}},
+        }
+        model, scripted = harness.scripted([tool_use("transfer", {"to": "acc-9"}), answer("unknown")])
+        tools = remote_config(payments_queue, transfer=transfer)
+        config = make_config({"support": profile(model, ["transfer"], autonomy="autonomous")}, remote_tools=tools)
+        async with remote_workers.serving(harness.client, payments_queue), harness.worker(config):
+            handle = await harness.start({"task": "Transfer"})
+            result = await handle.result()
+            trace = await handle.query("trace")
+        assert result.status == "success", result
+        assert len(remote_workers.calls("SlowTransfer")) == 1
+        assert tool_observations(trace)[0]["status"] == "outcome_unknown"
+        assert "OUTCOME UNKNOWN" in scripted.tool_results()[0]["content"]
+
+    async def test_a_queue_nobody_polls_makes_the_tool_unavailable_and_the_run_goes_on(self, harness: Harness) -> None:
+        nobody = f"nobody-{uuid.uuid4().hex[:8]}"
+        tools = remote_config(nobody)
+        tools["charge_card"]["schedule_to_start"] = 1
+        model, scripted = harness.scripted([tool_use("charge_card", {"customer_id": "c-1", "amount": 5, "currency": "USD"}), answer("later")])
+        config = make_config({"support": profile(model, ["charge_card"])}, remote_tools=tools)
+        async with harness.worker(config):
+            handle = await harness.start({"task": "Charge c-1 5 USD"})
+            result = await handle.result()
+            trace = await handle.query("trace")
+        assert result.status == "success", result
+        assert tool_observations(trace)[0]["status"] == "unavailable"
+        content = scripted.tool_results()[0]["content"]
+        assert f"no worker of task queue {nobody!r} picked the call up within 1 s, so nothing ran" in content
