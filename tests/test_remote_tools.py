@@ -5,8 +5,11 @@ The other worker is a plain temporalio ``Worker`` in the test process with plain
 team's worker would be: nothing of durable-agent runs there.
 """
 
+# ruff: noqa: F811 - the MCP fixtures are imported, and tests take them by name
+
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,8 +22,9 @@ from durable_agent.profiles import load_config
 from durable_agent.remote_tools import argument_problem
 from durable_agent.schemas import AgentResult, StatusView
 from durable_agent.testing import answer, tool_use
-from tests import remote_workers
+from tests import mcp_servers, remote_workers
 from tests.conftest import Harness, make_config
+from tests.mcp_fixtures import mcp_state, stdio_server  # noqa: F401
 from tests.test_failures import approval_pending, until
 
 CHARGE_SCHEMA = {
@@ -275,3 +279,68 @@ class TestWhenTheOtherWorkerFails:
         assert tool_observations(trace)[0]["status"] == "unavailable"
         content = scripted.tool_results()[0]["content"]
         assert f"no worker of task queue {nobody!r} picked the call up within 1 s, so nothing ran" in content
+
+
+class TestContinueAsNew:
+    """Each execution of a long run resolves its tools again: a tool added to the configuration is there after continue-as-new."""
+
+    async def test_a_tool_added_to_the_profile_mid_run_is_callable_after_continue_as_new(self, harness: Harness, payments_queue: str) -> None:
+        lookup = tool_use("lookup_customer", {"customer_id": "c-1"})
+        charge = tool_use("charge_card", {"customer_id": "c-1", "amount": 5, "currency": "USD"})
+        model, scripted = harness.scripted([lookup, lookup, charge, answer("charged")])
+        config = make_config(
+            {"support": profile(model, ["lookup_customer"], continue_as_new_every=2)}, remote_tools=remote_config(payments_queue)
+        )
+        # The operator adds charge_card to the profile while the run is in its first execution.
+        remote_workers_hook = lambda: None if "charge_card" in config.agents["support"].tools else config.agents["support"].tools.append("charge_card")  # noqa: E731
+        async with remote_workers.serving(harness.client, payments_queue), harness.worker(config):
+            remote_workers.ON_LOOKUP.append(remote_workers_hook)
+            handle = await harness.start({"task": "Charge c-1 5 USD"})
+            result = await handle.result()
+            trace = await handle.query("trace")
+        assert result.status == "success", result
+        assert result.tools_used == ["lookup_customer", "lookup_customer", "charge_card"]
+        assert [o["status"] for o in tool_observations(trace)] == ["ok", "ok", "ok"]
+        assert len(remote_workers.calls("ChargeCard")) == 1
+        assert "charge_card" in {t["name"] for t in scripted.requests[-1].tools}
+        assert "charge_card" not in {t["name"] for t in scripted.requests[0].tools}
+
+
+class TestNamesInProfileLists:
+    """MCP and remote tools may be named in protected_tools and rate_limits as Python tools are."""
+
+    @pytest.mark.parametrize("named", ["tickets.get_ticket", "mcp__tickets__get_ticket"])
+    async def test_an_mcp_tool_named_in_protected_tools_waits_for_approval(
+        self, harness: Harness, stdio_server: dict[str, Any], mcp_state: Path, named: str
+    ) -> None:
+        model, _ = harness.scripted([tool_use("mcp__tickets__get_ticket", {"ticket_id": "T-1"}), answer("seen")])
+        agent = profile(model, ["tickets.*"], approval={"max_amount": 100.0, "protected_tools": [named]})
+        config = make_config({"support": agent}, mcp_servers={"tickets": stdio_server})
+        async with harness.worker(config):
+            handle = await harness.start({"task": "Look at T-1"})
+            await until(lambda: approval_pending(handle), "an approval to wait", 30)
+            held = (await handle.query("status", result_type=StatusView)).pending_approvals[0]
+            assert held.tool == "mcp__tickets__get_ticket" and "protected" in held.reason
+            assert mcp_servers.calls(mcp_state, "get_ticket") == []
+            await handle.signal("reject", {"approval_id": held.approval_id, "reviewer": "bob"})
+            result = await handle.result()
+        assert [a.status for a in result.approvals] == ["rejected"]
+        assert mcp_servers.calls(mcp_state, "get_ticket") == []
+
+    async def test_an_mcp_tool_named_in_rate_limits_gets_that_limit(
+        self, harness: Harness, stdio_server: dict[str, Any]
+    ) -> None:
+        model, _ = harness.scripted([answer("nothing to do")])
+        agent = profile(model, ["tickets.*"], rate_limits={"tickets.get_ticket": "7/min"})
+        config = make_config({"support": agent}, mcp_servers={"tickets": stdio_server})
+        async with harness.worker(config):
+            handle = await harness.start({"task": "x"})
+            await handle.result()
+            history = await handle.fetch_history()
+        resolved = next(
+            e.activity_task_completed_event_attributes.result for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED
+        )
+        tools = {t["name"]: t for t in json.loads(resolved.payloads[0].data)["tools"]}
+        assert tools["mcp__tickets__get_ticket"]["rate_limit"] == "7/min"
+        assert tools["mcp__tickets__create_ticket"]["rate_limit"] is None
