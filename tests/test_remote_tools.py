@@ -10,6 +10,8 @@ team's worker would be: nothing of durable-agent runs there.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,8 @@ from durable_agent.remote_tools import argument_problem
 from durable_agent.schemas import AgentResult, StatusView
 from durable_agent.testing import answer, tool_use
 from tests import mcp_servers, remote_workers
-from tests.conftest import Harness, make_config
+from durable_agent.queues import activity_pollers
+from tests.conftest import ROOT, Harness, make_config, subprocess_env
 from tests.mcp_fixtures import mcp_state, stdio_server  # noqa: F401
 from tests.test_failures import approval_pending, until
 
@@ -344,3 +347,41 @@ class TestNamesInProfileLists:
         tools = {t["name"]: t for t in json.loads(resolved.payloads[0].data)["tools"]}
         assert tools["mcp__tickets__get_ticket"]["rate_limit"] == "7/min"
         assert tools["mcp__tickets__create_ticket"]["rate_limit"] is None
+
+
+@pytest.mark.slow
+class TestWorkerCheck:
+    """``durable-agent worker --check`` says whether a worker polls each remote tool's task queue."""
+
+    async def test_check_fails_while_nothing_polls_a_remote_queue_and_passes_once_one_does(
+        self, harness: Harness, server_address: str, tmp_path: Path, payments_queue: str
+    ) -> None:
+        config = tmp_path / "agents.toml"
+        config.write_text(f"""
+tool_modules = ["durable_agent.demo.shop"]
+
+[remote_tools.charge_card]
+task_queue = "{payments_queue}"
+activity = "ChargeCard"
+description = "Charge a customer's card."
+input_schema = {{ type = "object", properties = {{ amount = {{ type = "number" }} }} }}
+
+[agents.support]
+tools = ["lookup_order", "charge_card"]
+""")
+        env = subprocess_env(harness.state, server_address)
+
+        def check() -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "worker.py", "--check", "--config", str(config), "--task-queue", harness.task_queue],
+                cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=False,
+            )
+
+        unserved = check()
+        async with remote_workers.serving(harness.client, payments_queue):
+            await until(lambda: activity_pollers(harness.client, payments_queue), "the remote worker to poll", 60)
+            served = check()
+        assert unserved.returncode == 1, unserved.stdout + unserved.stderr
+        assert f"no worker polls the task queue of remote tools: {payments_queue!r} (charge_card (ChargeCard))" in unserved.stderr
+        assert served.returncode == 0, served.stdout + served.stderr
+        assert f"remote tools charge_card (ChargeCard): task queue {payments_queue!r} is served" in served.stdout
