@@ -268,6 +268,27 @@ class TestWhenTheOtherWorkerFails:
         assert tool_observations(trace)[0]["status"] == "outcome_unknown"
         assert "OUTCOME UNKNOWN" in scripted.tool_results()[0]["content"]
 
+    async def test_a_cancelled_run_waits_for_a_world_changing_remote_call_to_end(self, harness: Harness, payments_queue: str) -> None:
+        transfer = {
+            "task_queue": payments_queue, "activity": "SlowTransfer", "description": "Move money.", "timeout": 60,
+            "input_schema": {"type": "object", "properties": {"to": {"type": "string"}}},
+        }
+        model, scripted = harness.scripted([tool_use("transfer", {"to": "acc-9"}), answer("never")])
+        tools = remote_config(payments_queue, transfer=transfer)
+        config = make_config({"support": profile(model, ["transfer"], autonomy="autonomous")}, remote_tools=tools)
+        async with remote_workers.serving(harness.client, payments_queue), harness.worker(config):
+            handle = await harness.start({"task": "Transfer"})
+            await until(lambda: remote_workers.calls("SlowTransfer"), "the remote call to start", 30)
+            await handle.cancel()
+            # It never heartbeats, so it cannot learn of the cancellation: the run waits for it to end.
+            remote_workers.RELEASE.set()
+            result = await handle.result()
+            trace = await handle.query("trace")
+        assert result.status == "cancelled", result
+        assert len(remote_workers.calls("SlowTransfer")) == 1
+        assert len(scripted.requests) == 1, "no model call after the cancellation"
+        assert tool_observations(trace)[0]["status"] == "ok"  # it did end, and its record says so
+
     async def test_a_queue_nobody_polls_makes_the_tool_unavailable_and_the_run_goes_on(self, harness: Harness) -> None:
         nobody = f"nobody-{uuid.uuid4().hex[:8]}"
         tools = remote_config(nobody)
@@ -385,3 +406,32 @@ tools = ["lookup_order", "charge_card"]
         assert f"no worker polls the task queue of remote tools: {payments_queue!r} (charge_card (ChargeCard))" in unserved.stderr
         assert served.returncode == 0, served.stdout + served.stderr
         assert f"remote tools charge_card (ChargeCard): task queue {payments_queue!r} is served" in served.stdout
+
+
+class TestMcpList:
+    """``durable-agent mcp list`` shows the remote tools beside the MCP servers' tools."""
+
+    def test_remote_tools_are_listed_with_their_queue_and_policy(self, tmp_path: Path) -> None:
+        path = tmp_path / "agents.toml"
+        path.write_text('''
+[remote_tools.charge_card]
+task_queue = "payments"
+activity = "ChargeCard"
+description = "Charge a customer's card."
+input_schema = { type = "object", properties = { amount = { type = "number" } } }
+amount_arg = "amount"
+
+[agents.support]
+tools = ["charge_card"]
+
+[agents.support.tool_policy.charge_card]
+risk = "high"
+''')
+        listed = subprocess.run(
+            [sys.executable, "-m", "durable_agent", "mcp", "list", "--config", str(path)], cwd=ROOT, capture_output=True, text=True,
+            timeout=120, check=False,
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert "charge_card  ChargeCard on task queue 'payments'; used by: support" in listed.stdout
+        assert "writes, not idempotent, risk low, timeout 60s, amount_arg amount" in listed.stdout
+        assert "in support: writes, not idempotent, risk high" in listed.stdout
