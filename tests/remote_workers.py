@@ -14,6 +14,7 @@ from typing import Any
 
 from temporalio import activity
 from temporalio.client import Client
+from temporalio.converter import DataConverter
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
@@ -66,13 +67,13 @@ ACTIVITIES = [charge_card, lookup_customer, slow_transfer, refuse_refund]
 
 
 @contextlib.asynccontextmanager
-async def serving(client: Client, task_queue: str) -> AsyncIterator[Worker]:
-    """A plain worker on ``task_queue`` serving :data:`ACTIVITIES` (the client's own, default data converter)."""
+async def serving(client: Client, task_queue: str, data_converter: DataConverter | None = None) -> AsyncIterator[Worker]:
+    """A plain worker on ``task_queue`` serving :data:`ACTIVITIES`: the SDK's default data converter, or ``data_converter``."""
     global RELEASE
     CALLS.clear()
     ON_LOOKUP.clear()
     RELEASE = asyncio.Event()
-    plain = Client(client.service_client, namespace=client.namespace)
+    plain = Client(client.service_client, namespace=client.namespace, data_converter=data_converter or DataConverter.default)
     worker = Worker(plain, task_queue=task_queue, activities=ACTIVITIES)
     try:
         async with worker:

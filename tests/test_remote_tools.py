@@ -10,6 +10,7 @@ team's worker would be: nothing of durable-agent runs there.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -18,7 +19,12 @@ from typing import Any
 
 import pytest
 from temporalio.api.enums.v1 import EventType
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter
 
+from durable_agent.cli.worker import create_worker
+from durable_agent.encryption import KeyRing, with_encryption
 from durable_agent.errors import ConfigError
 from durable_agent.profiles import load_config
 from durable_agent.remote_tools import argument_problem
@@ -244,6 +250,31 @@ class TestThroughTheGate:
         assert len(remote_workers.calls("RefuseRefund")) == 1  # non-retryable: not tried again
         block = scripted.tool_results()[0]
         assert block["is_error"] is True and "order o-1 was already refunded" in block["content"]
+
+
+class TestEncrypted:
+    """With AGENT_ENCRYPTION_KEYS, a remote tool's arguments and result are encrypted as every payload is."""
+
+    async def test_a_remote_worker_with_the_same_codec_serves_it_and_the_history_holds_no_plaintext(
+        self, harness: Harness, payments_queue: str
+    ) -> None:
+        ring = KeyRing([("k1", os.urandom(32))])
+        encrypted = Client(**{**harness.client.config(), "data_converter": with_encryption(pydantic_data_converter, ring)})
+        model, scripted = harness.scripted([tool_use("lookup_customer", {"customer_id": "c-secret-42"}), answer("Ada is gold")])
+        config = make_config({"support": profile(model, ["lookup_customer"])}, remote_tools=remote_config(payments_queue))
+        their_converter = with_encryption(DataConverter.default, ring)  # their SDK's converter, with our codec
+        worker = create_worker(encrypted, config, task_queue=harness.task_queue, store=harness.store, max_cached_workflows=0)
+        async with remote_workers.serving(harness.client, payments_queue, their_converter), worker:
+            handle = await encrypted.start_workflow(
+                "AgentWorkflow", {"task": "Who is the customer?"}, id=f"run-{uuid.uuid4().hex[:12]}", task_queue=harness.task_queue,
+                result_type=AgentResult,
+            )
+            result = await handle.result()
+            history = (await harness.client.get_workflow_handle(handle.id).fetch_history()).to_json()
+        assert result.status == "success", result
+        assert remote_workers.calls("LookupCustomer")[0][0] == {"customer_id": "c-secret-42"}
+        assert "Ada Lovelace" in scripted.tool_results()[0]["content"]
+        assert "c-secret-42" not in history and "Ada Lovelace" not in history
 
 
 class TestWhenTheOtherWorkerFails:
