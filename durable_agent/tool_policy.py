@@ -208,6 +208,8 @@ def check_profile_entries(
             if f"{server}.{WILDCARD}" not in entries and name not in entries:
                 raise ConfigError(file, key, f"not one of this agent's tools (its tools list has no '{server}.*' or '{name}')")
             continue
+        if name.startswith("mcp__") and names_a_tool(entries, name):
+            continue  # an MCP tool as the model sees it: checked against its server when the worker starts
         if name not in entries:
             raise ConfigError(file, key, "not one of this agent's tools")
         args = python_args(name) or []

@@ -136,7 +136,7 @@ approval = { protected_tools = ["charge_card"] }
             load_config(path)
         assert caught.value.key == f"remote_tools.{name}" and says in str(caught.value), str(caught.value)
 
-    def test_mcp_tool_names_are_accepted_in_rate_limits_and_protected_tools(self, tmp_path: Path) -> None:
+    def test_mcp_tool_names_are_accepted_in_rate_limits_protected_tools_and_tool_policy(self, tmp_path: Path) -> None:
         path = self.write(tmp_path, '''
 [mcp_servers.tickets]
 url = "http://127.0.0.1:9/mcp"
@@ -145,6 +145,9 @@ url = "http://127.0.0.1:9/mcp"
 tools = ["lookup_order", "tickets.*"]
 rate_limits = { "tickets.create_ticket" = "5/min", mcp__tickets__delete_ticket = "1/min" }
 approval = { protected_tools = ["tickets.refund_ticket", "mcp__tickets__close_ticket"] }
+
+[agents.support.tool_policy.mcp__tickets__refund_ticket]
+amount_arg = "amount"
 ''')
         config = load_config(path)
         assert config.agents["support"].approval.protected_tools == ["tickets.refund_ticket", "mcp__tickets__close_ticket"]
@@ -381,6 +384,21 @@ class TestNamesInProfileLists:
             result = await handle.result()
         assert [a.status for a in result.approvals] == ["rejected"]
         assert mcp_servers.calls(mcp_state, "get_ticket") == []
+
+    async def test_an_mcp_tool_named_as_the_model_sees_it_in_tool_policy_gets_that_policy(
+        self, harness: Harness, stdio_server: dict[str, Any], mcp_state: Path
+    ) -> None:
+        model, _ = harness.scripted([tool_use("mcp__tickets__refund_ticket", {"ticket_id": "T-1", "amount": 500}), answer("asked")])
+        agent = profile(model, ["tickets.*"], tool_policy={"mcp__tickets__refund_ticket": {"amount_arg": "amount", "risk": "medium"}})
+        config = make_config({"support": agent}, mcp_servers={"tickets": stdio_server})
+        async with harness.worker(config):
+            handle = await harness.start({"task": "Refund 500 on T-1"})
+            await until(lambda: approval_pending(handle), "an approval to wait", 30)
+            held = (await handle.query("status", result_type=StatusView)).pending_approvals[0]
+            assert held.amount == 500 and "above the limit of 100" in held.reason
+            await handle.signal("reject", {"approval_id": held.approval_id, "reviewer": "bob"})
+            await handle.result()
+        assert mcp_servers.calls(mcp_state, "refund_ticket") == []
 
     async def test_an_mcp_tool_named_in_rate_limits_gets_that_limit(
         self, harness: Harness, stdio_server: dict[str, Any]
