@@ -75,6 +75,11 @@ class RemoteToolConfig(StrictModel):
         properties = value.get("properties", {})
         if not isinstance(properties, dict):
             raise ValueError("properties must be a table of argument name -> schema")
+        for ref in _refs(value):
+            if not ref.startswith("#"):
+                raise ValueError(f"$ref {ref!r}: a $ref may only point inside the schema ('#/...'); nothing is fetched when a call is checked")
+            if not _points_somewhere(value, ref[1:]):
+                raise ValueError(f"$ref {ref!r} points to nothing in the schema")
         return value
 
     @field_validator("rate_limit")
@@ -105,6 +110,29 @@ class RemoteToolConfig(StrictModel):
     def argument_names(self) -> list[str]:
         """The arguments its schema declares."""
         return list(self.input_schema.get("properties", {}))
+
+
+def _refs(node: Any) -> list[str]:
+    """Every ``$ref`` in a schema."""
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [ref for child in node.values() for ref in _refs(child)]
+    if isinstance(node, list):
+        return [ref for child in node for ref in _refs(child)]
+    return []
+
+
+def _points_somewhere(schema: dict[str, Any], pointer: str) -> bool:
+    """Whether the JSON pointer (``/$defs/name``) names a part of ``schema``."""
+    node: Any = schema
+    for part in [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/")[1:]] if pointer else []:
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return False
+    return True
 
 
 def tool_info(name: str, config: RemoteToolConfig) -> ToolInfo:
@@ -140,7 +168,10 @@ def argument_problem(schema: dict[str, Any], args: dict[str, Any]) -> str | None
     Deterministic and free of I/O: the workflow calls it before it schedules anything.
     """
     validator_class = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    errors = sorted(validator_class(schema).iter_errors(args), key=lambda e: list(e.absolute_path))
+    try:
+        errors = sorted(validator_class(schema).iter_errors(args), key=lambda e: list(e.absolute_path))
+    except Exception as exc:  # noqa: BLE001 - a $ref nothing resolves: refuse the call, never fail the workflow task
+        return f"its input_schema cannot be applied ({type(exc).__name__}: {str(exc)[:200]}); tell the operator"
     if not errors:
         return None
     lines = []

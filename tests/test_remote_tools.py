@@ -102,6 +102,10 @@ approval = { protected_tools = ["charge_card"] }
         [
             ('input_schema = { type = "string" }', "remote_tools.charge_card.input_schema", "JSON Schema object"),
             ('input_schema = { type = "object", properties = { a = { type = "nope" } } }', "remote_tools.charge_card.input_schema", "not a valid JSON Schema"),
+            ('input_schema = { type = "object", properties = { a = { "$ref" = "https://example.com/a.json" } } }',
+             "remote_tools.charge_card.input_schema", "may only point inside the schema"),
+            ('input_schema = { type = "object", properties = { a = { "$ref" = "#/$defs/gone" } } }',
+             "remote_tools.charge_card.input_schema", "points to nothing"),
             ('input_schema = { type = "object" }\ntask_queue = ""', "remote_tools.charge_card.task_queue", "at least 1"),
             ('input_schema = { type = "object" }\namount_arg = "amount"', "remote_tools.charge_card", "amount_arg 'amount'"),
             ('input_schema = { type = "object" }\nretry = "forever"', "remote_tools.charge_card.retry", "no retry plan named"),
@@ -177,6 +181,11 @@ class TestArgumentCheck:
         assert problem is not None
         assert "'currency' is a required property" in problem and "amount: 'lots' is not of type 'number'" in problem
         assert "customer_id: 7 is not of type 'string'" in problem
+
+    def test_a_schema_that_cannot_be_applied_refuses_the_call_and_never_raises(self) -> None:
+        # A recorded run may carry a schema that newer checks refuse: the workflow task must not fail on it.
+        problem = argument_problem({"type": "object", "properties": {"a": {"$ref": "#/$defs/missing"}}}, {"a": 1})
+        assert problem is not None and "cannot be applied" in problem
 
 
 class TestThroughTheGate:
