@@ -122,6 +122,14 @@ approval = { protected_tools = ["charge_card"] }
         assert caught.value.key == key and says in str(caught.value), str(caught.value)
         assert str(path) in str(caught.value)
 
+    def test_the_readmes_example_loads(self, tmp_path: Path) -> None:
+        readme = (ROOT / "README.md").read_text()
+        section = readme.split("### Remote tools", 1)[1]
+        example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+        path = self.write(tmp_path, example + '\n[agents.support]\ntools = ["lookup_order", "charge_card"]\n')
+        tool = load_config(path).remote_tools["charge_card"]
+        assert (tool.task_queue, tool.activity, tool.amount_arg, tool.timeout) == ("payments", "ChargeCard", "amount", 30)
+
     def test_a_missing_task_queue_is_named(self, tmp_path: Path) -> None:
         path = self.write(tmp_path, '[remote_tools.x]\nactivity = "X"\ndescription = "x"\ninput_schema = { type = "object" }\n[agents.a]\ntools = ["x"]\n')
         with pytest.raises(ConfigError) as caught:
