@@ -33,7 +33,7 @@ from durable_agent.testing import answer, tool_use
 from tests import mcp_servers, remote_workers
 from durable_agent.queues import activity_pollers
 from tests.conftest import ROOT, Harness, make_config, subprocess_env
-from tests.mcp_fixtures import mcp_state, stdio_server  # noqa: F401
+from tests.mcp_fixtures import free_port, http_server, mcp_state, stdio_server  # noqa: F401
 from tests.test_failures import approval_pending, until
 
 CHARGE_SCHEMA = {
@@ -379,6 +379,38 @@ class TestContinueAsNew:
         assert len(remote_workers.calls("ChargeCard")) == 1
         assert "charge_card" in {t["name"] for t in scripted.requests[-1].tools}
         assert "charge_card" not in {t["name"] for t in scripted.requests[0].tools}
+
+    async def test_an_mcp_server_down_at_start_is_listed_again_at_continue_as_new(
+        self, harness: Harness, payments_queue: str, mcp_state: Path
+    ) -> None:
+        port = free_port()
+        transfer = {
+            "task_queue": payments_queue, "activity": "SlowTransfer", "description": "Move money.",
+            "input_schema": {"type": "object", "properties": {"to": {"type": "string"}}},
+        }
+        script = [
+            tool_use("transfer", {"to": "acc-9"}), tool_use("lookup_customer", {"customer_id": "c-1"}),
+            tool_use("mcp__tickets__get_ticket", {"ticket_id": "T-1"}), answer("T-1 is open"),
+        ]
+        model, scripted = harness.scripted(script)
+        agent = profile(model, ["transfer", "lookup_customer", "tickets.*"], autonomy="autonomous", continue_as_new_every=2)
+        config = make_config(
+            {"support": agent}, remote_tools=remote_config(payments_queue, transfer=transfer),
+            mcp_servers={"tickets": {"url": f"http://127.0.0.1:{port}/mcp", "timeout": 10}},
+        )
+        async with remote_workers.serving(harness.client, payments_queue), harness.worker(config):
+            handle = await harness.start({"task": "Look at T-1"})
+            await until(lambda: remote_workers.calls("SlowTransfer"), "the first step's call", 60)
+            with http_server(mcp_state, token=None, port=port):  # the server comes up while the run's first execution runs
+                remote_workers.RELEASE.set()
+                result = await handle.result()
+                trace = await handle.query("trace")
+        assert result.status == "success", result
+        assert any(w.startswith("MCP_SERVER_UNAVAILABLE: tickets") for w in result.warnings), result.warnings
+        assert "mcp__tickets__get_ticket" not in {t["name"] for t in scripted.requests[0].tools}
+        assert "mcp__tickets__get_ticket" in {t["name"] for t in scripted.requests[-1].tools}
+        assert [o["status"] for o in tool_observations(trace)] == ["ok", "ok", "ok"]
+        assert len(mcp_servers.calls(mcp_state, "get_ticket")) == 1
 
 
 class TestNamesInProfileLists:
