@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from durable_agent import context, contracts, genai, redaction, stops
+from durable_agent import context, contracts, genai, redaction, remote_tools, stops
 from durable_agent.activities.common import content_errors, log, retry_error, tool_result_content
 from durable_agent.activities.context import READ_RESULT_INFO
 from durable_agent.activities.live_config import LiveConfig
@@ -42,6 +42,7 @@ from durable_agent.schemas import (
 )
 from durable_agent.stops import think_timeout
 from durable_agent.tool_policy import apply as apply_tool_policy
+from durable_agent.tool_policy import named_for, with_profile_names
 from durable_agent.store import ContentStore
 from durable_agent.tools import ToolRegistry
 from durable_agent.tools import registry as default_registry
@@ -58,18 +59,36 @@ def run_user_id(session_id: str) -> str:
     return "run-" + hashlib.sha256(f"durable-agent:{session_id}".encode()).hexdigest()[:32]
 
 
-def python_tool_info(tools: ToolRegistry, agent: str, profile: Profile, tool_name: str) -> ToolInfo | None:
-    """A ``@tool`` function's policy as profile ``agent`` sets it (its rate limits and ``tool_policy``); None: no such tool."""
+def profile_tool_info(tools: ToolRegistry, config: AgentsConfig, agent: str, profile: Profile, tool_name: str) -> ToolInfo | None:
+    """The policy of a ``@tool`` function or a remote tool as profile ``agent`` sets it (its rate limits and
+    ``tool_policy``); None: this worker has no such tool."""
+    remote = config.remote_tools.get(tool_name)
     tool = tools.get(tool_name)
-    if tool is None:
+    if remote is not None:
+        info = remote_tools.tool_info(tool_name, remote)  # served by another worker: its config is all we know
+    elif tool is not None:
+        info = tool.info.model_copy()
+    else:
         return None
-    info = tool.info.model_copy()
     if tool_name in profile.rate_limits:
         info.rate_limit = profile.rate_limits[tool_name]
         info.rate_limit_lane = profile_lane(agent)  # held to its own limit, apart from other callers
     if tool_name in profile.rate_limit_wait:
         info.rate_limit_wait = profile.rate_limit_wait[tool_name]
     return apply_tool_policy(info, profile.tool_policy.get(tool_name), lane=profile_lane(agent))
+
+
+def profile_mcp_info(info: ToolInfo, agent: str, profile: Profile) -> ToolInfo:
+    """An MCP tool's policy with the profile's rate limits and protections that name it ("SERVER.TOOL" or mcp__SERVER__TOOL)."""
+    return with_profile_names(
+        info, rate_limits=profile.rate_limits, rate_limit_wait=profile.rate_limit_wait,
+        protected_tools=profile.approval.protected_tools, lane=profile_lane(agent),
+    )
+
+
+def protected_by_name(info: ToolInfo, profile: Profile) -> ToolInfo:
+    """``info``, protected when the profile's ``protected_tools`` names it in any of its forms."""
+    return info.model_copy(update={"protected": True}) if named_for(profile.approval.protected_tools, info.name) else info
 
 
 class AgentActivities(ToolActivities, NotifyActivities):
@@ -138,11 +157,13 @@ class AgentActivities(ToolActivities, NotifyActivities):
         for tool_name in profile.tools:
             if is_mcp_entry(tool_name):
                 continue
-            info = python_tool_info(self.tools, name, profile, tool_name)
+            info = profile_tool_info(self.tools, self.config, name, profile, tool_name)
             if info is None:
                 raise ApplicationError(f"profile {name!r} names tool {tool_name!r}, which this worker does not have", type="UnknownTool", non_retryable=True)
             tools.append(info)
-        tools.extend(mcp_tools.infos)
+        # MCP tools may be named in rate_limits and protected_tools as "SERVER.TOOL" or mcp__SERVER__TOOL.
+        tools.extend(profile_mcp_info(info, name, profile) for info in mcp_tools.infos)
+        tools = [protected_by_name(t, profile) for t in tools]
         if not any(t.name == contracts.TOOL_READ_RESULT for t in tools):
             tools.append(READ_RESULT_INFO.model_copy())  # every profile can read back an elided result
         prompt: dict[str, Any] = {
@@ -157,7 +178,8 @@ class AgentActivities(ToolActivities, NotifyActivities):
             autonomy=profile.autonomy,
             max_tokens=profile.max_tokens,
             prompt_ref=prompt_ref,
-            tools=[t.model_copy(update={"input_schema": {}, "description": ""}) for t in tools],
+            # The schemas are in the prompt; a remote tool's stays, for the workflow checks its arguments before the call.
+            tools=[t.model_copy(update={"input_schema": t.input_schema if t.remote else {}, "description": ""}) for t in tools],
             approval=profile.approval,
             anomalies=profile.anomalies,
             budget_usd=profile.budget_usd,
@@ -340,7 +362,7 @@ class AgentActivities(ToolActivities, NotifyActivities):
 
     def all(self) -> list[Any]:
         """Every activity of this object, for ``Worker(activities=...)``."""
-        return [self.resolve_agent, self.store_task, self.think, self.compact, self.run_tool, self.notify_reviewer]
+        return [self.resolve_agent, self.store_task, self.think, self.compact, self.run_tool, self.store_remote_result, self.notify_reviewer]
 
 
 def _has_api_key() -> bool:

@@ -14,7 +14,7 @@ from durable_agent import live_policy
 from durable_agent.activities.live_config import ConfigUnreadable, LiveConfig
 from durable_agent.live_policy import LivePolicy
 from durable_agent.mcp.catalog import McpCatalog
-from durable_agent.profiles import Profile
+from durable_agent.profiles import AgentsConfig, Profile
 from durable_agent.tools import ToolRegistry
 
 
@@ -47,20 +47,20 @@ class PolicyReader:
             why = f"profile {agent!r} is no longer configured; the run decides under the policy it has"
             return PolicyReport(digest=reported, warnings=[f"POLICY_NOT_REFRESHED: {why}"])
         configured = LivePolicy(
-            autonomy=profile.autonomy, approval=live_policy.without_webhook(profile.approval), anomalies=profile.anomalies, tools=self._tool_rules(agent, profile, tool_names)
+            autonomy=profile.autonomy, approval=live_policy.without_webhook(profile.approval), anomalies=profile.anomalies, tools=self._tool_rules(config, agent, profile, tool_names)
         )
         digest = live_policy.policy_digest(configured)
         return PolicyReport(digest=digest, policy=None if digest == reported else configured)
 
-    def _tool_rules(self, agent: str, profile: Profile, tool_names: list[str]) -> dict[str, dict[str, object]]:
+    def _tool_rules(self, config: AgentsConfig, agent: str, profile: Profile, tool_names: list[str]) -> dict[str, dict[str, object]]:
         """The rules of the run's tools as configured now; a tool this worker cannot describe is left out (the run keeps its own)."""
-        from durable_agent.activities.agent import python_tool_info  # the same rules resolve_agent applies
+        from durable_agent.activities import agent as resolving  # the same rules resolve_agent applies
 
         rules: dict[str, dict[str, object]] = {}
         for name in tool_names:
-            info = python_tool_info(self.tools, agent, profile, name)
+            info = resolving.profile_tool_info(self.tools, config, agent, profile, name)
             if info is None and self.mcp is not None and (tool := self.mcp.kept_tool(name)) is not None:
-                info = self.mcp.info(tool, profile.tool_policy, agent)
+                info = resolving.profile_mcp_info(self.mcp.info(tool, profile.tool_policy, agent), agent, profile)
             if info is not None:
-                rules[name] = live_policy.tool_rules(info)
+                rules[name] = live_policy.tool_rules(resolving.protected_by_name(info, profile))
         return rules

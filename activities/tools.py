@@ -37,7 +37,7 @@ from durable_agent.errors import InvalidToolArguments, ToolAuthError, ToolError,
 from durable_agent.jsonsafe import json_safe
 from durable_agent.results import RunChain
 from durable_agent.retry import TOOL_RETRY_POLICIES, ErrorKind, RetryPlan, next_delay, unknown_outcome_message
-from durable_agent.schemas import ToolCall, ToolCallInput, ToolCallOutput
+from durable_agent.schemas import RemoteResultInput, ToolCall, ToolCallInput, ToolCallOutput
 from durable_agent.tool_policy import apply as apply_tool_policy
 from durable_agent.tools import Tool, ToolContext, ToolRegistry
 
@@ -76,6 +76,17 @@ class ToolActivities(ContextActivities, McpToolActivities):
             output = await self._invoke_tool(tool, call, context, plan, started)
             genai.tool_outcome(span, output.status, output.preview if output.ref else None, output.error)
         return output
+
+    @activity.defn(name=contracts.ACTIVITY_STORE_REMOTE_RESULT)
+    async def store_remote_result(self, request: RemoteResultInput) -> ToolCallOutput:
+        """Keep a remote tool's result as any tool's: JSON-safe, in the content store, described for the model.
+
+        The workflow runs it as a local activity right after the remote activity returned:
+        its input (the result) is not recorded again, only the reference and preview it
+        returns. It never raises, so the remote tool is never run again for our failure.
+        """
+        chain = RunChain.of_tool_call(activity.info().workflow_id, request.idempotency_key)
+        return await self._tool_done(request.call, request.value, request.duration_ms, chain)
 
     def _with_profile_policy(self, tool: Tool, agent: str) -> Tool:
         """The tool as the run's profile sees it: its ``tool_policy`` (a timeout, idempotency) laid over the decorator's."""

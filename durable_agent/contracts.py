@@ -20,6 +20,8 @@ ACTIVITY_THINK = "think"
 #: Puts a large task into the content store; run as a local activity, so the text never enters the history.
 ACTIVITY_STORE_TASK = "store_task"
 ACTIVITY_RUN_TOOL = "run_tool"
+#: A local activity: stores a remote tool's result (its input, the result, is not recorded twice in the history).
+ACTIVITY_STORE_REMOTE_RESULT = "store_remote_result"
 ACTIVITY_NOTIFY_REVIEWER = "notify_reviewer"
 ACTIVITY_RECORD_DECISIONS = "record_decisions"
 ACTIVITY_REVIEWER_KEYRING = "reviewer_keyring"

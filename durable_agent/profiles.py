@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,9 @@ from durable_agent.mcp.config import McpServerConfig, is_mcp_entry, merge_server
 from durable_agent.pricing import DEFAULT_FALLBACK_PRICE, DEFAULT_PRICES
 from durable_agent.ratelimit import Window
 from durable_agent.schemas.profile import DAILY_BUDGET_WAIT_SECONDS
+from durable_agent.remote_tools import RemoteToolConfig, check_remote_tools
 from durable_agent.schemas import AnomalyThresholds, ApprovalPolicy, Autonomy, ModelPrice, ReviewerKeyring, StrictModel
-from durable_agent.tool_policy import ToolPolicy, check_profile_entries
+from durable_agent.tool_policy import ToolPolicy, check_profile_entries, names_a_tool
 from durable_agent.tools import parse_rate_limit, registry
 
 #: The Claude model used when a profile says ``model = "auto"`` and a key is present.
@@ -140,6 +142,10 @@ class AgentsConfig(StrictModel):
     )
     mcp_config: str | None = Field(
         default=None, description="A .mcp.json (Claude Code, Claude Desktop) whose mcpServers are added; relative to this file."
+    )
+    remote_tools: dict[str, RemoteToolConfig] = Field(
+        default_factory=dict,
+        description="Tools served by other workers: task_queue, activity, description, input_schema and policy keys (README: Tools).",
     )
     agents: dict[str, Profile]
     #: The file this was read from (None when built in code): the keyring is re-read from it at decision time.
@@ -267,25 +273,26 @@ def load_config(path: str | os.PathLike[str], *, extra_tool_modules: list[str] |
     import_tool_modules(config.tool_modules, file=file)
     mcp_json = (Path(path).parent / config.mcp_config) if config.mcp_config else None
     config.mcp_servers = merge_servers(file, config.mcp_servers, mcp_json)
+    check_remote_tools(file, config.remote_tools, lambda name: name in registry)
     for name, profile in config.agents.items():
         for index, tool_name in enumerate(profile.tools):
-            if is_mcp_entry(tool_name):
+            if is_mcp_entry(tool_name) or tool_name in config.remote_tools:
                 continue  # an MCP server's tools: checked below, and against the server when the worker starts
             if tool_name not in registry:
-                known = ", ".join(registry.names()) or "none"
+                known = ", ".join([*registry.names(), *config.remote_tools]) or "none"
                 raise ConfigError(
                     file,
                     f"agents.{name}.tools[{index}]",
-                    f"no tool named {tool_name!r} is registered (known: {known}); list the module that declares it "
-                    f"under tool_modules (the demo's is durable_agent.demo.shop) or pass --tools MODULE",
+                    f"no tool named {tool_name!r} is registered or under [remote_tools] (known: {known}); list the module that "
+                    f"declares it under tool_modules (the demo's is durable_agent.demo.shop) or pass --tools MODULE",
                 )
-        check_profile_entries(file, name, profile.tools, profile.tool_policy, config.mcp_servers, _python_args)
+        check_profile_entries(file, name, profile.tools, profile.tool_policy, config.mcp_servers, _arguments_of(config))
         for key, tool_names in (("rate_limits", profile.rate_limits), ("rate_limit_wait", profile.rate_limit_wait)):
             for tool_name in tool_names:
-                if tool_name not in profile.tools:
+                if not names_a_tool(profile.tools, tool_name):
                     raise ConfigError(file, f"agents.{name}.{key}.{tool_name}", "not one of this agent's tools")
         for index, tool_name in enumerate(profile.approval.protected_tools):
-            if tool_name not in profile.tools:
+            if not names_a_tool(profile.tools, tool_name):
                 raise ConfigError(
                     file, f"agents.{name}.approval.protected_tools[{index}]", f"{tool_name!r} is not one of this agent's tools"
                 )
@@ -294,9 +301,16 @@ def load_config(path: str | os.PathLike[str], *, extra_tool_modules: list[str] |
     return config
 
 
-def _python_args(name: str) -> list[str] | None:
-    tool = registry.get(name)
-    return list(tool.args_model.model_fields) if tool is not None else None
+def _arguments_of(config: AgentsConfig) -> Callable[[str], list[str] | None]:
+    """A Python or remote tool's argument names (``None``: no such tool)."""
+
+    def arguments(name: str) -> list[str] | None:
+        if name in config.remote_tools:
+            return config.remote_tools[name].argument_names()
+        tool = registry.get(name)
+        return list(tool.args_model.model_fields) if tool is not None else None
+
+    return arguments
 
 
 def check_signed_approvals(file: str, agent: str, approval: ApprovalPolicy, keys: dict[str, str]) -> None:

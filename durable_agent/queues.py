@@ -38,11 +38,20 @@ LOOK_TIMEOUT_SECONDS = 10.0
 
 async def workflow_pollers(client: Client, task_queue: str) -> int:
     """How many workers polled ``task_queue`` for workflow tasks lately (the server's recent pollers)."""
+    return await _pollers(client, task_queue, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)
+
+
+async def activity_pollers(client: Client, task_queue: str) -> int:
+    """How many workers polled ``task_queue`` for activity tasks lately (a remote tool's queue)."""
+    return await _pollers(client, task_queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY)
+
+
+async def _pollers(client: Client, task_queue: str, kind: TaskQueueType.ValueType) -> int:
     response = await client.workflow_service.describe_task_queue(
         DescribeTaskQueueRequest(
             namespace=client.namespace,
             task_queue=TaskQueue(name=task_queue, kind=TaskQueueKind.TASK_QUEUE_KIND_NORMAL),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+            task_queue_type=kind,
         )
     )
     return len(response.pollers)
@@ -181,7 +190,10 @@ def limits_users(config: AgentsConfig, tools: ToolRegistry) -> list[str]:
     users = [f"agent {name!r} has a daily budget" for name, p in config.agents.items() if p.daily_budget_usd is not None]
     for name, profile in config.agents.items():
         limited = sorted(
-            t for t in profile.tools if t in profile.rate_limits or ((tool := tools.get(t)) is not None and tool.info.rate_limit)
+            {t for t in profile.tools if (tool := tools.get(t)) is not None and tool.info.rate_limit}
+            | {t for t in profile.tools if (remote := config.remote_tools.get(t)) is not None and remote.rate_limit}
+            | set(profile.rate_limits)  # Python, MCP ("SERVER.TOOL", mcp__...) and remote tools alike
+            | {name for name, policy in profile.tool_policy.items() if policy.rate_limit}
         )
         if limited:
             users.append(f"agent {name!r} calls rate-limited tools ({', '.join(limited)})")
@@ -212,6 +224,8 @@ class QueueFindings:
 
     missing_keys: str | None = None
     unserved_limits: str | None = None
+    #: Remote tools whose task queue nothing polls (``--check`` fails; a worker starting says so).
+    unserved_remote: str | None = None
     notes: list[str] = field(default_factory=list)
     limits_users: list[str] = field(default_factory=list)
 
@@ -234,6 +248,7 @@ async def look_at_queues(
     """
     users = limits_users(config, tools) if limits_queue != task_queue else []
     findings = QueueFindings(missing_keys=await missing_keys(client, task_queue, key_ids), limits_users=users)
+    await look_at_remote_queues(client, config, findings)
     if not users:
         return findings
     try:
@@ -251,3 +266,29 @@ async def look_at_queues(
     else:
         findings.notes.append(f"nothing polls the limits queue {limits_queue!r} yet; this worker will")
     return findings
+
+
+async def look_at_remote_queues(client: Client, config: AgentsConfig, findings: QueueFindings) -> None:
+    """Whether a worker polls the task queue of each ``[remote_tools]`` entry (their activity pollers), into ``findings``."""
+    by_queue: dict[str, list[str]] = {}
+    for name, remote in config.remote_tools.items():
+        by_queue.setdefault(remote.task_queue, []).append(f"{name} ({remote.activity})")
+    if not by_queue:
+        return
+    try:
+        counts = await asyncio.wait_for(asyncio.gather(*(activity_pollers(client, queue) for queue in by_queue)), LOOK_TIMEOUT_SECONDS)
+    except Exception as exc:  # noqa: BLE001 - no permission, an old server: say so, do not stop the worker
+        findings.notes.append(f"cannot tell whether workers poll the remote tools' task queues ({type(exc).__name__})")
+        return
+    unserved = []
+    for (queue, names), count in zip(by_queue.items(), counts):
+        if count:
+            findings.notes.append(f"remote tools {', '.join(names)}: task queue {queue!r} is served ({count} poller{'s' * (count != 1)})")
+        else:
+            unserved.append(f"{queue!r} ({', '.join(names)})")
+    if unserved:
+        findings.unserved_remote = (
+            f"no worker polls the task queue of remote tools: {'; '.join(unserved)}. Their calls wait up to their schedule_to_start "
+            "(default: their timeout), then the model is told the tool is unavailable. Start the workers that serve them, "
+            "or check task_queue and activity under [remote_tools]."
+        )

@@ -112,6 +112,63 @@ def argument_problem(info: ToolInfo) -> str | None:
     return None
 
 
+def model_name(name: str) -> str:
+    """The name the model calls a tool that a profile names: ``"SERVER.TOOL"`` becomes ``mcp__SERVER__TOOL``, others stay."""
+    return model_facing_name(*split_entry(name)) if is_mcp_entry(name) else name
+
+
+def names_a_tool(entries: list[str], name: str) -> bool:
+    """Whether ``name`` (a Python or remote tool's name, ``"SERVER.TOOL"`` or ``mcp__SERVER__TOOL``) is one of ``entries``' tools.
+
+    What ``rate_limits``, ``rate_limit_wait`` and ``approval.protected_tools`` may name: a tool
+    a ``"SERVER.*"`` entry brings in counts too (its server is checked against it when the worker starts).
+    """
+    if name in entries:
+        return True
+    wanted = model_name(name)
+    for entry in entries:
+        if not is_mcp_entry(entry):
+            continue
+        server, tool = split_entry(entry)
+        if tool == WILDCARD and wanted.startswith(model_facing_name(server, "")):
+            return True
+        if model_facing_name(server, tool) == wanted:
+            return True
+    return False
+
+
+def named_for(names: Mapping[str, Any] | list[str], tool: str) -> Any:
+    """What ``names`` (a profile's ``rate_limits``, ``protected_tools``...) says of the tool the model calls ``tool``, or ``None``.
+
+    A list answers ``True`` when it names the tool; a mapping answers the value of the key that names it.
+    """
+    for name in names:
+        if model_name(name) == tool:
+            return names[name] if isinstance(names, Mapping) else True
+    return None
+
+
+def with_profile_names(
+    info: ToolInfo, *, rate_limits: Mapping[str, str], rate_limit_wait: Mapping[str, bool], protected_tools: list[str], lane: str
+) -> ToolInfo:
+    """``info`` with what a profile's ``rate_limits``, ``rate_limit_wait`` and ``protected_tools`` say of it by any of its names.
+
+    Python tools were always named there; an MCP tool may be named ``"SERVER.TOOL"`` or
+    ``mcp__SERVER__TOOL`` and a remote tool by its name. A protected tool is recorded as
+    such in its :class:`ToolInfo`, so the workflow's check needs no name matching of its own.
+    """
+    update: dict[str, Any] = {}
+    limit = named_for(rate_limits, info.name)
+    if limit is not None:
+        update.update(rate_limit=limit, rate_limit_lane=lane)  # held to the profile's own limit, apart from other callers
+    wait = named_for(rate_limit_wait, info.name)
+    if wait is not None:
+        update["rate_limit_wait"] = wait
+    if named_for(protected_tools, info.name):
+        update["protected"] = True
+    return info.model_copy(update=update) if update else info
+
+
 def check_profile_entries(
     file: str, agent: str, entries: list[str], policies: dict[str, ToolPolicy], servers: Mapping[str, object], python_args: Callable[[str], list[str] | None]
 ) -> None:
@@ -151,6 +208,8 @@ def check_profile_entries(
             if f"{server}.{WILDCARD}" not in entries and name not in entries:
                 raise ConfigError(file, key, f"not one of this agent's tools (its tools list has no '{server}.*' or '{name}')")
             continue
+        if name.startswith("mcp__") and names_a_tool(entries, name):
+            continue  # an MCP tool as the model sees it: checked against its server when the worker starts
         if name not in entries:
             raise ConfigError(file, key, "not one of this agent's tools")
         args = python_args(name) or []

@@ -38,9 +38,9 @@ def stdio_config(state: Path, **extra: Any) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def http_server(state: Path, token: str | None = TOKEN, variant: str = "") -> Iterator[str]:
-    """The test server over streamable HTTP; yields its URL. ``token``: the bearer token it requires."""
-    port = free_port()
+def http_server(state: Path, token: str | None = TOKEN, variant: str = "", port: int | None = None) -> Iterator[str]:
+    """The test server over streamable HTTP; yields its URL. ``token``: the bearer token it requires; ``port``: a free one by default."""
+    port = port or free_port()
     env = {**os.environ, "MCP_TEST_STATE": str(state), "MCP_TEST_VARIANT": variant}
     if token:
         env["MCP_TEST_TOKEN"] = token

@@ -13,6 +13,7 @@ already in flight); otherwise new worker code must replay these as they are.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import sys
@@ -44,6 +45,8 @@ from durable_agent.testing import ScriptedModel, answer, tool_use  # noqa: E402
 from tests import history_builds  # noqa: E402
 from tests.conftest import SUPPORT_PROFILE, make_config  # noqa: E402
 from durable_agent.cli.worker import create_worker  # noqa: E402
+from tests import remote_workers  # noqa: E402
+from tests.test_remote_tools import remote_config  # noqa: E402
 
 OUT = HERE / "histories"
 
@@ -245,7 +248,7 @@ SCENARIOS: list[Scenario] = [
     ("scripted_mcp_tools", {"task": "Tidy the tickets", "model": "SCRIPTED"}, {"tools": ["lookup_order", "tickets.*"]},
      [tool_use("mcp__tickets__get_ticket", {"ticket_id": "T-1"}), tool_use("mcp__tickets__delete_ticket", {"ticket_id": "T-1"}),
       tool_use("mcp__tickets__broken_report", {}), answer("done")], _approve_by_signal),
-    # Live policy (issue 21): each decision reads the policy as configured now (a local activity answering by digest).
+    # Live policy (issue 21): each decision reads the policy as configured now (reported by think, by its digest when unchanged).
     ("scripted_live_policy", {"task": "x", "model": "SCRIPTED"}, None,
      [tool_use("search_kb", {"query": "a"}), tool_use("issue_refund", {"order_id": "ord-789", "amount": 20, "currency": "USD"}),
       answer("done")], None),
@@ -254,14 +257,26 @@ SCENARIOS: list[Scenario] = [
     # On a versioned worker (issue 21): the run pinned, its continue-as-new asking for auto-upgrade, its ledger auto-upgrading.
     ("versioned_continue_as_new", {"task": "x", "model": "SCRIPTED"}, {"continue_as_new_every": 2, "daily_budget_usd": 5.0},
      [tool_use("search_kb", {"query": "a"}), tool_use("search_kb", {"query": "b"}), tool_use("search_kb", {"query": "c"}), answer("done")], None),
+    # Remote tools (issue 19, item 5): a read-only one on another worker's queue, a charge held and approved,
+    # then a call refused by its schema (nothing scheduled).
+    ("scripted_remote_tools", {"task": "Charge c-1", "model": "SCRIPTED"}, {"tools": ["lookup_customer", "charge_card"]},
+     [tool_use("lookup_customer", {"customer_id": "c-1"}), tool_use("charge_card", {"customer_id": "c-1", "amount": 4999, "currency": "USD"}),
+      tool_use("charge_card", {"customer_id": "c-1"}), answer("done")], _approve_by_signal),
+    # Each continuation resolves its tools again (patch tools-resolved-at-continue-as-new).
+    ("scripted_tools_resolved_at_continue_as_new", {"task": "x", "model": "SCRIPTED"}, {"continue_as_new_every": 2},
+     [tool_use("search_kb", {"query": "a"}), tool_use("search_kb", {"query": "b"}), tool_use("search_kb", {"query": "c"}), answer("done")], None),
 ]
 
 #: Scenarios recorded by build <commit checked out> of deployment RECORD_DEPLOYMENT (the others: unversioned).
 VERSIONED = {"versioned_continue_as_new"}
 RECORD_DEPLOYMENT = "record"
 
+#: The task queue the recordings' remote tools are served on (by tests/remote_workers.py, in this process).
+REMOTE_QUEUE = "record-payments"
+
 #: Top-level agents.toml keys a scenario needs beyond the profile, given the recording's state folder.
 TOP_LEVEL: dict[str, Callable[[Path], dict[str, Any]]] = {
+    "scripted_remote_tools": lambda state: {"remote_tools": remote_config(REMOTE_QUEUE)},
     "scripted_mcp_tools": lambda state: {
         "mcp_servers": {"tickets": {"command": sys.executable, "args": [str(HERE / "mcp_servers.py"), "stdio"], "env": {"MCP_TEST_STATE": str(state)}}}
     },
@@ -378,7 +393,8 @@ async def record(client: Client, state: Path, only: list[str] | None = None) -> 
         if name in DRIVERS:
             await DRIVERS[name](client, config, queue, workflow_id, request)
         else:
-            async with create_worker(
+            remote = remote_workers.serving(client, REMOTE_QUEUE) if "remote_tools" in top else contextlib.nullcontext()
+            async with remote, create_worker(
                 client, config, task_queue=queue, max_cached_workflows=0, deployment=deployment, **WORKER_OPTIONS.get(name, {})
             ):
                 if deployment is not None:

@@ -65,6 +65,8 @@ from durable_agent.workflows.tool_calls import ToolCalls
 PATCH_ANOMALY_PAUSE = "anomaly-pause"
 #: Patch: a run ends (and reports) only once its update handlers have finished.
 PATCH_HANDLERS_FINISHED = "run-ends-after-handlers"
+#: Patch: a continuation resolves its tools again (MCP servers listed, remote tools read) before its first step.
+PATCH_TOOLS_RESOLVED_AT_CONTINUE = "tools-resolved-at-continue-as-new"
 
 __all__ = ["AgentWorkflow", "CarriedState"]
 
@@ -159,6 +161,10 @@ class AgentWorkflow:
         self.settings.input = request
         if carried is not None:
             continuation.restore(self._carriers(), carried)
+            # MCP tool lists and remote tools read again for each execution (runs continued before did not).
+            if self._host.patched(PATCH_TOOLS_RESOLVED_AT_CONTINUE):
+                for warning in await self.settings.refresh_tools(self._host):
+                    self.book.warn(warning)
         else:
             await self.settings.resolve_agent(self._host)
             for warning in self.settings.profile.warnings:

@@ -14,9 +14,10 @@ with workflow.unsafe.imports_passed_through():
     from durable_agent import contracts, live_policy, policy, redaction
     from durable_agent.schemas import ThinkOutput
     from durable_agent.carry import CarriedState
+    from durable_agent.errors import failure_message
     from durable_agent.schemas import AgentInput, Autonomy, ResolveAgentInput, ResolvedAgent
 
-from durable_agent.workflows.host import Host
+from durable_agent.workflows.host import Host, is_cancellation
 
 #: Patch: the run decides under the policy the worker's configuration holds at each step (runs before it kept the one they resolved).
 PATCH_LIVE_POLICY = "live-policy"
@@ -101,6 +102,35 @@ class RunSettings:
     def profile_digest(self) -> str | None:
         """The digest of what the model is shown: model, prompt and tool catalogue (fixed for the execution)."""
         return live_policy.profile_digest(self.agent) if self.agent is not None else None
+
+    async def refresh_tools(self, host: Host) -> list[str]:
+        """Resolve the tools again as a continuation starts: MCP servers listed anew, remote tools read from config.
+
+        Only the tool catalogue changes (the tools and their policy, the prompt that lists
+        them); the model, approvals and budgets stay as the chain began. A failure keeps
+        the carried catalogue: the run goes on with the tools it had.
+
+        Returns:
+            Warnings for the run: what the new catalogue says that the old one did not, or why it was kept.
+        """
+        old = self.profile
+        try:
+            fresh = await host.execute_activity(
+                contracts.ACTIVITY_RESOLVE_AGENT,
+                ResolveAgentInput(agent=old.name, model_override=self.task_input.model),
+                result_type=ResolvedAgent,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(maximum_attempts=3),
+                summary=f"resolve the tools of {old.name} again",
+            )
+        except ActivityError as exc:
+            if is_cancellation(exc):
+                raise
+            return [f"TOOLS_NOT_REFRESHED: the tools could not be resolved again at continue-as-new ({failure_message(exc)}); the run keeps those it had"]
+        self.agent = old.model_copy(
+            update={"tools": fresh.tools, "prompt_ref": fresh.prompt_ref, "prompt_tokens": fresh.prompt_tokens, "warnings": fresh.warnings}
+        )
+        return [warning for warning in fresh.warnings if warning not in old.warnings]
 
     def carry(self) -> dict[str, Any]:
         """This part of :class:`CarriedState`: the profile, so a continuation never re-reads configuration."""

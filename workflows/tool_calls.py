@@ -17,7 +17,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimedOut
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from durable_agent import contracts, policy
+    from durable_agent import contracts, policy, remote_tools
     from durable_agent.errors import failure_message
     from durable_agent.observations import PREVIEW_CHARS, Observation, RateLimitNote
     from durable_agent.ratelimit import AcquireRequest, AcquireResult
@@ -30,6 +30,7 @@ from durable_agent.workflows.conversation import Conversation
 from durable_agent.workflows.daily_budget import limits_activity
 from durable_agent.workflows.host import DEFAULT_HEARTBEAT_TIMEOUT, Host, is_cancellation
 from durable_agent.workflows.progress import Progress
+from durable_agent.workflows.remote_calls import RemoteCalls
 from durable_agent.workflows.settings import RunSettings
 from durable_agent.workflows.spend import Spend
 
@@ -85,6 +86,7 @@ class ToolCalls:
         self._spend = spend
         self._conversation = conversation
         self._show = show
+        self._remote = RemoteCalls(host, conversation)
 
     def answer_for(self, call: ToolCall, status: str, text: str, approval_id: str | None = None) -> Observation:
         """The workflow answers ``call`` itself (nothing runs): the model reads ``text``."""
@@ -100,6 +102,11 @@ class ToolCalls:
             known = ", ".join(t.name for t in agent.tools)
             return self.answer_for(call, "unknown_tool", f"There is no tool named {call.name!r}. Available tools: {known}.")
 
+        if info.remote is not None:
+            problem = remote_tools.argument_problem(info.input_schema, call.args)
+            if problem is not None:  # nothing is held for approval, or scheduled, for a call that cannot be served
+                text = f"INVALID ARGUMENTS for {call.name}: {problem}. Nothing was run; call it again with arguments that fit its schema."
+                return self.answer_for(call, "invalid_arguments", text)
         decision = policy.evaluate(info, call.args, self._settings.autonomy, agent.approval)
         if decision.verdict == "refuse":
             return self.answer_for(call, "refused", f"REFUSED: {decision.reason}.")
@@ -127,6 +134,8 @@ class ToolCalls:
         self._show(f"step {step}: calling {call.name}")
         self._progress.used_tool(call.name)
         cancellation = tool_cancellation(self._host, info)
+        if info.remote is not None:
+            return await self._remote.call(call, info, key, approval_id=approval_id, slot=slot, cancellation=cancellation)
         plan = TOOL_RETRY_POLICIES.get(info.retry, TOOL_RETRY_POLICIES["tool_default"])
         # A tool that changes the world may have done its work when it times out.
         outcome_can_be_unknown = not info.read_only and self._host.patched(PATCH_UNKNOWN_OUTCOME)

@@ -1,5 +1,7 @@
 """What an operator checks before a deploy: ``durable-agent mcp list [--config FILE] [--json]``.
 
+Remote tools (``[remote_tools]``) are listed after the servers: where each is served and its policy.
+
 Connects to every MCP server of the configuration (``[mcp_servers]`` and the
 ``.mcp.json`` that ``mcp_config`` names), lists its tools with the name the model
 sees and the policy their annotations map onto, and under each tool what a
@@ -16,8 +18,11 @@ from typing import Any
 
 from durable_agent.mcp.catalog import McpCatalog, ServerListing
 from durable_agent.mcp.client import McpErrorResponse, McpUnavailable
+from durable_agent import remote_tools
 from durable_agent.mcp.config import WILDCARD
+from durable_agent.mcp.mapping import policy_text
 from durable_agent.profiles import AgentsConfig
+from durable_agent.tool_policy import apply
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,11 +46,13 @@ async def main(args: argparse.Namespace) -> int:
         servers = await describe(config, catalog)
     finally:
         await catalog.close()
+    remote = describe_remote(config)
     if args.json:
-        print(json.dumps({"servers": servers}, indent=2))
+        print(json.dumps({"servers": servers, "remote_tools": remote}, indent=2))
     else:
         print_table(servers)
-    if not servers:
+        print_remote(remote)
+    if not servers and not remote:
         print("mcp list: no MCP servers are configured ([mcp_servers] or mcp_config)", file=sys.stderr)
     return 1 if any("error" in server for server in servers) else 0
 
@@ -103,3 +110,32 @@ def print_table(servers: list[dict[str, Any]]) -> None:
         for tool_name, why in server["unusable"].items():
             print(f"  UNUSABLE {tool_name}: {why}")
         print()
+
+
+def describe_remote(config: AgentsConfig) -> list[dict[str, Any]]:
+    """Each ``[remote_tools]`` entry: where it is served, its policy and each profile's override, as plain data."""
+    out: list[dict[str, Any]] = []
+    for name, remote in config.remote_tools.items():
+        base = remote_tools.tool_info(name, remote)
+        row: dict[str, Any] = {
+            "tool": name, "activity": remote.activity, "task_queue": remote.task_queue, "policy": policy_text(base), "profiles": {},
+        }
+        for agent, profile in config.agents.items():
+            if name in profile.tools:
+                row["profiles"][agent] = policy_text(apply(base, profile.tool_policy.get(name)))
+        out.append(row)
+    return out
+
+
+def print_remote(remote: list[dict[str, Any]]) -> None:
+    """The remote tools as an operator reads them."""
+    if not remote:
+        return
+    print("remote tools (activities other workers serve)")
+    for tool in remote:
+        print(f"  {tool['tool']}  {tool['activity']} on task queue {tool['task_queue']!r}; used by: {', '.join(tool['profiles']) or 'no profile'}")
+        print(f"    {tool['policy']}")
+        for agent, policy in tool["profiles"].items():
+            if policy != tool["policy"]:
+                print(f"    in {agent}: {policy}")
+    print()

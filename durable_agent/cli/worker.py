@@ -80,7 +80,9 @@ def workflow_runner() -> SandboxedWorkflowRunner:
         restrictions=SandboxRestrictions.default.with_passthrough_modules(
             # cryptography: signed approvals are verified in the workflow; its Rust core imports
             # Python modules lazily, which must be the host's, never a sandbox copy.
-            *core_modules(), "pydantic", "pydantic_core", "cryptography"
+            *core_modules(), "pydantic", "pydantic_core", "cryptography",
+            # Remote tools' arguments are checked against their JSON Schema in the workflow.
+            "jsonschema", "jsonschema_specifications", "referencing", "rpds", "attrs", "attr",
         )
     )
 

@@ -41,7 +41,7 @@ def check_status(findings: QueueFindings) -> int:
     """Print what ``--check`` found (problems to standard error); 1 when something is wrong, else 0."""
     for note in findings.notes:
         print(f"worker: {note}")
-    problems = [p for p in (findings.missing_keys, findings.unserved_limits) if p]
+    problems = [p for p in (findings.missing_keys, findings.unserved_limits, findings.unserved_remote) if p]
     for problem in problems:
         print(f"worker: {problem}", file=sys.stderr)
     return 1 if problems else 0
@@ -51,6 +51,8 @@ def start_problem(findings: QueueFindings, *, limits_queue: str, serves_limits: 
     """Why the worker must not start (it lacks keys that open runs need), after logging the warnings of its start line."""
     for note in findings.notes:
         log.info("%s", note)
+    if findings.unserved_remote:
+        log.warning("%s", findings.unserved_remote)
     if serves_limits or not findings.limits_users:
         return findings.missing_keys
     if findings.unserved_limits:

@@ -117,7 +117,8 @@ class McpCatalog:
     def info(self, tool: McpTool, policies: dict[str, ToolPolicy], agent: str | None) -> ToolInfo:
         """The tool's policy: the server's annotations, then the profile's ``tool_policy`` over them."""
         base = tool.info(self.servers[tool.server].timeout)
-        policy = policy_for(policies, tool.entry, f"{tool.server}.{WILDCARD}")
+        # Named "SERVER.TOOL", or as the model sees it (mcp__SERVER__TOOL).
+        policy = policy_for(policies, tool.entry if tool.entry in policies else tool.model_name, f"{tool.server}.{WILDCARD}")
         return apply(base, policy, lane=profile_lane(agent) if agent else None)
 
     async def for_profile(self, agent: str, entries: list[str], policies: dict[str, ToolPolicy]) -> ProfileTools:
@@ -221,7 +222,7 @@ class McpCatalog:
             for tool in listing.tools.values() if name == WILDCARD else [listing.tools[name]]:
                 problem = argument_problem(self.info(tool, policies, agent))
                 if problem is not None:
-                    key = tool.entry if tool.entry in policies else f"{server}.{WILDCARD}"
+                    key = next((k for k in (tool.entry, tool.model_name) if k in policies), f"{server}.{WILDCARD}")
                     raise ConfigError(file, f'agents.{agent}.tool_policy."{key}"', problem)
 
     def listings(self) -> dict[str, ServerListing]:

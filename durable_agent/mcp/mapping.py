@@ -69,15 +69,20 @@ class McpTool:
 
     def policy_text(self, info: ToolInfo) -> str:
         """The mapped policy in words, as ``durable-agent mcp list`` prints it."""
-        kind = "read-only" if info.read_only else ("destructive" if info.destructive else "writes")
-        parts = [kind, "idempotent" if info.idempotent else "not idempotent", f"risk {info.risk}", f"timeout {info.timeout_seconds:g}s"]
-        if info.protected:
-            parts.append("protected")
-        if info.amount_arg:
-            parts.append(f"amount_arg {info.amount_arg}" + (f" ({info.currency_arg})" if info.currency_arg else ""))
-        if info.rate_limit:
-            parts.append(f"rate {info.rate_limit}")
-        return ", ".join(parts)
+        return policy_text(info)
+
+
+def policy_text(info: ToolInfo) -> str:
+    """A tool's policy in words, as ``durable-agent mcp list`` prints it."""
+    kind = "read-only" if info.read_only else ("destructive" if info.destructive else "writes")
+    parts = [kind, "idempotent" if info.idempotent else "not idempotent", f"risk {info.risk}", f"timeout {info.timeout_seconds:g}s"]
+    if info.protected:
+        parts.append("protected")
+    if info.amount_arg:
+        parts.append(f"amount_arg {info.amount_arg}" + (f" ({info.currency_arg})" if info.currency_arg else ""))
+    if info.rate_limit:
+        parts.append(f"rate {info.rate_limit}")
+    return ", ".join(parts)
 
 
 def from_listing(server: str, tool: mcp.Tool) -> McpTool:

@@ -36,6 +36,7 @@ from durable_agent.schemas.calls import (
     ThinkInput,
     ThinkOutput,
     ToolCall,
+    RemoteResultInput,
     ToolCallInput,
     ToolCallOutput,
     ToolResultPart,
@@ -48,6 +49,7 @@ from durable_agent.schemas.profile import (
     ResolveAgentInput,
     ResolvedAgent,
     LivePolicy,
+    RemoteTarget,
     ToolInfo,
 )
 from durable_agent.schemas.records import ActionRecord, CostRecord, DecisionRecord, RecordDecisionsInput
@@ -83,9 +85,11 @@ __all__ = [
     "ThinkInput",
     "ThinkOutput",
     "ToolCall",
+    "RemoteResultInput",
     "ToolCallInput",
     "ToolCallOutput",
     "LivePolicy",
+    "RemoteTarget",
     "ToolInfo",
     "ToolResultPart",
     "Usage",

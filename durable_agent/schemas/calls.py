@@ -111,6 +111,16 @@ class ToolCallInput(BaseModel):
     step: int
 
 
+class RemoteResultInput(BaseModel):
+    """A remote tool's result, to be stored like any tool's (the ``store_remote_result`` local activity)."""
+
+    call: ToolCall
+    #: The JSON value the other worker's activity returned.
+    value: Any = None
+    idempotency_key: str
+    duration_ms: int = 0
+
+
 class ToolCallOutput(BaseModel):
     #: ``outcome_unknown``: a tool that changes the world timed out (it may or may not have done its work) and was not run again.
     status: Literal["ok", "error", "invalid_arguments", "unknown_tool", "outcome_unknown"]

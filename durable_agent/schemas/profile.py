@@ -14,6 +14,15 @@ from durable_agent.schemas.common import Autonomy, StrictModel
 DAILY_BUDGET_WAIT_SECONDS = 3600.0
 
 
+class RemoteTarget(BaseModel):
+    """Where a remote tool (``[remote_tools.NAME]``) is served: an activity on another worker's task queue."""
+
+    task_queue: str
+    activity: str
+    schedule_to_start_seconds: float = Field(description="How long a call waits for that queue's worker before the tool counts as unavailable.")
+    heartbeat_timeout_seconds: float | None = Field(default=None, description="Only for activities that heartbeat; None: no heartbeat timeout.")
+
+
 class ToolInfo(BaseModel):
     """What the workflow knows of a tool: its policy metadata, never its code."""
 
@@ -35,6 +44,7 @@ class ToolInfo(BaseModel):
     idempotent: bool = Field(
         default=False, description="Running it twice does what running it once does (it honours its idempotency key)."
     )
+    remote: RemoteTarget | None = Field(default=None, description="Set for a remote tool: the workflow schedules that activity itself.")
 
     @property
     def repeatable(self) -> bool:
