@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from durable_agent import context, contracts, genai, redaction, stops
+from durable_agent import context, contracts, genai, redaction, stops, subagents
 from durable_agent.activities.common import content_errors, log, retry_error, tool_result_content
 from durable_agent.activities.context import READ_RESULT_INFO
 from durable_agent.activities.notify import NotifyActivities
@@ -129,6 +129,8 @@ class AgentActivities(ToolActivities, NotifyActivities):
                 info.rate_limit_wait = profile.rate_limit_wait[tool_name]
             tools.append(apply_tool_policy(info, profile.tool_policy.get(tool_name), lane=profile_lane(name)))
         tools.extend(mcp_tools.infos)
+        # Each sub-agent is a tool named after its profile (checked at worker start: no name is taken twice).
+        tools.extend(subagents.tool_info(sub, self.config.agents[sub]) for sub in profile.subagents)
         if not any(t.name == contracts.TOOL_READ_RESULT for t in tools):
             tools.append(READ_RESULT_INFO.model_copy())  # every profile can read back an elided result
         prompt: dict[str, Any] = {
@@ -158,6 +160,8 @@ class AgentActivities(ToolActivities, NotifyActivities):
             context_management=profile.context_management,
             prompt_tokens=context.estimate_request_tokens(prompt["system"], prompt["tools"], []),
             limits_task_queue=self.limits_queue,
+            max_depth=profile.max_depth,
+            max_children=profile.max_children,
         )
         # Recorded in the history: no configuration secret (notify_reviewer reads the webhook URL itself).
         return redaction.without_secrets(resolved)
