@@ -7,12 +7,15 @@ each profile names its own model, so the lead's script and the child's are apart
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import io
 from typing import Any
 
 import pytest
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
+from durable_agent.cli import trace as trace_cli
 from durable_agent.demo import shop
 from durable_agent.errors import ConfigError
 from durable_agent.profiles import AgentsConfig, load_config
@@ -82,6 +85,27 @@ class TestDelegation:
         # Linked traces: the child's records name the lead's record of the call.
         assert lead_trace[0].observation["child_workflow_id"] == child.workflow_id
         assert {r.parent_record_id for r in child_trace} == {lead_trace[0].record_id}
+
+    async def test_trace_tree_prints_the_childs_steps_beneath_the_call(self, harness: Harness, server_address: str) -> None:
+        config = lead_config(
+            harness,
+            [tool_use("researcher", {"task": "What is the refund policy?"}), answer("The policy says 30 days.")],
+            [tool_use("search_kb", {"query": "refund policy"}), answer("Refunds within 30 days.")],
+        )
+        async with harness.worker(config):
+            handle = await harness.start({"task": "Answer the customer", "agent": "lead"})
+            await handle.result()
+            out = io.StringIO()
+            args = argparse.Namespace(workflow_id=handle.id, run=None, json=False, follow=False, tree=True, interval=0.2, address=server_address)
+            assert await trace_cli.main(args, out=out) == 0
+        lines = [line for line in out.getvalue().splitlines() if line.strip()]
+        # The lead's call, the child named, its two steps indented, then the lead's answer.
+        assert lines[1].split()[:4] == ["1", "tool", "researcher", "ok"]
+        assert lines[2].strip() == f"sub-agent {handle.id}/researcher-1-1:"
+        assert lines[3].startswith("    1 ") and "search_kb" in lines[3]
+        assert lines[4].startswith("    2 ") and "answer" in lines[4]
+        assert lines[5].split()[:2] == ["2", "answer"]
+        assert lines[-1] == "4 records, the sub-agents' included"
 
     async def test_child_budget_is_capped_by_what_the_lead_has_left(self, harness: Harness) -> None:
         """The child stops ``budget_exceeded`` when the lead's remaining budget runs out; the lead carries on."""
@@ -204,6 +228,30 @@ class TestApprovalsThroughTheLead:
         assert [a.status for a in child_result.approvals] == ["rejected"]
         assert shop.refunds_for("ord-789") == []
         assert result.children[0].status == "success"
+
+
+class TestBundledLead:
+    """The demo's lead, driven by the offline model: it hands the request to support, whose refund waits."""
+
+    async def test_offline_lead_delegates_and_the_cli_approves_through_it(self, harness: Harness, server_address: str) -> None:
+        from durable_agent.cli import approve as approve_cli
+        from tests.processes import ROOT
+
+        config = load_config(ROOT / "agents.toml")
+        async with harness.worker(config):
+            handle = await harness.start({"task": "Refund order ord-789", "agent": "lead", "model": "offline"})
+            [pending] = (await wait_status(handle, lambda s: s.pending_approvals)).pending_approvals
+            assert pending.workflow_id == f"{handle.id}/support-1-1" and pending.tool == "issue_refund"
+            args = argparse.Namespace(
+                workflow_id=handle.id, approval_id=pending.approval_id, reviewer="alice", comment=None, key=None, reject=False,
+                expires_in=600, args_sha256=None, address=server_address,
+            )
+            assert await approve_cli.main(args) == 0
+            result: AgentResult = await handle.result()
+        assert result.status == "success"
+        assert [(c.agent, c.status) for c in result.children] == [("support", "success")]
+        assert "refunded 4999" in (result.answer or "")
+        assert [r["amount"] for r in shop.refunds_for("ord-789")] == [4999.0]
 
 
 class TestLifecycle:
