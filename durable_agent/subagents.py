@@ -84,8 +84,13 @@ def child_workflow_id(parent_id: str, agent: str, step: int, index: int) -> str:
     return f"{parent_id}/{agent}-{step}-{index + 1}"
 
 
-def smaller_budget(given: float | None, own: float | None) -> float | None:
-    """The smaller of two caps, where ``None`` is no cap."""
+def run_budget(given: float | None, own: float | None, *, sub_agent: bool) -> float | None:
+    """A run's cap: the input's, else its profile's; a sub-agent's, the smaller of what its parent had left and its profile's.
+
+    ``None`` is no cap.
+    """
+    if not sub_agent:
+        return given if given is not None else own
     caps = [cap for cap in (given, own) if cap is not None]
     return min(caps) if caps else None
 

@@ -10,9 +10,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
+import signal
+import subprocess
+import sys
 from typing import Any
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
 from durable_agent.cli import trace as trace_cli
@@ -21,7 +26,7 @@ from durable_agent.errors import ConfigError
 from durable_agent.profiles import AgentsConfig, load_config
 from durable_agent.schemas import AgentResult, DecisionRecord, StatusView
 from durable_agent.testing import answer, tool_use
-from tests.conftest import SUPPORT_PROFILE, Harness, make_config
+from tests.conftest import SUPPORT_PROFILE, Harness, make_config, subprocess_env
 
 #: One scripted call costs 1,000 input and 100 output tokens at $3/$15 per million: $0.0045.
 CALL_COST = 0.0045
@@ -252,6 +257,37 @@ class TestBundledLead:
         assert [(c.agent, c.status) for c in result.children] == [("support", "success")]
         assert "refunded 4999" in (result.answer or "")
         assert [r["amount"] for r in shop.refunds_for("ord-789")] == [4999.0]
+
+
+    @pytest.mark.slow
+    async def test_sigkill_of_the_worker_mid_child_loses_and_repeats_nothing(self, harness: Harness) -> None:
+        from tests.processes import ROOT
+
+        address = harness.client.service_client.config.target_host
+        worker = subprocess.Popen(
+            [sys.executable, "worker.py"], cwd=ROOT, env=subprocess_env(harness.state, address, AGENT_TASK_QUEUE=harness.task_queue),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        try:
+            handle = await harness.start({"task": "Refund order ord-789", "agent": "lead", "model": "offline"})
+            [pending] = (await wait_status(handle, lambda s: s.pending_approvals)).pending_approvals
+            os.killpg(worker.pid, signal.SIGKILL)  # parent and child both mid-flight
+            worker.wait(timeout=30)
+        finally:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait(timeout=30)
+        async with harness.worker(load_config(ROOT / "agents.toml")):
+            await handle.signal("approve", {"approval_id": pending.approval_id, "reviewer": "alice"})
+            result: AgentResult = await handle.result()
+        assert result.status == "success" and [c.status for c in result.children] == ["success"]
+        assert [r["amount"] for r in shop.refunds_for("ord-789")] == [4999.0]
+        lead_events = (await handle.fetch_history()).events
+        assert sum(e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED for e in lead_events) == 1
+        child_events = (await harness.client.get_workflow_handle(pending.workflow_id).fetch_history()).events
+        tools = [e.activity_task_scheduled_event_attributes.activity_type.name for e in child_events
+                 if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED]
+        assert tools.count("run_tool") == 3  # lookup, knowledge base, refund: once each
 
 
 class TestLifecycle:

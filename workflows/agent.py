@@ -100,8 +100,8 @@ class AgentWorkflow:
         self.intake = DecisionIntake(host, self.settings, self.desk, self.book.warn)
         self.thinker = Thinker(host, self.settings, self.conversation, self.spend, self.book, self.progress.phase, self._details)
         self.tools = ToolCalls(host, self.settings, self.progress, self.desk, self.spend, self.conversation, self._details, self.delegation)
-        #: A sub-agent's reports to its parent run (set when the run has a parent).
-        self.reporter: ParentReporter | None = None
+        #: A sub-agent's reports to its parent run (none for a top-level run).
+        self.reporter = ParentReporter(host, self._report)
 
     def _carriers(self) -> list[Carries]:
         """The components that carry a part of the state into a continuation."""
@@ -190,13 +190,8 @@ class AgentWorkflow:
         # A continuation carries the warning already; a sub-agent is given its parent's level, which only ever tightens.
         if loosening and carried is None and request.parent is None:
             self.book.warn(loosening)
-        if request.parent is not None:
-            # A sub-agent's cap: the smaller of its own profile's and what its parent had left.
-            self.spend.set_budget(subagents.smaller_budget(request.budget_usd, agent.budget_usd))
-            self.reporter = ParentReporter(self._host, request.parent, self._report)
-            self.reporter.start()
-        else:
-            self.spend.set_budget(request.budget_usd if request.budget_usd is not None else agent.budget_usd)
+        self.spend.set_budget(subagents.run_budget(request.budget_usd, agent.budget_usd, sub_agent=request.parent is not None))
+        self.reporter.start(request.parent)
 
         try:
             # The run's span in the GenAI conventions; every step's span is its child.
@@ -216,8 +211,7 @@ class AgentWorkflow:
         await self.delegation.settled()
         self.progress.phase.move("done")
         self.desk.close()  # a closed run takes no more decisions; do not advertise any
-        if self.reporter is not None:
-            await self.reporter.stop()
+        await self.reporter.stop()
         workflow.set_current_details(f"**{result.status}** after {result.steps} steps, ${result.total_cost:.4f}")
         if result.status == "failed":
             raise ApplicationError(result.error or "the run failed", result.model_dump(mode="json"), type="AgentRunFailed", non_retryable=True)
@@ -382,8 +376,7 @@ class AgentWorkflow:
         await self.book.written()
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self.delegation.settled()
-        if self.reporter is not None:
-            await self.reporter.stop()  # the continuation reports on from where this one stopped
+        await self.reporter.stop()  # the continuation reports on from where this one stopped
         carried = continuation.assemble(self._carriers())
         start = request.model_dump(mode="json", exclude_none=True)
         task_ref = self.conversation.task_ref

@@ -28,22 +28,21 @@ class ParentReporter:
 
     Args:
         host: The workflow (signals to another workflow, conditions).
-        link: The run's parent.
         totals: The run's totals now (its ``seq`` is set here).
     """
 
-    def __init__(self, host: Host, link: ParentLink, totals: Callable[[], ChildReport]) -> None:
+    def __init__(self, host: Host, totals: Callable[[], ChildReport]) -> None:
         self._host = host
-        self._link = link
         self._totals = totals
         self._sent: ChildReport | None = None
         self._seq = 0
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        """Report from now on (in a task of the workflow's own, beside the loop)."""
-        self._task = asyncio.get_running_loop().create_task(self._run())
+    def start(self, link: ParentLink | None) -> None:
+        """Report to ``link``'s run from now on (in a task of the workflow's own, beside the loop); nothing without a parent."""
+        if link is not None:
+            self._task = asyncio.get_running_loop().create_task(self._run(link))
 
     async def stop(self) -> None:
         """Send the last change, then stop (before the run ends or continues as new)."""
@@ -55,16 +54,16 @@ class ParentReporter:
     def _changed(self) -> bool:
         return self._sent is None or self._totals() != self._sent
 
-    async def _run(self) -> None:
+    async def _run(self, link: ParentLink) -> None:
         while True:
             await self._host.wait_condition(lambda: self._stopping or self._changed())
             if self._changed():
                 report = self._totals()
                 self._seq += 1
                 try:
-                    await self._host.signal_external(self._link.workflow_id, contracts.SIGNAL_CHILD_REPORT, report.model_copy(update={"seq": self._seq}))
+                    await self._host.signal_external(link.workflow_id, contracts.SIGNAL_CHILD_REPORT, report.model_copy(update={"seq": self._seq}))
                 except Exception as exc:  # the parent has ended: nobody is left to tell
-                    self._host.logger.warning("the parent run %s took no report: %s", self._link.workflow_id, failure_message(exc))
+                    self._host.logger.warning("the parent run %s took no report: %s", link.workflow_id, failure_message(exc))
                     return
                 self._sent = report
             if self._stopping:
