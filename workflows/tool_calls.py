@@ -186,12 +186,14 @@ class ToolCalls:
         self._progress.phase.move("acting")
         self._show(f"step {step}: delegating to the sub-agent {call.name}")
         self._progress.used_tool(call.name)
+        started = self._host.now()
         try:
             status, text, child_id = await self._delegation.delegate(call, step, index, record_id, self._spend.budget_remaining())
         except DelegationRefused as exc:
             return self.answer_for(call, "refused", str(exc))
         self._conversation.tell(call.id, text, is_error=status != "ok")
-        return Observation(status=status, message=text, child_workflow_id=child_id)
+        duration_ms = int((self._host.now() - started).total_seconds() * 1000)
+        return Observation(status=status, message=text, child_workflow_id=child_id, duration_ms=duration_ms)
 
     async def _rate_limit_slot(self, call: ToolCall, info: ToolInfo, key: str, approval_id: str | None) -> Observation | RateLimitNote | None:
         """Take a slot of the tool's shared rate limit and wait for it with a durable timer.
