@@ -27,7 +27,7 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
-    from durable_agent import contracts, inputs, pricing, subagents
+    from durable_agent import contracts, genai, inputs, pricing, subagents
     from durable_agent.carry import CarriedState
     from durable_agent.errors import failure_message
     from durable_agent.schemas import AgentResult, ApprovalRecord, ChildReport, ChildRun, PendingApproval, ToolCall, Usage
@@ -117,6 +117,16 @@ class Delegation:
         self._host.patched(PATCH_SUBAGENTS)
         child = ChildRun(workflow_id=child_id, agent=call.name, parent_record_id=record_id)
         self._children.append(child)
+        # The call's execute_tool span: Temporal's tracing carries it into the child, whose invoke_agent span is beneath it.
+        with genai.tool_span(call.name, call.id, args=call.args, description=f"sub-agent {call.name}") as span:
+            status, text = await self._run_child(child, request)
+            genai.tool_outcome(span, status)
+        return status, text, child_id
+
+    async def _run_child(self, child: ChildRun, request: dict[str, Any]) -> tuple[str, str]:
+        """Start ``child`` with ``request`` and wait for it; the observation's status and what the model reads."""
+        ids = self._host.ids()
+        child_id = child.workflow_id
         try:
             handle = await self._host.start_child_workflow(
                 contracts.AGENT_WORKFLOW,
@@ -124,7 +134,7 @@ class Delegation:
                 id=child_id,
                 result_type=AgentResult,
                 parent_close_policy=ParentClosePolicy.REQUEST_CANCEL,
-                static_summary=f"sub-agent {call.name} of {ids.workflow_id}",
+                static_summary=f"sub-agent {child.agent} of {ids.workflow_id}",
             )
             result: AgentResult = await handle
             if self._host.cancel_requested():
@@ -141,11 +151,10 @@ class Delegation:
             raise
         except Exception as exc:  # the child could not start (an id taken by a run not ours)
             self._end(child, AgentResult(status="failed", error=failure_message(exc)))
-            text = subagents.outcome_text(child, None, f"it could not be started: {failure_message(exc)}")
-            return "subagent_failed", text, child_id
+            return "subagent_failed", subagents.outcome_text(child, None, f"it could not be started: {failure_message(exc)}")
         self._end(child, result)
         status = "ok" if result.status == "success" else f"subagent_{result.status}"
-        return status, subagents.outcome_text(child, result.answer, result.error), child_id
+        return status, subagents.outcome_text(child, result.answer, result.error)
 
     def _child_input(self, call: ToolCall, budget_remaining: float | None, record_id: str) -> dict[str, Any]:
         """The child's start input, or the refusal of the call."""
