@@ -124,6 +124,13 @@ class TestReports:
         assert len(warnings) == 3 and all(w.startswith("CHILD_REPORT_IGNORED") for w in warnings)
         waiting.cancel()
 
+    async def test_a_flood_of_approvals_is_cut(self) -> None:
+        _, delegation, _, waiting = await self.running_child()
+        flood = [pending(CHILD_ID, f"apr-{n}-aaaa") for n in range(1_000)]
+        delegation.take_report(({"workflow_id": CHILD_ID, "pending_approvals": flood},))
+        assert len(delegation.pending()) == 100
+        waiting.cancel()
+
     async def test_signed_child_approvals_are_decided_on_the_child(self) -> None:
         _, delegation, _, waiting = await self.running_child()
         signed = {**pending(CHILD_ID), "require_signature": True}

@@ -37,6 +37,8 @@ from durable_agent.workflows.settings import RunSettings
 
 #: Patch: a call of a sub-agent starts a child workflow (runs begun before had no sub-agents).
 PATCH_SUBAGENTS = "subagent-child-workflows"
+#: Approvals of one child listed at most (a report is a signal anyone may send: it must not grow the run's state).
+MAX_REPORTED_APPROVALS = 100
 #: How long a ``review`` update sent to the parent waits for the child to take the decision.
 FORWARDED_REVIEW_WAIT = timedelta(seconds=60)
 
@@ -215,7 +217,7 @@ class Delegation:
         # A child lists its own approvals and its children's (whose ids begin with its own): none of another run's.
         report.pending_approvals = [
             p for p in report.pending_approvals if p.workflow_id == report.workflow_id or p.workflow_id.startswith(f"{report.workflow_id}/")
-        ]
+        ][:MAX_REPORTED_APPROVALS]
         self._reports[report.workflow_id] = report
         self.changes += 1
 
