@@ -49,6 +49,30 @@ def lead_config(harness: Harness, lead_script: list[dict[str, Any]], child_scrip
     return make_config(profiles, pricing=prices)
 
 
+def research_config(harness: Harness) -> AgentsConfig:
+    """A lead that asks the researcher one question and answers from what it found."""
+    return lead_config(
+        harness,
+        [tool_use("researcher", {"task": "What is the refund policy?"}), answer("The policy says 30 days.")],
+        [tool_use("search_kb", {"query": "refund policy"}), answer("Refunds within 30 days.")],
+    )
+
+
+#: The child's refund of the whole order: over the support profile's max_amount, so it waits for a person.
+HELD_REFUND = tool_use("issue_refund", {"order_id": "ord-789", "amount": 4999.0, "currency": "USD"})
+
+
+def held_refund_config(harness: Harness, lead_answer: str, child_answer: str, **lead: Any) -> AgentsConfig:
+    """A lead that hands a refund to support, whose 4,999 USD refund waits for approval."""
+    return lead_config(
+        harness,
+        [tool_use("support", {"task": "Refund order ord-789"}), answer(lead_answer)],
+        [HELD_REFUND, answer(child_answer)],
+        child="support",
+        lead=lead or None,
+    )
+
+
 async def wait_status(handle: WorkflowHandle[Any, Any], done: Any, timeout: float = 60.0) -> StatusView:
     """Poll the ``status`` query until ``done(status)``."""
     loop = asyncio.get_running_loop()
@@ -66,12 +90,7 @@ class TestDelegation:
     """A lead hands a task to a sub-agent: a child run, whose cost and trace roll up."""
 
     async def test_child_run_reports_its_answer_and_cost_to_the_lead(self, harness: Harness) -> None:
-        config = lead_config(
-            harness,
-            [tool_use("researcher", {"task": "What is the refund policy?"}), answer("The policy says 30 days.")],
-            [tool_use("search_kb", {"query": "refund policy"}), answer("Refunds within 30 days.")],
-        )
-        async with harness.worker(config):
+        async with harness.worker(research_config(harness)):
             handle = await harness.start({"task": "Answer the customer", "agent": "lead"})
             result: AgentResult = await handle.result()
             [child] = result.children
@@ -92,12 +111,7 @@ class TestDelegation:
         assert {r.parent_record_id for r in child_trace} == {lead_trace[0].record_id}
 
     async def test_trace_tree_prints_the_childs_steps_beneath_the_call(self, harness: Harness, server_address: str) -> None:
-        config = lead_config(
-            harness,
-            [tool_use("researcher", {"task": "What is the refund policy?"}), answer("The policy says 30 days.")],
-            [tool_use("search_kb", {"query": "refund policy"}), answer("Refunds within 30 days.")],
-        )
-        async with harness.worker(config):
+        async with harness.worker(research_config(harness)):
             handle = await harness.start({"task": "Answer the customer", "agent": "lead"})
             await handle.result()
             out = io.StringIO()
@@ -190,13 +204,7 @@ class TestApprovalsThroughTheLead:
     """A child's held action shows in the lead's status and is decided by a decision sent to the lead."""
 
     async def test_lead_status_lists_the_childs_approval_and_its_signal_reaches_the_child(self, harness: Harness) -> None:
-        config = lead_config(
-            harness,
-            [tool_use("support", {"task": "Refund order ord-789"}), answer("Refunded.")],
-            [tool_use("issue_refund", {"order_id": "ord-789", "amount": 4999.0, "currency": "USD"}), answer("Refund issued.")],
-            child="support",
-            lead={"budget_usd": 1.0},
-        )
+        config = held_refund_config(harness, "Refunded.", "Refund issued.", budget_usd=1.0)
         async with harness.worker(config):
             handle = await harness.start({"task": "Help the customer", "agent": "lead"})
             status = await wait_status(handle, lambda s: s.pending_approvals)
@@ -217,12 +225,7 @@ class TestApprovalsThroughTheLead:
         assert [r["amount"] for r in shop.refunds_for("ord-789")] == [4999.0]
 
     async def test_review_update_sent_to_the_lead_rejects_the_childs_action(self, harness: Harness) -> None:
-        config = lead_config(
-            harness,
-            [tool_use("support", {"task": "Refund order ord-789"}), answer("Not refunded.")],
-            [tool_use("issue_refund", {"order_id": "ord-789", "amount": 4999.0, "currency": "USD"}), answer("Refund rejected.")],
-            child="support",
-        )
+        config = held_refund_config(harness, "Not refunded.", "Refund rejected.")
         async with harness.worker(config):
             handle = await harness.start({"task": "Help the customer", "agent": "lead"})
             [pending] = (await wait_status(handle, lambda s: s.pending_approvals)).pending_approvals
@@ -292,12 +295,7 @@ class TestBundledLead:
 
 class TestLifecycle:
     async def test_cancelling_the_lead_cancels_the_child(self, harness: Harness) -> None:
-        config = lead_config(
-            harness,
-            [tool_use("support", {"task": "Refund order ord-789"}), answer("never")],
-            [tool_use("issue_refund", {"order_id": "ord-789", "amount": 4999.0, "currency": "USD"}), answer("never")],
-            child="support",
-        )
+        config = held_refund_config(harness, "never", "never")
         async with harness.worker(config):
             handle = await harness.start({"task": "Help the customer", "agent": "lead"})
             [pending] = (await wait_status(handle, lambda s: s.pending_approvals)).pending_approvals
