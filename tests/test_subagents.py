@@ -22,7 +22,7 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
 from durable_agent.cli import trace as trace_cli
 from durable_agent.demo import shop
-from durable_agent.errors import ConfigError
+from durable_agent.errors import ConfigError, failure_message
 from durable_agent.profiles import AgentsConfig, load_config
 from durable_agent.schemas import AgentResult, DecisionRecord, StatusView
 from durable_agent.testing import answer, tool_use
@@ -236,6 +236,33 @@ class TestApprovalsThroughTheLead:
         assert [a.status for a in child_result.approvals] == ["rejected"]
         assert shop.refunds_for("ord-789") == []
         assert result.children[0].status == "success"
+
+
+    async def test_signed_decision_for_a_child_is_signed_for_the_child(self, harness: Harness) -> None:
+        """A child that requires signatures: the lead refuses to forward, the client signs for the child and sends it there."""
+        from temporalio.client import WorkflowUpdateFailedError
+
+        from durable_agent import signing
+        from durable_agent.client import AgentClient
+
+        alice = signing.generate_key("alice")
+        signed = {"approval": {**SUPPORT_PROFILE["approval"], "require_signature": True, "reviewers": ["alice"]}}
+        config = lead_config(
+            harness, [tool_use("support", {"task": "Refund order ord-789"}), answer("Refunded.")], [HELD_REFUND, answer("Refund issued.")],
+            child="support", sub=signed,
+        )
+        config.reviewer_keys = {"alice": alice.public_key}
+        async with harness.worker(config):
+            handle = await harness.start({"task": "Help the customer", "agent": "lead"})
+            [pending] = (await wait_status(handle, lambda s: s.pending_approvals)).pending_approvals
+            with pytest.raises(WorkflowUpdateFailedError) as refused:  # unsigned through the lead: refused, naming the child
+                await handle.execute_update("review", {"approval_id": pending.approval_id, "approved": True, "reviewer": "alice"})
+            assert f"decide it there (durable-agent approve {pending.workflow_id}" in failure_message(refused.value)
+            record = await AgentClient(harness.client).approve(handle.id, pending.approval_id, reviewer="alice", key=alice)
+            assert record.status == "approved"
+            result: AgentResult = await handle.result()
+        assert [c.status for c in result.children] == ["success"]
+        assert [r["amount"] for r in shop.refunds_for("ord-789")] == [4999.0]
 
 
 class TestBundledLead:
