@@ -144,9 +144,10 @@ class Delegation:
                 self._end(child, result)
                 raise asyncio.CancelledError
         except ChildWorkflowError as exc:
-            if self._host.cancel_requested():
-                raise asyncio.CancelledError from None
             result = _ended_result(exc)
+            if self._host.cancel_requested():
+                self._end(child, result)
+                raise asyncio.CancelledError from None
         except (asyncio.CancelledError, CancelledError):
             if child.status == "running":
                 self._end(child, AgentResult(status="cancelled"))
