@@ -332,6 +332,7 @@ class TestLifecycle:
             child_result = await child.result()
         assert result.status == "cancelled"
         assert child_result.status == "cancelled"
+        assert [(c.workflow_id, c.status) for c in result.children] == [(pending.workflow_id, "cancelled")]
         assert shop.refunds_for("ord-789") == []
         described = await child.describe()
         assert described.status in (WorkflowExecutionStatus.COMPLETED, WorkflowExecutionStatus.CANCELED)
