@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from durable_agent import context, contracts, genai, redaction, remote_tools, stops
+from durable_agent import context, contracts, genai, redaction, remote_tools, stops, subagents
 from durable_agent.activities.common import content_errors, log, retry_error, tool_result_content
 from durable_agent.activities.context import READ_RESULT_INFO
 from durable_agent.activities.live_config import LiveConfig
@@ -164,6 +164,8 @@ class AgentActivities(ToolActivities, NotifyActivities):
         # MCP tools may be named in rate_limits and protected_tools as "SERVER.TOOL" or mcp__SERVER__TOOL.
         tools.extend(profile_mcp_info(info, name, profile) for info in mcp_tools.infos)
         tools = [protected_by_name(t, profile) for t in tools]
+        # Each sub-agent is a tool named after its profile (checked at worker start: no name is taken twice).
+        tools.extend(subagents.tool_info(sub, self.config.agents[sub]) for sub in profile.subagents)
         if not any(t.name == contracts.TOOL_READ_RESULT for t in tools):
             tools.append(READ_RESULT_INFO.model_copy())  # every profile can read back an elided result
         prompt: dict[str, Any] = {
@@ -195,6 +197,8 @@ class AgentActivities(ToolActivities, NotifyActivities):
             context_management=profile.context_management,
             prompt_tokens=context.estimate_request_tokens(prompt["system"], prompt["tools"], []),
             limits_task_queue=self.limits_queue,
+            max_depth=profile.max_depth,
+            max_children=profile.max_children,
         )
         # Recorded in the history: no configuration secret (notify_reviewer reads the webhook URL itself).
         return redaction.without_secrets(resolved)

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from durable_agent.budget import HeldLease
 from durable_agent.inputs import json_size
-from durable_agent.schemas import ApprovalRecord, DecisionRecord, ResolvedAgent, ToolResultPart, Usage
+from durable_agent.schemas import ApprovalRecord, ChildRun, DecisionRecord, ResolvedAgent, ToolResultPart, Usage
 
 #: Most bytes a run's continue-as-new input may take (Temporal's limit is 2 MB; codecs add a little).
 CARRIED_STATE_BYTES = 1_000_000
@@ -65,6 +65,8 @@ class CarriedState(BaseModel):
     next_prompt_tokens: int | None = None
     cached_prompt_tokens: int = 0
     last_think_at: datetime | None = None
+    #: The sub-agent runs started so far (none is running when a run continues as new).
+    children: list[ChildRun] = []
 
 
 def compact_record(record: DecisionRecord) -> DecisionRecord:

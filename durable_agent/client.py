@@ -237,17 +237,19 @@ class AgentClient:
             if target is None:
                 listed = ", ".join(p.approval_id for p in waiting) or "none"
                 raise ApprovalRefused(run_id, f"approval {approval_id!r} is not pending; pending: {listed}")
+            # A sub-agent's approval (listed by its parent) is signed for, and sent to, the sub-agent that waits.
+            waiting_in = target.workflow_id or run_id
             request = signed_review(
                 key,
                 target,
                 namespace=self.client.namespace,
-                workflow_id=run_id,
+                workflow_id=waiting_in,
                 approved=approved,
                 reviewer=reviewer,
                 comment=comment,
                 expires_at=int(datetime.now(timezone.utc).timestamp()) + expires_in,
             )
-            handle = self.client.get_workflow_handle(run_id, run_id=target.run_id)  # that execution, no other
+            handle = self.client.get_workflow_handle(waiting_in, run_id=target.run_id)  # that execution, no other
         try:
             raw = await handle.execute_update(contracts.UPDATE_REVIEW, request.model_dump(mode="json", exclude_none=True))
         except WorkflowUpdateFailedError as exc:

@@ -14,6 +14,8 @@ SIGNAL_REJECT = "reject"
 UPDATE_REVIEW = "review"
 QUERY_STATUS = "status"
 QUERY_TRACE = "trace"
+#: A sub-agent's totals so far, sent to its parent run (internal: runs send it, people do not).
+SIGNAL_CHILD_REPORT = "child_report"
 
 ACTIVITY_RESOLVE_AGENT = "resolve_agent"
 ACTIVITY_THINK = "think"

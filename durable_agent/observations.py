@@ -46,6 +46,7 @@ class Observation:
             them with the step's warnings, not in ``observation``.
         run_cancelled: The run was cancelled while this tool (which changes the world, so is
             waited for) finished its work: recorded, then the run ends as cancelled.
+        child_workflow_id: The sub-agent run the call started.
     """
 
     status: str
@@ -59,6 +60,7 @@ class Observation:
     request_ids: list[str] = field(default_factory=list)
     result_warnings: list[str] = field(default_factory=list)
     run_cancelled: bool = False
+    child_workflow_id: str | None = None
 
     @classmethod
     def answered_by_workflow(cls, status: str, message: str, approval_id: str | None = None) -> Observation:
@@ -84,6 +86,8 @@ class Observation:
             record["result_ref"] = self.result_ref
         if self.request_ids:
             record["request_ids"] = list(self.request_ids)
+        if self.child_workflow_id:
+            record["child_workflow_id"] = self.child_workflow_id
         return record
 
 

@@ -16,7 +16,8 @@ from typing import Any
 import pydantic
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from durable_agent import signing
+from durable_agent import signing, subagents
+from durable_agent.contracts import TOOL_READ_RESULT
 from durable_agent.errors import ConfigError, ToolDefinitionError
 from durable_agent.fields import describe_text_number, looks_like_a_number, numbers_as_text, unknown_key_hint
 from durable_agent.mcp.config import McpServerConfig, is_mcp_entry, merge_servers
@@ -67,6 +68,11 @@ class Profile(StrictModel):
     tool_policy: dict[str, ToolPolicy] = Field(
         default_factory=dict, description='Tool name, "SERVER.TOOL" or "SERVER.*" -> what this profile says of it (README: Tools).'
     )
+    subagents: list[str] = Field(
+        default_factory=list, description="Profiles this one may delegate to; the model sees each as a tool named after it."
+    )
+    max_depth: int = Field(default=3, ge=1, le=20, description="How deep delegation may go below a top-level run of this profile.")
+    max_children: int = Field(default=10, ge=0, le=1000, description="Sub-agent runs one run may start.")
 
     @model_validator(mode="after")
     def _thinking_fits_the_allowance(self) -> "Profile":
@@ -297,6 +303,7 @@ def load_config(path: str | os.PathLike[str], *, extra_tool_modules: list[str] |
                     file, f"agents.{name}.approval.protected_tools[{index}]", f"{tool_name!r} is not one of this agent's tools"
                 )
         check_signed_approvals(file, name, profile.approval, config.reviewer_keys)
+    subagents.check_config(file, config.agents, [*registry.names(), TOOL_READ_RESULT])
     config._source = Path(path)
     return config
 

@@ -163,6 +163,12 @@ async def _cancel_while_a_tool_runs(handle: WorkflowHandle[Any, Any]) -> None:
     await handle.cancel()
 
 
+async def _approve_child_through_lead(handle: WorkflowHandle[Any, Any]) -> None:
+    """A sub-agent's held refund, listed in the lead's status and approved by a signal sent to the lead."""
+    status = await _wait_pending(handle)
+    await handle.signal("approve", {"approval_id": status.pending_approvals[0].approval_id, "reviewer": "alice"})
+
+
 Scenario = tuple[str, dict[str, Any], dict[str, Any] | None, list[dict[str, Any]] | None, Callable[[WorkflowHandle[Any, Any]], Awaitable[None]] | None]
 
 SCENARIOS: list[Scenario] = [
@@ -265,6 +271,10 @@ SCENARIOS: list[Scenario] = [
     # Each continuation resolves its tools again (patch tools-resolved-at-continue-as-new).
     ("scripted_tools_resolved_at_continue_as_new", {"task": "x", "model": "SCRIPTED"}, {"continue_as_new_every": 2},
      [tool_use("search_kb", {"query": "a"}), tool_use("search_kb", {"query": "b"}), tool_use("search_kb", {"query": "c"}), answer("done")], None),
+    # Sub-agents (issue 20): a lead delegates to support, a child workflow whose refund waits; approved through the lead.
+    ("scripted_subagent_approved_through_lead", {"task": "Help the customer with ord-789", "agent": "lead", "model": "SCRIPTED"}, None,
+     [tool_use("support", {"task": "Refund 4999 USD on order ord-789"}), answer("The refund went through.")],
+     _approve_child_through_lead),
 ]
 
 #: Scenarios recorded by build <commit checked out> of deployment RECORD_DEPLOYMENT (the others: unversioned).
@@ -273,6 +283,13 @@ RECORD_DEPLOYMENT = "record"
 
 #: The task queue the recordings' remote tools are served on (by tests/remote_workers.py, in this process).
 REMOTE_QUEUE = "record-payments"
+
+#: Profiles a scenario adds beside ``support`` (whose model is the scripted one named; the run's model is the lead's).
+EXTRA_PROFILES: dict[str, Callable[[str], dict[str, dict[str, Any]]]] = {
+    "scripted_subagent_approved_through_lead": lambda model: {"lead": {"description": "Leads.", "subagents": ["support"]}},
+}
+#: A scenario's child workflows, recorded after it (``<name>_child<N>.json``): their ids below the run's.
+CHILDREN = {"scripted_subagent_approved_through_lead": ["support-1-1"]}
 
 #: Top-level agents.toml keys a scenario needs beyond the profile, given the recording's state folder.
 TOP_LEVEL: dict[str, Callable[[Path], dict[str, Any]]] = {
@@ -387,7 +404,11 @@ async def record(client: Client, state: Path, only: list[str] | None = None) -> 
             top["pricing"] = pricing
         if name in TOP_LEVEL:
             top.update(TOP_LEVEL[name](state))
-        config = make_config({"support": profile}, **top)
+        agents = {"support": profile, **(EXTRA_PROFILES[name](str(request.get("model"))) if name in EXTRA_PROFILES else {})}
+        if name in EXTRA_PROFILES:
+            # The sub-agent runs the offline playbook (its input names no model); the lead runs the script.
+            profile["model"] = "offline"
+        config = make_config(agents, **top)
         workflow_id = f"history-{name}"
         os.environ["SHOP_DB"] = str(state / f"shop-{name}.sqlite")  # every scenario starts from the seed shop
         if name in DRIVERS:
@@ -413,6 +434,11 @@ async def record(client: Client, state: Path, only: list[str] | None = None) -> 
             (OUT / f"{name}{suffix}.json").write_text(history.to_json())
             history_builds.list_recorded(f"{name}{suffix}", build, commit)
             print(f"recorded {name}{suffix}: {len(history.events)} events")
+        for index, suffix in enumerate(CHILDREN.get(name, [])):
+            history = await client.get_workflow_handle(f"{workflow_id}/{suffix}").fetch_history()
+            (OUT / f"{name}_child{index + 1}.json").write_text(history.to_json())
+            history_builds.list_recorded(f"{name}_child{index + 1}", build, commit)
+            print(f"recorded {name}_child{index + 1}: {len(history.events)} events")
         day = datetime.now(timezone.utc).date().isoformat()
         for label, template in ENTITIES.get(name, []):
             entity = client.get_workflow_handle(template.format(day=day, queue=queue))

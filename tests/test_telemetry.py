@@ -257,3 +257,32 @@ class TestMcpSpans:
         assert span.name == "execute_tool mcp__tickets__broken_report"
         assert span.attributes["gen_ai.tool.name"] == "mcp__tickets__broken_report"
         assert span.attributes["durable_agent.tool.status"] == "error" and not span.status.is_ok
+
+
+class TestSubAgentSpans:
+    """A sub-agent's run is in its parent's trace, beneath the call that started it."""
+
+    async def test_childs_invoke_agent_is_beneath_the_parents_execute_tool(self, server_address: str, state_dir) -> None:
+        from tests.conftest import SUPPORT_PROFILE
+
+        config = make_config({"lead": {"model": "offline", "subagents": ["support"]}, "support": {**SUPPORT_PROFILE, "model": "offline"}})
+        client = await connect(server_address)
+        queue, workflow_id = f"sub-{uuid.uuid4().hex[:8]}", f"sub-{uuid.uuid4().hex[:8]}"
+        async with create_worker(client, config, task_queue=queue, max_cached_workflows=0):
+            handle = await client.start_workflow(
+                "AgentWorkflow", {"task": "Refund 20 USD on order ord-789", "agent": "lead"}, id=workflow_id, task_queue=queue,
+                result_type=AgentResult,
+            )
+            assert (await handle.result()).status == "success"
+        spans = _run_spans(workflow_id)
+        by_id = {s.context.span_id: s for s in spans}
+        [call] = [s for s in spans if s.name == "execute_tool support"]
+        [child_run] = [s for s in spans if s.name == "invoke_agent support"]
+        assert child_run.attributes["gen_ai.conversation.id"] == f"{workflow_id}/support-1-1"
+        ancestors = []
+        parent = child_run.parent
+        while parent is not None and parent.span_id in by_id:
+            ancestors.append(by_id[parent.span_id].name)
+            parent = by_id[parent.span_id].parent
+        assert "execute_tool support" in ancestors and "invoke_agent lead" in ancestors
+        assert call.attributes["durable_agent.tool.status"] == "ok"

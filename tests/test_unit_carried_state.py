@@ -6,7 +6,7 @@ import pytest
 
 from durable_agent.budget import HeldLease
 from durable_agent.carry import CARRIED_APPROVALS, CARRIED_TOOLS_USED, CarriedState
-from durable_agent.schemas import ApprovalRecord, ToolResultPart, Usage
+from durable_agent.schemas import ApprovalRecord, ChildRun, ToolResultPart, Usage
 from durable_agent.workflows import continuation
 from durable_agent.workflows.agent import AgentWorkflow
 from durable_agent.workflows.progress import Progress
@@ -39,6 +39,7 @@ FULL = CarriedState(
     next_prompt_tokens=5000,
     cached_prompt_tokens=4000,
     last_think_at=START,
+    children=[ChildRun(workflow_id="wf-1/researcher-3-1", agent="researcher", status="success", total_cost=0.25, steps=4, usage=Usage(input_tokens=9))],
 )
 
 

@@ -20,6 +20,7 @@ from durable_agent.ratelimit import AcquireResult
 from durable_agent.schemas import Autonomy, CompactOutput, ThinkOutput, ToolCall, ToolCallOutput, Usage
 from durable_agent.workflows.approval_desk import ApprovalDesk
 from durable_agent.workflows.conversation import Conversation
+from durable_agent.workflows.delegation import Delegation
 from durable_agent.workflows.progress import Progress
 from durable_agent.workflows.records import RecordBook
 from durable_agent.workflows.settings import RunSettings
@@ -176,7 +177,10 @@ class Acting:
         self.spend = Spend(self.host, self.run)
         self.conversation = Conversation(self.host, self.run)
         self.desk = ApprovalDesk(self.host, self.run, self.progress.phase, self.warnings.append, lambda n: [], self.shown.append)
-        self.tools = ToolCalls(self.host, self.run, self.progress, self.desk, self.spend, self.conversation, self.shown.append)
+        self.tools = ToolCalls(
+            self.host, self.run, self.progress, self.desk, self.spend, self.conversation, self.shown.append,
+            Delegation(self.host, self.run, self.warnings.append),
+        )
 
     def told(self) -> list[str | None]:
         """What the model will read of the workflow's own answers."""

@@ -49,6 +49,11 @@ class FakeHost:
         self.slept: list[timedelta] = []
         self.cancelled = False
         self.replaying = False
+        #: Child workflow id -> its result (a function of the input, or an exception to raise).
+        self.children: dict[str, Any] = {}
+        #: Every child started: ``(workflow type, input, id)``; every signal sent: ``(workflow id, signal, payload)``.
+        self.started: list[tuple[str, Any, str]] = []
+        self.signals: list[tuple[str, str, Any]] = []
         self._logger = logging.LoggerAdapter(logging.getLogger("tests.workflow_host"), {})
 
     @property
@@ -94,6 +99,22 @@ class FakeHost:
     def start_activity(self, activity: str, arg: Any, **options: Any) -> asyncio.Task[Any]:
         self.calls.append((activity, arg, options))
         return asyncio.ensure_future(self._answer(activity, arg))
+
+    async def start_child_workflow(self, workflow_type: str, arg: Any, *, id: str, **options: Any) -> Any:
+        self.started.append((workflow_type, arg, id))
+        if id not in self.children:
+            raise AssertionError(f"no script for child workflow {id!r}")
+        answer = self.children[id]
+
+        async def result() -> Any:
+            if isinstance(answer, BaseException):
+                raise answer
+            return answer(arg) if callable(answer) else answer
+
+        return asyncio.ensure_future(result())
+
+    async def signal_external(self, workflow_id: str, signal: str, arg: Any) -> None:
+        self.signals.append((workflow_id, signal, arg))
 
     async def sleep(self, duration: timedelta, *, summary: str) -> None:
         self.slept.append(duration)

@@ -19,6 +19,7 @@ own module that owns its state; the loop asks them and they answer:
 - :mod:`.spend` and :mod:`.daily_budget`: the run's cost and budget, the agent's shared daily budget;
 - :mod:`.anomaly_watch`: loops and costly steps;
 - :mod:`.records`: decision records, warnings, the ``trace`` query;
+- :mod:`.delegation` and :mod:`.parent_link`: sub-agents as child runs, and a child's reports to its parent;
 - :mod:`.continuation`: continue-as-new, carrying each component's part.
 """
 
@@ -32,15 +33,17 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError
 
 with workflow.unsafe.imports_passed_through():
-    from durable_agent import contracts, genai, inputs, observations, policy, pricing, stops, telemetry
+    from durable_agent import contracts, genai, inputs, observations, policy, pricing, stops, subagents, telemetry
     from durable_agent.errors import failure_message
     from durable_agent.observations import Observation
     from durable_agent.schemas import (
         ActionRecord,
         AgentResult,
         ApprovalRecord,
+        ChildReport,
         CostRecord,
         DecisionRecord,
+        PendingApproval,
         StatusView,
         ToolCall,
         Usage,
@@ -53,7 +56,9 @@ from durable_agent.workflows.continuation import CarriedState, Carries
 from durable_agent.workflows.conversation import Conversation
 from durable_agent.workflows.daily_budget import DailyBudget
 from durable_agent.workflows.decision_intake import DecisionIntake
+from durable_agent.workflows.delegation import Delegation
 from durable_agent.workflows.host import TemporalHost, is_cancellation
+from durable_agent.workflows.parent_link import ParentReporter
 from durable_agent.workflows.progress import Progress
 from durable_agent.workflows.records import RecordBook
 from durable_agent.workflows.settings import RunSettings
@@ -90,18 +95,21 @@ class AgentWorkflow:
         self.settings = RunSettings()
         self.progress = Progress()
         self.book = RecordBook(host, self.settings)
-        self.spend = Spend(host, self.settings)
+        self.delegation = Delegation(host, self.settings, self.book.warn)
+        self.spend = Spend(host, self.settings, self.delegation)
         self.daily = DailyBudget(host, self.settings, self.progress.phase, self.book.warn)
         self.conversation = Conversation(host, self.settings)
         self.anomalies = AnomalyWatch(self.settings, self.book.warn)
         self.desk = ApprovalDesk(host, self.settings, self.progress.phase, self.book.warn, self.book.latest, self._details)
         self.intake = DecisionIntake(host, self.settings, self.desk, self.book.warn)
         self.thinker = Thinker(host, self.settings, self.conversation, self.spend, self.book, self.progress.phase, self._details)
-        self.tools = ToolCalls(host, self.settings, self.progress, self.desk, self.spend, self.conversation, self._details)
+        self.tools = ToolCalls(host, self.settings, self.progress, self.desk, self.spend, self.conversation, self._details, self.delegation)
+        #: A sub-agent's reports to its parent run (none for a top-level run).
+        self.reporter = ParentReporter(host, self._report)
 
     def _carriers(self) -> list[Carries]:
         """The components that carry a part of the state into a continuation."""
-        return [self.settings, self.progress, self.spend, self.book, self.desk, self.conversation, self.anomalies, self.daily]
+        return [self.settings, self.progress, self.spend, self.book, self.desk, self.conversation, self.anomalies, self.daily, self.delegation]
 
     # ------------------------------------------------------------------ handlers
 
@@ -113,18 +121,23 @@ class AgentWorkflow:
             phase=self.progress.phase.phase,
             agent=agent.name if agent else None,
             model=agent.model if agent else None,
-            total_cost=pricing.shown_usd(self.spend.total_cost),
-            usage=self.spend.usage,
+            total_cost=pricing.shown_usd(self.spend.run_cost()),
+            usage=self.spend.run_usage(),
             tools_used=list(self.progress.tools_used),
             tools_used_unlisted=self.progress.tools_used_unlisted,
-            pending_approvals=self.desk.pending(),
+            pending_approvals=self._pending_approvals(),
             warnings=self.book.warnings(),
             budget_remaining=self.spend.budget_remaining(),
             status=self.progress.status,
             answer=self.progress.answer,
             waiting_for=self.progress.phase.waiting_for,
             daily_budget_remaining=self.daily.remaining,
+            children=self.delegation.children(),
         )
+
+    def _pending_approvals(self) -> list[PendingApproval]:
+        """What waits for a decision: the run's own held actions, then its sub-agents'."""
+        return self.desk.pending() + self.delegation.pending()
 
     @workflow.query(name=contracts.QUERY_TRACE, description="The decision records of this run, one per step, in order (long texts cut; whole in the store).")
     def get_trace(self, *_ignored: Any) -> list[DecisionRecord]:
@@ -133,11 +146,17 @@ class AgentWorkflow:
     @workflow.signal(name=contracts.SIGNAL_APPROVE, description=f"Approve a pending action: {_DESCRIBE_DECISION}.")
     def approve(self, *payloads: Any) -> None:
         # Any number of payloads of any shape: a bad one is refused by the intake, never by the SDK (see durable_agent.inputs).
-        self.intake.take_signal(payloads, approved=True)
+        if not self.delegation.forward_signal(payloads, approved=True):  # a sub-agent's approval goes to the sub-agent
+            self.intake.take_signal(payloads, approved=True)
 
     @workflow.signal(name=contracts.SIGNAL_REJECT, description=f"Reject a pending action: {_DESCRIBE_DECISION}.")
     def reject(self, *payloads: Any) -> None:
-        self.intake.take_signal(payloads, approved=False)
+        if not self.delegation.forward_signal(payloads, approved=False):
+            self.intake.take_signal(payloads, approved=False)
+
+    @workflow.signal(name=contracts.SIGNAL_CHILD_REPORT, description="Internal: a sub-agent run's totals so far, sent by the sub-agent.")
+    def child_report(self, *payloads: Any) -> None:
+        self.delegation.take_report(payloads)
 
     @workflow.update(
         name=contracts.UPDATE_REVIEW,
@@ -145,11 +164,15 @@ class AgentWorkflow:
         '"reviewer": "...", "comment": "..."}; signed decisions add "run_id", "args_sha256" and "signature".',
     )
     async def review(self, *payloads: Any) -> ApprovalRecord:
+        child_approval = self.delegation.owns_review(payloads)
+        if child_approval is not None:
+            return await self.delegation.forward_review(payloads, child_approval)
         return await self.intake.take_review(payloads)
 
     @review.validator
     def _validate_review(self, *payloads: Any) -> None:
-        self.intake.check_review(payloads)
+        if self.delegation.owns_review(payloads) is None:
+            self.intake.check_review(payloads)
 
     # ---------------------------------------------------------------------- run
 
@@ -172,9 +195,11 @@ class AgentWorkflow:
             await self.conversation.store_large_task()
         agent = self.settings.profile
         self.settings.autonomy, loosening = policy.run_autonomy(agent.autonomy, request.autonomy)
-        if loosening and carried is None:  # a continuation carries the warning already
+        # A continuation carries the warning already; a sub-agent is given its parent's level, which only ever tightens.
+        if loosening and carried is None and request.parent is None:
             self.book.warn(loosening)
-        self.spend.set_budget(request.budget_usd if request.budget_usd is not None else agent.budget_usd)
+        self.spend.set_budget(subagents.run_budget(request.budget_usd, agent.budget_usd, sub_agent=request.parent is not None))
+        self.reporter.start(request.parent)
 
         try:
             # The run's span in the GenAI conventions; every step's span is its child.
@@ -193,7 +218,9 @@ class AgentWorkflow:
         result = await self._handlers_finished(result)
         await self.daily.give_back()  # what the run spent is charged, the rest goes back
         await self.book.written()  # every record kept before the run reports its end
+        await self.delegation.settled()
         self.progress.phase.move("done")
+        await self.reporter.stop()
         workflow.set_current_details(f"**{result.status}** after {result.steps} steps, ${result.total_cost:.4f}")
         if result.status == "failed":
             raise ApplicationError(result.error or "the run failed", result.model_dump(mode="json"), type="AgentRunFailed", non_retryable=True)
@@ -369,6 +396,8 @@ class AgentWorkflow:
         self.progress.phase.move("continuing")
         await self.book.written()
         await workflow.wait_condition(workflow.all_handlers_finished)
+        await self.delegation.settled()
+        await self.reporter.stop()  # the continuation reports on from where this one stopped
         carried = continuation.assemble(self._carriers())
         start = request.model_dump(mode="json", exclude_none=True)
         task_ref = self.conversation.task_ref
@@ -389,7 +418,7 @@ class AgentWorkflow:
         if self.daily.remaining is not None:
             left.append(f"${self.daily.remaining:.4f} of the daily budget left")
         budgets = f" {'; '.join(left)}." if left else ""
-        workflow.set_current_details(f"{text}\n\nSpent ${self.spend.total_cost:.4f} over {self.progress.step} steps.{budgets}")
+        workflow.set_current_details(f"{text}\n\nSpent ${self.spend.run_cost():.4f} over {self.progress.step} steps.{budgets}")
 
     def _result(self, error: str | None = None) -> AgentResult:
         agent = self.settings.agent
@@ -399,8 +428,8 @@ class AgentWorkflow:
             steps=self.progress.step,
             tools_used=list(self.progress.tools_used),
             tools_used_unlisted=self.progress.tools_used_unlisted,
-            total_cost=pricing.shown_usd(self.spend.total_cost),
-            usage=self.spend.usage,
+            total_cost=pricing.shown_usd(self.spend.run_cost()),
+            usage=self.spend.run_usage(),
             warnings=self.book.warnings(),
             approvals=self.desk.records(),
             approvals_unlisted=self.desk.records_unlisted,
@@ -409,4 +438,15 @@ class AgentWorkflow:
             agent=agent.name if agent else None,
             budget_remaining=self.spend.budget_remaining(),
             daily_budget_remaining=self.daily.remaining,
+            children=self.delegation.children(),
+        )
+
+    def _report(self) -> ChildReport:
+        """What a sub-agent tells its parent: its totals (its own children's included) and what waits in it."""
+        return ChildReport(
+            workflow_id=self._host.ids().workflow_id,
+            steps=self.progress.step,
+            total_cost=self.spend.run_cost(),
+            usage=self.spend.run_usage(),
+            pending_approvals=self._pending_approvals(),
         )

@@ -237,6 +237,7 @@ class ApprovalDesk:
         pending = PendingApproval(
             approval_id=approval_id,
             run_id=ids.run_id,
+            workflow_id=ids.workflow_id,
             tool=what,
             args=args,
             args_sha256=signing.args_digest(args),

@@ -76,9 +76,9 @@ class Conversation:
 
     # ------------------------------------------------------------ what is said
 
-    def tell(self, call_id: str, text: str) -> None:
-        """Answer tool call ``call_id`` with the workflow's own ``text`` (nothing ran: a refusal, a rejection...)."""
-        self._pending_results.append(ToolResultPart(tool_use_id=call_id, text=text, is_error=True))
+    def tell(self, call_id: str, text: str, *, is_error: bool = True) -> None:
+        """Answer tool call ``call_id`` with the workflow's own ``text`` (nothing ran: a refusal, a rejection...; or a sub-agent's answer)."""
+        self._pending_results.append(ToolResultPart(tool_use_id=call_id, text=text, is_error=is_error))
         self._pending_chars += len(text)
 
     def add_result(self, call_id: str, out: ToolCallOutput) -> None:

@@ -78,6 +78,14 @@ class Host(Protocol):
 
     async def sleep(self, duration: timedelta, *, summary: str) -> None: ...
 
+    async def start_child_workflow(self, workflow_type: str, arg: Any, *, id: str, **options: Any) -> workflow.ChildWorkflowHandle[Any, Any]:
+        """Start a child workflow (a sub-agent); its handle, awaited for its result."""
+        ...
+
+    async def signal_external(self, workflow_id: str, signal: str, arg: Any) -> None:
+        """Signal another workflow (a run's parent, or a sub-agent), by workflow id."""
+        ...
+
     async def wait_condition(self, done: Callable[[], bool], *, timeout: float | None = None, timeout_summary: str | None = None) -> None:
         """Wait until ``done()``; ``asyncio.TimeoutError`` after ``timeout`` seconds."""
         ...
@@ -131,6 +139,12 @@ class TemporalHost:
 
     async def sleep(self, duration: timedelta, *, summary: str) -> None:
         await workflow.sleep(duration, summary=summary)
+
+    async def start_child_workflow(self, workflow_type: str, arg: Any, *, id: str, **options: Any) -> workflow.ChildWorkflowHandle[Any, Any]:
+        return await workflow.start_child_workflow(workflow_type, arg, id=id, **options)
+
+    async def signal_external(self, workflow_id: str, signal: str, arg: Any) -> None:
+        await workflow.get_external_workflow_handle(workflow_id).signal(signal, arg)
 
     async def wait_condition(self, done: Callable[[], bool], *, timeout: float | None = None, timeout_summary: str | None = None) -> None:
         await workflow.wait_condition(done, timeout=timeout, timeout_summary=timeout_summary)

@@ -125,6 +125,7 @@ class RecordBook:
         observed = dict(observation)
         observed.setdefault("duration_ms", int((now - started).total_seconds() * 1000))
         ids = self._host.ids()
+        link = self._settings.input.parent if self._settings.input is not None else None
         if self._step_records and self._step_records[0].step != step:
             self.flush()  # a step that ended the loop without passing its end (it cannot, but be sure)
         record = DecisionRecord(
@@ -139,6 +140,7 @@ class RecordBook:
             warnings=warnings,
             policy_digest=self._settings.policy_digest,
             profile_digest=self._settings.profile_digest,
+            parent_record_id=link.record_id if link is not None else None,
         )
         first = self._step_records[0] if self._step_records else None
         self._step_records.append(record)

@@ -6,7 +6,7 @@ rounding rule are :mod:`durable_agent.pricing`'s.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from temporalio import workflow
 
@@ -18,6 +18,22 @@ with workflow.unsafe.imports_passed_through():
 from durable_agent.workflows.host import Host
 from durable_agent.workflows.settings import RunSettings
 
+
+class Delegated(Protocol):
+    """What the run's sub-agents have spent so far (charged to the run as they spend it)."""
+
+    def cost(self) -> float: ...
+
+    def usage(self) -> Usage: ...
+
+
+class _NoSubagents:
+    def cost(self) -> float:
+        return 0.0
+
+    def usage(self) -> Usage:
+        return Usage()
+
 #: Patch: a step's cost is rounded once, and the total is the sum of the rounded costs.
 PATCH_COSTS_ROUNDED_ONCE = "costs-rounded-once"
 
@@ -25,14 +41,19 @@ PATCH_COSTS_ROUNDED_ONCE = "costs-rounded-once"
 class Spend:
     """Usage and cost so far, and what is left of the run's budget.
 
+    ``total_cost`` and ``usage`` are the run's own model calls; :meth:`run_cost` and
+    :meth:`run_usage` add what its sub-agents spent, and the budget counts both.
+
     Args:
         host: The workflow (for the patch that rounds costs once).
         settings: The run's profile (its model's price).
+        delegated: What the run's sub-agents have spent (none by default).
     """
 
-    def __init__(self, host: Host, settings: RunSettings) -> None:
+    def __init__(self, host: Host, settings: RunSettings, delegated: Delegated | None = None) -> None:
         self._host = host
         self._settings = settings
+        self._delegated = delegated or _NoSubagents()
         #: The run's cap in USD (the input's, else the profile's); ``None``: none.
         self.budget_usd: float | None = None
         self.usage = Usage()
@@ -48,25 +69,36 @@ class Spend:
         agent = self._settings.profile
         return pricing.find_price(agent.model, agent.prices) or agent.fallback_price
 
+    def run_cost(self) -> float:
+        """What the run has spent: its own model calls and its sub-agents' runs."""
+        delegated = self._delegated.cost()
+        return pricing.shown_usd(self.total_cost + delegated) if delegated else self.total_cost
+
+    def run_usage(self) -> Usage:
+        """The tokens of the run's own model calls and of its sub-agents' runs."""
+        return self.usage + self._delegated.usage()
+
     def budget_remaining(self) -> float | None:
         """The run's budget left, as runs show amounts; ``None`` without a budget."""
         if self.budget_usd is None:
             return None
-        return pricing.shown_usd(max(0.0, self.budget_usd - self.total_cost))
+        return pricing.shown_usd(max(0.0, self.budget_usd - self.run_cost()))
 
     def over_budget_with(self, estimate: float) -> str | None:
         """Why a model call estimated at ``estimate`` may not be made (it could take the run over its budget), or ``None``."""
-        if self.budget_usd is not None and self.total_cost + estimate > self.budget_usd:
+        spent = self.run_cost()
+        if self.budget_usd is not None and spent + estimate > self.budget_usd:
             return (
                 f"the run's budget of ${self.budget_usd:.4f} would be exceeded by the next model call "
-                f"(spent ${self.total_cost:.4f}, next call estimated at up to ${estimate:.4f})"
+                f"(spent ${spent:.4f}, next call estimated at up to ${estimate:.4f})"
             )
         return None
 
     def spent_for(self, tool: str) -> str | None:
         """Why ``tool`` may not run (the run's budget is spent), or ``None``."""
-        if self.budget_usd is not None and self.total_cost > self.budget_usd:
-            return f"the run's budget of ${self.budget_usd:.4f} is spent (${self.total_cost:.4f}); {tool} was not run"
+        spent = self.run_cost()
+        if self.budget_usd is not None and spent > self.budget_usd:
+            return f"the run's budget of ${self.budget_usd:.4f} is spent (${spent:.4f}); {tool} was not run"
         return None
 
     def begin_step(self) -> None:

@@ -17,7 +17,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimedOut
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from durable_agent import contracts, policy, remote_tools
+    from durable_agent import contracts, policy, remote_tools, trace
     from durable_agent.errors import failure_message
     from durable_agent.observations import PREVIEW_CHARS, Observation, RateLimitNote
     from durable_agent.ratelimit import AcquireRequest, AcquireResult
@@ -28,6 +28,7 @@ with workflow.unsafe.imports_passed_through():
 from durable_agent.workflows.approval_desk import ApprovalDesk
 from durable_agent.workflows.conversation import Conversation
 from durable_agent.workflows.daily_budget import limits_activity
+from durable_agent.workflows.delegation import Delegation, DelegationRefused
 from durable_agent.workflows.host import DEFAULT_HEARTBEAT_TIMEOUT, Host, is_cancellation
 from durable_agent.workflows.progress import Progress
 from durable_agent.workflows.remote_calls import RemoteCalls
@@ -73,11 +74,12 @@ class ToolCalls:
         spend: The run's own budget (a spent budget runs no more tools).
         conversation: Where the tool's result, or the workflow's answer, goes for the model.
         show: Writes the run's current details.
+        delegation: Runs the calls of sub-agents as child runs.
     """
 
     def __init__(
         self, host: Host, settings: RunSettings, progress: Progress, desk: ApprovalDesk, spend: Spend, conversation: Conversation,
-        show: Callable[[str], None],
+        show: Callable[[str], None], delegation: Delegation,
     ) -> None:
         self._host = host
         self._settings = settings
@@ -87,6 +89,7 @@ class ToolCalls:
         self._conversation = conversation
         self._show = show
         self._remote = RemoteCalls(host, conversation)
+        self._delegation = delegation
 
     def answer_for(self, call: ToolCall, status: str, text: str, approval_id: str | None = None) -> Observation:
         """The workflow answers ``call`` itself (nothing runs): the model reads ``text``."""
@@ -101,6 +104,8 @@ class ToolCalls:
         if info is None:
             known = ", ".join(t.name for t in agent.tools)
             return self.answer_for(call, "unknown_tool", f"There is no tool named {call.name!r}. Available tools: {known}.")
+        if info.subagent:
+            return await self._delegate(call, index)
 
         if info.remote is not None:
             problem = remote_tools.argument_problem(info.input_schema, call.args)
@@ -175,6 +180,29 @@ class ToolCalls:
             result_warnings=list(out.warnings),
             run_cancelled=cancellation == ActivityCancellationType.WAIT_CANCELLATION_COMPLETED and self._host.cancel_requested(),
         )
+
+    async def _delegate(self, call: ToolCall, index: int) -> Observation:
+        """Hand ``call``'s task to the sub-agent it names (a child run of that profile); what came of it.
+
+        No approval policy applies to the call itself: the child runs under its own, at
+        the run's autonomy or tighter, and holds its own actions for a person.
+        """
+        step = self._progress.step
+        if self._spend.spent_for(call.name) is not None:
+            return self.answer_for(call, "budget_exceeded", "The budget is spent; the sub-agent was not started.")
+        ids = self._host.ids()
+        record_id = trace.record_id(ids.workflow_id, ids.first_execution_run_id, step, index)
+        self._progress.phase.move("acting")
+        self._show(f"step {step}: delegating to the sub-agent {call.name}")
+        self._progress.used_tool(call.name)
+        started = self._host.now()
+        try:
+            status, text, child_id = await self._delegation.delegate(call, step, index, record_id, self._spend.budget_remaining())
+        except DelegationRefused as exc:
+            return self.answer_for(call, "refused", str(exc))
+        self._conversation.tell(call.id, text, is_error=status != "ok")
+        duration_ms = int((self._host.now() - started).total_seconds() * 1000)
+        return Observation(status=status, message=text, child_workflow_id=child_id, duration_ms=duration_ms)
 
     async def _rate_limit_slot(self, call: ToolCall, info: ToolInfo, key: str, approval_id: str | None) -> Observation | RateLimitNote | None:
         """Take a slot of the tool's shared rate limit and wait for it with a durable timer.

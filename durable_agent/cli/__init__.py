@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "worker": ("durable_agent.cli.worker", "poll a task queue and run agent workflows and activities"),
     "store": ("durable_agent.cli.store", "look after the content store (gc: delete old content)"),
     "codec-server": ("durable_agent.cli.codec_server", "decrypt payloads for the Temporal UI and CLI (bearer token required)"),
-    "trace": ("durable_agent.cli.trace", "print one run's decision records as a table (--json, --follow)"),
+    "trace": ("durable_agent.cli.trace", "print one run's decision records as a table (--json, --follow, --tree)"),
     "keys": ("durable_agent.cli.keys", "make a reviewer's signing key and print its [reviewer_keys] line"),
     "approve": ("durable_agent.cli.approve", "approve or reject a held action and print the run's answer (--key signs it)"),
     "inbox": ("durable_agent.cli.inbox", "serve the reviewers' web page: every approval waiting, with Approve and Reject"),

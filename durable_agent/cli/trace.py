@@ -4,7 +4,9 @@ Prints a table (step, action, tool, status, duration, tokens, cost, warnings)
 from the records kept in the content store (``AGENT_STORE_URL`` /
 ``AGENT_STATE_DIR``, as the workers use it), each record whole. With ``--json``,
 one record per line, as the trace sink writes them. With ``--follow``, keeps
-printing new records while the run runs and stops when it closes.
+printing new records while the run runs and stops when it closes. With ``--tree``,
+each call of a sub-agent is followed by the sub-agent run's own records, indented
+(and theirs by their sub-agents').
 
 A run recorded before records were stored has none there: then the workflow's
 ``trace`` query answers (a worker must be polling), with long texts cut.
@@ -36,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", default=None, metavar="RUN_ID", help="the first run id of the chain (default: the latest)")
     parser.add_argument("--json", action="store_true", help="one JSON record per line instead of a table")
     parser.add_argument("--follow", action="store_true", help="keep printing new records until the run closes")
+    parser.add_argument("--tree", action="store_true", help="show each sub-agent run's records beneath the call that started it")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between looks with --follow (default 1)")
     parser.add_argument("--address", default=None, help="Temporal address (default: TEMPORAL_ADDRESS or localhost:7233)")
 
@@ -88,8 +91,49 @@ async def _is_open(client: Client, workflow_id: str) -> bool:
     return description.status == WorkflowExecutionStatus.RUNNING
 
 
+#: How deep ``--tree`` follows sub-agents (configurations allow 20 at most).
+TREE_MAX_DEPTH = 20
+
+
+async def _records(store: ContentStore, client: Client | None, workflow_id: str, run: str | None) -> list[DecisionRecord]:
+    """A run's records: from the store, else from its ``trace`` query."""
+    records = await trace.read_records(store, workflow_id, run)
+    if not records and client is not None:
+        records = await _from_query(client, workflow_id, run)
+    return records
+
+
+async def show_tree(args: argparse.Namespace, store: ContentStore, client: Client | None, out: TextIO) -> int:
+    """Print the run's records, each sub-agent run's records indented beneath the call that started it."""
+    count = 0
+
+    async def walk(workflow_id: str, run: str | None, depth: int) -> None:
+        nonlocal count
+        for record in await _records(store, client, workflow_id, run):
+            count += 1
+            indent = "    " * depth
+            print(record.model_dump_json() if args.json else indent + row(record), file=out, flush=True)
+            child = record.observation.get("child_workflow_id")
+            if isinstance(child, str) and depth < TREE_MAX_DEPTH:
+                if not args.json:
+                    print(f"{indent}    sub-agent {child}:", file=out)
+                await walk(child, None, depth + 1)
+
+    if not args.json:
+        print(header(), file=out)
+    await walk(args.workflow_id, args.run, 0)
+    if not count:
+        print(f"trace: no decision records for {args.workflow_id}", file=sys.stderr)
+        return 1
+    if not args.json:
+        print(f"{count} records, the sub-agents' included", file=out)
+    return 0
+
+
 async def show(args: argparse.Namespace, store: ContentStore, client: Client | None, out: TextIO) -> int:
     """Print the run's records (and, following, the new ones until it closes); the exit status."""
+    if getattr(args, "tree", False):
+        return await show_tree(args, store, client, out)
     shown: set[str] = set()
     printed_header = False
     from_store = True

@@ -196,8 +196,9 @@ async def follow(
                     if pending.approval_id in announced:
                         continue
                     announced.add(pending.approval_id)
+                    where = f" in the sub-agent {pending.workflow_id}" if pending.workflow_id not in ("", handle.id) else ""
                     print(
-                        f"\n  >> APPROVAL NEEDED {pending.approval_id}: {pending.tool}({_short(pending.args, 80)})\n"
+                        f"\n  >> APPROVAL NEEDED {pending.approval_id}{where}: {pending.tool}({_short(pending.args, 80)})\n"
                         f"     why: {pending.reason} (risk {pending.risk}); decide before {pending.deadline:%Y-%m-%d %H:%M:%S} UTC\n"
                         f"{approval_commands(handle.id, pending.approval_id, address, signed=pending.require_signature, args_sha256=pending.args_sha256)}",
                         file=out,

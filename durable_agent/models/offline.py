@@ -183,6 +183,7 @@ class OfflineModel:
         if problem:
             lines.append(problem)
         summary = [_summarise(call) for call in t.calls if call["name"] in ("issue_refund", "cancel_order")]
+        summary += [_delegated(call) for call in t.calls]
         lines.extend(s for s in summary if s)
         if t.calls:
             lines.append("Steps taken:")
@@ -195,6 +196,20 @@ class OfflineModel:
         if not t.calls and not problem:
             lines.append(f"I cannot reason about this task without a model: {t.task[:200]}")
         return "\n".join(lines), None
+
+
+#: How a sub-agent's answer is introduced in what its parent's model reads (durable_agent.subagents.outcome_text).
+_SUBAGENT_ANSWER = "\nIts answer:\n"
+
+
+def _delegated(call: dict[str, Any]) -> str | None:
+    """What a sub-agent answered, for the parent's answer (its lines without the offline notice)."""
+    result = call["result"] or ""
+    if _SUBAGENT_ANSWER not in result:
+        return None
+    said = result.split(_SUBAGENT_ANSWER, 1)[1].replace(OFFLINE_NOTICE, "").strip()
+    kept = [line for line in said.splitlines() if line.strip() and not line.startswith(("Steps taken:", "- "))]
+    return f"The {call['name']} agent reports: " + " ".join(kept)[:600]
 
 
 def _summarise(call: dict[str, Any]) -> str | None:

@@ -13,6 +13,7 @@ One module per concern; import from here (``from durable_agent.schemas import X`
 - :mod:`.records`: decision records.
 - :mod:`.profile`: an agent profile frozen for a run, and its tools' policy metadata.
 - :mod:`.calls`: the payloads of the model and tool activities.
+- :mod:`.delegation`: sub-agents: a child's link to its parent, its reports, the parent's list of children.
 
 Names and fields never change with the modules they live in: payloads in recorded
 histories decode the same.
@@ -41,6 +42,7 @@ from durable_agent.schemas.calls import (
     ToolCallOutput,
     ToolResultPart,
 )
+from durable_agent.schemas.delegation import ChildReport, ChildRun, ParentLink
 from durable_agent.schemas.common import Autonomy, Phase, RunStatus, StrictModel, Usage
 from durable_agent.schemas.profile import (
     AnomalyThresholds,
@@ -60,6 +62,8 @@ __all__ = [
     "AgentInput",
     "AgentResult",
     "AnomalyThresholds",
+    "ChildReport",
+    "ChildRun",
     "ApprovalPolicy",
     "ApprovalRecord",
     "Autonomy",
@@ -71,6 +75,7 @@ __all__ = [
     "DecisionSignature",
     "KeyringRequest",
     "ModelPrice",
+    "ParentLink",
     "PendingApproval",
     "Phase",
     "RecordDecisionsInput",

@@ -27,6 +27,7 @@ class PendingApproval(BaseModel):
 
     approval_id: str = Field(description="Unique across executions of the workflow id: a decision names it.")
     run_id: str = Field(default="", description="The execution the approval waits in; signed decisions name it.")
+    workflow_id: str = Field(default="", description="The run that waits: this one, or one of its sub-agents.")
     tool: str
     args: dict[str, Any]
     args_sha256: str = Field(default="", description="SHA-256 of the canonical JSON of args (signing.args_digest).")

@@ -45,6 +45,7 @@ class ToolInfo(BaseModel):
         default=False, description="Running it twice does what running it once does (it honours its idempotency key)."
     )
     remote: RemoteTarget | None = Field(default=None, description="Set for a remote tool: the workflow schedules that activity itself.")
+    subagent: bool = Field(default=False, description="A sub-agent: calling it starts a child run of the profile of this name.")
 
     @property
     def repeatable(self) -> bool:
@@ -119,6 +120,8 @@ class ResolvedAgent(BaseModel):
     thinking_budget_tokens: int | None = Field(default=None, description="Extended thinking's budget; None: off.")
     context_management: bool = Field(default=False, description="Ask the API to clear old tool results itself (tier 3).")
     prompt_tokens: int = Field(default=0, description="Estimated tokens of the system prompt and tool schemas.")
+    max_depth: int = Field(default=3, description="How deep delegation to sub-agents may go below a top-level run.")
+    max_children: int = Field(default=10, description="Sub-agent runs one run may start.")
     limits_task_queue: str | None = Field(
         default=None, description="Where the worker starts the daily-budget ledgers and rate limiters (named when a run waits for them)."
     )

@@ -37,6 +37,7 @@ class DecisionRecord(BaseModel):
     observation: dict[str, Any]
     cost: CostRecord
     warnings: list[str] = Field(default_factory=list)
+    parent_record_id: str | None = Field(default=None, description="A sub-agent's records: the parent's record of the call.")
     truncated: bool = Field(default=False, description="Text was cut for the trace query; the store has it whole.")
     policy_digest: str | None = Field(default=None, description="The policy the step was decided under (durable_agent.live_policy).")
     profile_digest: str | None = Field(default=None, description="The model, prompt and tool catalogue the step ran with.")

@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field, field_validator
 from durable_agent.inputs import MAX_NAME_CHARS, MAX_TASK_CHARS
 from durable_agent.schemas.approvals import ApprovalRecord, PendingApproval
 from durable_agent.schemas.common import Autonomy, Phase, RunStatus, StrictModel, Usage
+from durable_agent.schemas.delegation import ChildRun, ParentLink
 
 
 class AgentInput(StrictModel):
@@ -21,6 +22,7 @@ class AgentInput(StrictModel):
     autonomy: Autonomy | None = Field(default=None, description="May only tighten the profile's level.")
     model: str | None = Field(default=None, max_length=MAX_NAME_CHARS, description="Model override, e.g. 'offline' or a Claude model id.")
     metadata: dict[str, Any] = Field(default_factory=dict, description="Free JSON, kept with the run.")
+    parent: ParentLink | None = Field(default=None, description="Set by a run that delegates to this one (a sub-agent).")
 
     @field_validator("task")
     @classmethod
@@ -50,6 +52,9 @@ class AgentResult(BaseModel):
     daily_budget_remaining: float | None = Field(
         default=None, description="The agent's daily budget left, as last seen (None: no daily budget)."
     )
+    children: list[ChildRun] = Field(
+        default_factory=list, description="Sub-agent runs; total_cost and usage include theirs."
+    )
 
 
 class StatusView(BaseModel):
@@ -72,3 +77,4 @@ class StatusView(BaseModel):
     daily_budget_remaining: float | None = Field(
         default=None, description="The agent's daily budget left, as last seen (None: no daily budget)."
     )
+    children: list[ChildRun] = Field(default_factory=list, description="Sub-agent runs so far (their cost is in total_cost).")
