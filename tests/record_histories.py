@@ -123,6 +123,29 @@ async def _resume_then_stop(handle: WorkflowHandle[Any, Any]) -> None:
     await handle.execute_update("review", {"approval_id": pending[0].approval_id, "approved": False, "reviewer": "bob"})
 
 
+async def _approve_each_hold(handle: WorkflowHandle[Any, Any]) -> None:
+    """Approve every held action as it comes, until the run ends."""
+    decided: set[str] = set()
+    for _ in range(600):
+        status = await handle.query("status", result_type=StatusView)
+        for pending in status.pending_approvals:
+            if pending.approval_id not in decided:
+                await handle.signal("approve", {"approval_id": pending.approval_id, "reviewer": "alice"})
+                decided.add(pending.approval_id)
+        if status.phase == "done":
+            return
+        await asyncio.sleep(0.05)
+
+
+#: Money moved in parts and in a currency with no rate: a refund of 900 USD twice under max_amount 1,000, then 999 BTC.
+MONEY_IN_PARTS = [
+    tool_use("issue_refund", {"order_id": "ord-789", "amount": 900.0, "currency": "USD"}),
+    tool_use("issue_refund", {"order_id": "ord-789", "amount": 900.0, "currency": "USD"}),
+    tool_use("pay", {"payee": "mallory", "amount": 999, "currency": "BTC"}),
+    answer("done"),
+]
+
+
 Scenario = tuple[str, dict[str, Any], dict[str, Any] | None, list[dict[str, Any]] | None, Callable[[WorkflowHandle[Any, Any]], Awaitable[None]] | None]
 
 SCENARIOS: list[Scenario] = [
@@ -188,6 +211,13 @@ SCENARIOS: list[Scenario] = [
     ("scripted_mcp_tools", {"task": "Tidy the tickets", "model": "SCRIPTED"}, {"tools": ["lookup_order", "tickets.*"]},
      [tool_use("mcp__tickets__get_ticket", {"ticket_id": "T-1"}), tool_use("mcp__tickets__delete_ticket", {"ticket_id": "T-1"}),
       tool_use("mcp__tickets__broken_report", {}), answer("done")], _approve_by_signal),
+    # Recorded before money limits (issue 17, item 5): the second 900 USD refund and the 999 BTC payment ran
+    # without approval; new code replays them as they ran (patch money-limits).
+    ("scripted_money_before_limits", {"task": "refund in parts, then pay", "model": "SCRIPTED"},
+     {"tools": [*SUPPORT_PROFILE["tools"], "pay"]}, MONEY_IN_PARTS, None),
+    # The same with money limits: the second refund passes the run's limit and the BTC payment has no rate, so both wait (approved).
+    ("scripted_money_limits_held", {"task": "refund in parts, then pay", "model": "SCRIPTED"},
+     {"tools": [*SUPPORT_PROFILE["tools"], "pay"]}, MONEY_IN_PARTS, _approve_each_hold),
 ]
 
 #: Top-level agents.toml keys a scenario needs beyond the profile, given the recording's state folder.
