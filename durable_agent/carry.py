@@ -65,6 +65,8 @@ class CarriedState(BaseModel):
     next_prompt_tokens: int | None = None
     cached_prompt_tokens: int = 0
     last_think_at: datetime | None = None
+    #: What the run's calls moved without a person's approval, in the profile's currency (held to max_amount_per_run).
+    moved_without_approval: float = 0.0
 
 
 def compact_record(record: DecisionRecord) -> DecisionRecord:

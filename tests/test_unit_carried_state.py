@@ -39,6 +39,7 @@ FULL = CarriedState(
     next_prompt_tokens=5000,
     cached_prompt_tokens=4000,
     last_think_at=START,
+    moved_without_approval=1799.5,
 )
 
 

@@ -17,7 +17,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimedOut
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from durable_agent import contracts, policy
+    from durable_agent import contracts
     from durable_agent.errors import failure_message
     from durable_agent.observations import PREVIEW_CHARS, Observation, RateLimitNote
     from durable_agent.ratelimit import AcquireRequest, AcquireResult
@@ -29,6 +29,7 @@ from durable_agent.workflows.approval_desk import ApprovalDesk
 from durable_agent.workflows.conversation import Conversation
 from durable_agent.workflows.daily_budget import limits_activity
 from durable_agent.workflows.host import DEFAULT_HEARTBEAT_TIMEOUT, Host, is_cancellation
+from durable_agent.workflows.money_limits import MoneyLimits
 from durable_agent.workflows.progress import Progress
 from durable_agent.workflows.settings import RunSettings
 from durable_agent.workflows.spend import Spend
@@ -72,11 +73,12 @@ class ToolCalls:
         spend: The run's own budget (a spent budget runs no more tools).
         conversation: Where the tool's result, or the workflow's answer, goes for the model.
         show: Writes the run's current details.
+        money: What the run has moved without a person, and the verdict on each call (one of its own by default).
     """
 
     def __init__(
         self, host: Host, settings: RunSettings, progress: Progress, desk: ApprovalDesk, spend: Spend, conversation: Conversation,
-        show: Callable[[str], None],
+        show: Callable[[str], None], money: MoneyLimits | None = None,
     ) -> None:
         self._host = host
         self._settings = settings
@@ -85,6 +87,7 @@ class ToolCalls:
         self._spend = spend
         self._conversation = conversation
         self._show = show
+        self._money = money if money is not None else MoneyLimits(host, settings)
 
     def answer_for(self, call: ToolCall, status: str, text: str, approval_id: str | None = None) -> Observation:
         """The workflow answers ``call`` itself (nothing runs): the model reads ``text``."""
@@ -100,12 +103,12 @@ class ToolCalls:
             known = ", ".join(t.name for t in agent.tools)
             return self.answer_for(call, "unknown_tool", f"There is no tool named {call.name!r}. Available tools: {known}.")
 
-        decision = policy.evaluate(info, call.args, self._settings.autonomy, agent.approval)
+        decision = self._money.judge(info, call.args)
         if decision.verdict == "refuse":
             return self.answer_for(call, "refused", f"REFUSED: {decision.reason}.")
         approval: ApprovalRecord | None = None
         if decision.verdict == "needs_approval":
-            approval = await self._desk.hold_tool_call(call, index, decision, turn, step)
+            approval = await self._desk.hold_tool_call(call, index, decision, turn, step, judge=self._money.judge)
             if approval.status == "rejected":
                 who = approval.reviewer or "a reviewer"
                 why = f": {approval.comment}" if approval.comment else ""
@@ -126,6 +129,8 @@ class ToolCalls:
         self._progress.phase.move("acting")
         self._show(f"step {step}: calling {call.name}")
         self._progress.used_tool(call.name)
+        if approval is None:
+            self._money.ran_without_approval(info, call.args)  # sent with nobody's approval: it counts, whatever the tool answers
         cancellation = tool_cancellation(self._host, info)
         plan = TOOL_RETRY_POLICIES.get(info.retry, TOOL_RETRY_POLICIES["tool_default"])
         # A tool that changes the world may have done its work when it times out.
