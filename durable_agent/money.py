@@ -31,7 +31,6 @@ from durable_agent.schemas.profile import CURRENCY_CODE
 
 __all__ = [
     "CURRENCY_CODE",
-    "DEFAULT_CURRENCY",
     "MoneyCheck",
     "call_limit",
     "check",
@@ -42,7 +41,6 @@ __all__ = [
     "with_currency_defaults",
 ]
 
-DEFAULT_CURRENCY = "USD"
 #: The argument taken as a tool's currency when it names none (``currency_arg``).
 CONVENTIONAL_CURRENCY_ARG = "currency"
 #: Sums are compared with this much room, so that 0.1 + 0.2 of a limit of 0.3 is not held for rounding alone.
