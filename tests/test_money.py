@@ -212,8 +212,13 @@ class TestWarnings:
         path.write_text(text)
         assert money_limit_warnings(load_config(path), "f") == []
 
-    def test_the_shipped_file_sets_its_limit(self) -> None:
-        assert money_limit_warnings(load_config(ROOT / "agents.toml"), "agents.toml") == []
+    def test_the_shipped_file_sets_its_limit_and_values_its_euro_orders(self) -> None:
+        shipped = load_config(ROOT / "agents.toml")
+        assert money_limit_warnings(shipped, "agents.toml") == []
+        approval = shipped.agents["support"].approval
+        # The demo shop's ord-1001 is 15 EUR: refunding it runs; 4,999 USD waits, as the README's walkthrough shows.
+        assert money.check(REFUND, usd(15, "EUR"), approval, 0) == money.MoneyCheck(pytest.approx(16.2), None)
+        assert money.check(REFUND, usd(4999), approval, 0) == money.MoneyCheck(4999, "amount 4999 USD is above the limit of 1000")
 
     def test_a_tool_policy_that_names_an_amount(self, tmp_path: Path) -> None:
         path = tmp_path / "agents.toml"
