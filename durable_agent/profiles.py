@@ -285,6 +285,8 @@ def load_config(path: str | os.PathLike[str], *, extra_tool_modules: list[str] |
                     file, f"agents.{name}.approval.protected_tools[{index}]", f"{tool_name!r} is not one of this agent's tools"
                 )
         check_signed_approvals(file, name, profile.approval, config.reviewer_keys)
+        if profile.approval.max_amount is not None and profile.approval.max_amount < 0:
+            raise ConfigError(file, f"agents.{name}.approval.max_amount", "must be 0 or more: the most one call may move without a person")
     config._source = Path(path)
     return config
 

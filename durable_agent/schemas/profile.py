@@ -55,8 +55,9 @@ class ApprovalPolicy(StrictModel):
 
     high_risk_actions: list[Literal["low", "medium", "high"]] = Field(default_factory=lambda: ["high"])  # type: ignore[arg-type]  # pydantic's stub infers list[str]
     protected_tools: list[str] = Field(default_factory=list)
+    # No bound here: histories of runs begun with any number must still decode (load_config refuses a negative one).
     max_amount: float | None = Field(
-        default=None, ge=0, description="The most one call may move without a person (amount_arg); unset: every amount waits."
+        default=None, description="The most one call may move without a person (amount_arg); unset: every amount waits."
     )
     max_amount_per_run: float | None = Field(
         default=None, ge=0, description="The most one run's calls may move without a person, together; unset: max_amount."
