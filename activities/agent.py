@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from durable_agent import context, contracts, genai, redaction, remote_tools, stops, subagents
+from durable_agent import context, contracts, genai, money, redaction, remote_tools, stops, subagents
 from durable_agent.activities.common import content_errors, log, retry_error, tool_result_content
 from durable_agent.activities.context import READ_RESULT_INFO
 from durable_agent.activities.live_config import LiveConfig
@@ -168,6 +168,8 @@ class AgentActivities(ToolActivities, NotifyActivities):
         tools.extend(subagents.tool_info(sub, self.config.agents[sub]) for sub in profile.subagents)
         if not any(t.name == contracts.TOOL_READ_RESULT for t in tools):
             tools.append(READ_RESULT_INFO.model_copy())  # every profile can read back an elided result
+        # The currency of each amount, read from the schemas while they are at hand (the run keeps none).
+        tools = [money.with_currency_defaults(t) for t in tools]
         prompt: dict[str, Any] = {
             "system": profile.system_prompt + mcp_tools.model_note(),
             "tools": [{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in tools],

@@ -67,6 +67,8 @@ class CarriedState(BaseModel):
     last_think_at: datetime | None = None
     #: The sub-agent runs started so far (none is running when a run continues as new).
     children: list[ChildRun] = []
+    #: What the run's calls moved without a person's approval, in the profile's currency (held to max_amount_per_run).
+    moved_without_approval: float = 0.0
 
 
 def compact_record(record: DecisionRecord) -> DecisionRecord:

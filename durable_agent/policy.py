@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from durable_agent import money
 from durable_agent.decisions import DecisionRefused, decision_target, reviewer_allowed
 from durable_agent.schemas import ApprovalPolicy, Autonomy, PendingApproval, ToolInfo
 
@@ -73,15 +74,18 @@ def amount_of(args: dict[str, Any], name: str | None) -> float | None:
     return None if amount is None or math.isnan(amount) else amount
 
 
-def evaluate(tool: ToolInfo, args: dict[str, Any], autonomy: Autonomy, policy: ApprovalPolicy) -> PolicyDecision:
+def evaluate(
+    tool: ToolInfo, args: dict[str, Any], autonomy: Autonomy, policy: ApprovalPolicy, run_total: float | None = None
+) -> PolicyDecision:
     """Decide what happens to a call of ``tool`` with ``args``.
 
     - ``read_only``: only tools marked read-only run; the rest are refused.
     - ``autonomous``: everything runs (budgets and rate limits still apply elsewhere).
     - ``supervised``: a protected tool (``tool.protected`` or listed in
       ``protected_tools``), a destructive one (unless ``destructive_needs_approval``
-      is off), an amount above ``max_amount`` (read from the tool's ``amount_arg``;
-      an amount that is not a number also waits, since money fails closed), or a
+      is off), money the limits do not let through (:func:`durable_agent.money.check`:
+      over ``max_amount``, over the run's ``max_amount_per_run`` with ``run_total``,
+      a currency with no rate, no limit set, an amount that is not a number), or a
       risk listed in ``high_risk_actions`` waits for approval; the rest run.
 
     Args:
@@ -89,6 +93,9 @@ def evaluate(tool: ToolInfo, args: dict[str, Any], autonomy: Autonomy, policy: A
         args: The arguments the model gave.
         autonomy: The run's effective autonomy (see :func:`run_autonomy`).
         policy: The profile's approval policy.
+        run_total: What the run has moved without a person so far, in the profile's
+            currency. ``None``: the rules of runs begun before money limits, which
+            replay with them (one call's bare number against ``max_amount``, when set).
 
     Returns:
         The verdict, with a reason a person can read and the risk to show.
@@ -108,22 +115,31 @@ def evaluate(tool: ToolInfo, args: dict[str, Any], autonomy: Autonomy, policy: A
         return PolicyDecision("needs_approval", f"{tool.name} is a protected tool", "high")
     if tool.destructive and policy.destructive_needs_approval:
         return PolicyDecision("needs_approval", f"{tool.name} is destructive", "high")
-    amount = _amount(args, tool.amount_arg)
-    if amount is not None and policy.max_amount is not None:
-        raised_risk = "high" if tool.risk == "low" else tool.risk
-        if math.isnan(amount):
-            return PolicyDecision(
-                "needs_approval", f"the amount {args.get(tool.amount_arg or '')!r} is not a number a limit can be checked against", raised_risk
-            )
-        if amount > policy.max_amount:
-            currency = args.get(tool.currency_arg) if tool.currency_arg else None
-            unit = f" {currency}" if currency else ""
-            return PolicyDecision(
-                "needs_approval", f"amount {amount:g}{unit} is above the limit of {policy.max_amount:g}", raised_risk
-            )
+    if run_total is not None:
+        moves = money.check(tool, args, policy, run_total)
+        hold = moves.hold if moves is not None else None
+    else:
+        hold = _hold_before_money_limits(tool, args, policy)
+    if hold is not None:
+        # A low-risk tool that moves money is shown to the reviewer as high risk.
+        return PolicyDecision("needs_approval", hold, "high" if tool.risk == "low" else tool.risk)
     if tool.risk in policy.high_risk_actions:
         return PolicyDecision("needs_approval", f"{tool.name} is a {tool.risk}-risk action", tool.risk)
     return PolicyDecision("allow", "within policy", tool.risk)
+
+
+def _hold_before_money_limits(tool: ToolInfo, args: dict[str, Any], policy: ApprovalPolicy) -> str | None:
+    """Why a call waited before money limits (runs begun then replay with it): a bare number above ``max_amount``."""
+    amount = _amount(args, tool.amount_arg)
+    if amount is None or policy.max_amount is None:
+        return None
+    if math.isnan(amount):
+        return f"the amount {args.get(tool.amount_arg or '')!r} is not a number a limit can be checked against"
+    if amount > policy.max_amount:
+        currency = args.get(tool.currency_arg) if tool.currency_arg else None
+        unit = f" {currency}" if currency else ""
+        return f"amount {amount:g}{unit} is above the limit of {policy.max_amount:g}"
+    return None
 
 
 def run_autonomy(profile: Autonomy, requested: Autonomy | None) -> tuple[Autonomy, str | None]:

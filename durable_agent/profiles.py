@@ -16,7 +16,7 @@ from typing import Any
 import pydantic
 from pydantic import Field, PrivateAttr, field_validator, model_validator
 
-from durable_agent import signing, subagents
+from durable_agent import money, signing, subagents
 from durable_agent.contracts import TOOL_READ_RESULT
 from durable_agent.errors import ConfigError, ToolDefinitionError
 from durable_agent.fields import describe_text_number, looks_like_a_number, numbers_as_text, unknown_key_hint
@@ -26,7 +26,7 @@ from durable_agent.ratelimit import Window
 from durable_agent.schemas.profile import DAILY_BUDGET_WAIT_SECONDS
 from durable_agent.remote_tools import RemoteToolConfig, check_remote_tools
 from durable_agent.schemas import AnomalyThresholds, ApprovalPolicy, Autonomy, ModelPrice, ReviewerKeyring, StrictModel
-from durable_agent.tool_policy import ToolPolicy, check_profile_entries, names_a_tool
+from durable_agent.tool_policy import ToolPolicy, apply as apply_tool_policy, check_profile_entries, names_a_tool
 from durable_agent.tools import parse_rate_limit, registry
 
 #: The Claude model used when a profile says ``model = "auto"`` and a key is present.
@@ -303,6 +303,8 @@ def load_config(path: str | os.PathLike[str], *, extra_tool_modules: list[str] |
                     file, f"agents.{name}.approval.protected_tools[{index}]", f"{tool_name!r} is not one of this agent's tools"
                 )
         check_signed_approvals(file, name, profile.approval, config.reviewer_keys)
+        if profile.approval.max_amount is not None and profile.approval.max_amount < 0:
+            raise ConfigError(file, f"agents.{name}.approval.max_amount", "must be 0 or more: the most one call may move without a person")
     subagents.check_config(file, config.agents, [*registry.names(), TOOL_READ_RESULT])
     config._source = Path(path)
     return config
@@ -344,3 +346,29 @@ def check_signed_approvals(file: str, agent: str, approval: ApprovalPolicy, keys
             "none of these reviewers has a key under [reviewer_keys] and no delegate (such as the inbox) may sign for them; "
             "add a key (`durable-agent keys new NAME --dir DIR` prints the line) or a delegate",
         )
+
+
+def money_tools(profile: Profile) -> list[str]:
+    """The profile's tools that move money (an ``amount_arg``, the tool's own or its ``tool_policy``'s), as its ``tools`` names them.
+
+    An MCP server's tool moves money only by a ``tool_policy`` entry (annotations say nothing of money), so it is known here too.
+    """
+    found = []
+    for name in profile.tools:
+        if is_mcp_entry(name):
+            continue
+        tool = registry.get(name)
+        if tool is not None and apply_tool_policy(tool.info, profile.tool_policy.get(name)).amount_arg is not None:
+            found.append(name)
+    found += [name for name, policy in profile.tool_policy.items() if is_mcp_entry(name) and policy.amount_arg is not None]
+    return found
+
+
+def money_limit_warnings(config: AgentsConfig, file: str) -> list[str]:
+    """What the operator should know about money: supervised profiles whose tools move money with no limit set (every call waits)."""
+    return [
+        text
+        for name, profile in config.agents.items()
+        if profile.autonomy is Autonomy.SUPERVISED
+        and (text := money.limit_unset_warning(file, name, profile.approval, money_tools(profile)))
+    ]

@@ -169,6 +169,29 @@ async def _approve_child_through_lead(handle: WorkflowHandle[Any, Any]) -> None:
     await handle.signal("approve", {"approval_id": status.pending_approvals[0].approval_id, "reviewer": "alice"})
 
 
+async def _approve_each_hold(handle: WorkflowHandle[Any, Any]) -> None:
+    """Approve every held action as it comes, until the run ends."""
+    decided: set[str] = set()
+    for _ in range(600):
+        status = await handle.query("status", result_type=StatusView)
+        for pending in status.pending_approvals:
+            if pending.approval_id not in decided:
+                await handle.signal("approve", {"approval_id": pending.approval_id, "reviewer": "alice"})
+                decided.add(pending.approval_id)
+        if status.phase == "done":
+            return
+        await asyncio.sleep(0.05)
+
+
+#: Money moved in parts and in a currency with no rate: a refund of 900 USD twice under max_amount 1,000, then 999 BTC.
+MONEY_IN_PARTS = [
+    tool_use("issue_refund", {"order_id": "ord-789", "amount": 900.0, "currency": "USD"}),
+    tool_use("issue_refund", {"order_id": "ord-789", "amount": 900.0, "currency": "USD"}),
+    tool_use("pay", {"payee": "mallory", "amount": 999, "currency": "BTC"}),
+    answer("done"),
+]
+
+
 Scenario = tuple[str, dict[str, Any], dict[str, Any] | None, list[dict[str, Any]] | None, Callable[[WorkflowHandle[Any, Any]], Awaitable[None]] | None]
 
 SCENARIOS: list[Scenario] = [
@@ -275,6 +298,13 @@ SCENARIOS: list[Scenario] = [
     ("scripted_subagent_approved_through_lead", {"task": "Help the customer with ord-789", "agent": "lead", "model": "SCRIPTED"}, None,
      [tool_use("support", {"task": "Refund 4999 USD on order ord-789"}), answer("The refund went through.")],
      _approve_child_through_lead),
+    # Recorded before money limits (issue 17, item 5): the second 900 USD refund and the 999 BTC payment ran
+    # without approval; new code replays them as they ran (patch money-limits).
+    ("scripted_money_before_limits", {"task": "refund in parts, then pay", "model": "SCRIPTED"},
+     {"tools": [*SUPPORT_PROFILE["tools"], "pay"]}, MONEY_IN_PARTS, None),
+    # The same with money limits: the second refund passes the run's limit and the BTC payment has no rate, so both wait (approved).
+    ("scripted_money_limits_held", {"task": "refund in parts, then pay", "model": "SCRIPTED"},
+     {"tools": [*SUPPORT_PROFILE["tools"], "pay"]}, MONEY_IN_PARTS, _approve_each_hold),
 ]
 
 #: Scenarios recorded by build <commit checked out> of deployment RECORD_DEPLOYMENT (the others: unversioned).

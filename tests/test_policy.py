@@ -39,7 +39,8 @@ class TestEvaluateSupervised:
             (REFUND, {"amount": True}, SUPPORT, "needs_approval", "medium", "not a number"),
             # A low-risk tool over the limit is shown to the reviewer as high risk.
             (WIRE, {"amount": 5000}, SUPPORT, "needs_approval", "high", "above the limit"),
-            # No max_amount: amounts are not checked.
+            # Without the run's total (the rules of runs begun before money limits): no max_amount, no check.
+            # With it, every amount waits (tests/test_money.py).
             (REFUND, {"amount": 10**9}, ApprovalPolicy(), "allow", "medium", "within policy"),
             # Destructive: waits, unless the profile turns that rule off.
             (CANCEL, {"order_id": "ord-1001"}, SUPPORT, "needs_approval", "high", "cancel_order is destructive"),

@@ -40,6 +40,7 @@ FULL = CarriedState(
     cached_prompt_tokens=4000,
     last_think_at=START,
     children=[ChildRun(workflow_id="wf-1/researcher-3-1", agent="researcher", status="success", total_cost=0.25, steps=4, usage=Usage(input_tokens=9))],
+    moved_without_approval=1799.5,
 )
 
 

@@ -17,6 +17,7 @@ own module that owns its state; the loop asks them and they answer:
 - :mod:`.tool_calls`: one tool call through policy, approval, budget and rate limit;
 - :mod:`.approval_desk` and :mod:`.decision_intake`: held actions, and the decisions that come in for them;
 - :mod:`.spend` and :mod:`.daily_budget`: the run's cost and budget, the agent's shared daily budget;
+- :mod:`.money_limits`: the money the run moves without a person, held to the profile's limits;
 - :mod:`.anomaly_watch`: loops and costly steps;
 - :mod:`.records`: decision records, warnings, the ``trace`` query;
 - :mod:`.delegation` and :mod:`.parent_link`: sub-agents as child runs, and a child's reports to its parent;
@@ -57,6 +58,7 @@ from durable_agent.workflows.conversation import Conversation
 from durable_agent.workflows.daily_budget import DailyBudget
 from durable_agent.workflows.decision_intake import DecisionIntake
 from durable_agent.workflows.delegation import Delegation
+from durable_agent.workflows.money_limits import MoneyLimits
 from durable_agent.workflows.host import TemporalHost, is_cancellation
 from durable_agent.workflows.parent_link import ParentReporter
 from durable_agent.workflows.progress import Progress
@@ -103,13 +105,19 @@ class AgentWorkflow:
         self.desk = ApprovalDesk(host, self.settings, self.progress.phase, self.book.warn, self.book.latest, self._details)
         self.intake = DecisionIntake(host, self.settings, self.desk, self.book.warn)
         self.thinker = Thinker(host, self.settings, self.conversation, self.spend, self.book, self.progress.phase, self._details)
-        self.tools = ToolCalls(host, self.settings, self.progress, self.desk, self.spend, self.conversation, self._details, self.delegation)
+        self.money = MoneyLimits(host, self.settings)
+        self.tools = ToolCalls(
+            host, self.settings, self.progress, self.desk, self.spend, self.conversation, self._details, self.delegation, self.money
+        )
         #: A sub-agent's reports to its parent run (none for a top-level run).
         self.reporter = ParentReporter(host, self._report)
 
     def _carriers(self) -> list[Carries]:
         """The components that carry a part of the state into a continuation."""
-        return [self.settings, self.progress, self.spend, self.book, self.desk, self.conversation, self.anomalies, self.daily, self.delegation]
+        return [
+            self.settings, self.progress, self.spend, self.book, self.desk, self.conversation, self.anomalies, self.daily, self.delegation,
+            self.money,
+        ]
 
     # ------------------------------------------------------------------ handlers
 

@@ -27,7 +27,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeKey
 
 with workflow.unsafe.imports_passed_through():
-    from durable_agent import carry, contracts, decisions, policy, signing, telemetry
+    from durable_agent import carry, contracts, decisions, money, policy, signing, telemetry
     from durable_agent.carry import CARRIED_APPROVALS, CarriedState
     from durable_agent.schemas import (
         ApprovalRecord,
@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         PendingApproval,
         ReviewerNotice,
         ToolCall,
+        ToolInfo,
     )
 
 from durable_agent.workflows.host import Host
@@ -130,12 +131,16 @@ class ApprovalDesk:
 
     # --------------------------------------------------------- holding actions
 
-    async def hold_tool_call(self, call: ToolCall, index: int, decision: policy.PolicyDecision, turn: list[ToolCall], step: int) -> ApprovalRecord:
+    async def hold_tool_call(
+        self, call: ToolCall, index: int, decision: policy.PolicyDecision, turn: list[ToolCall], step: int,
+        judge: Callable[[ToolInfo, dict[str, Any]], policy.PolicyDecision] | None = None,
+    ) -> ApprovalRecord:
         """Hold ``call`` (the ``index``-th call of ``turn``, at ``step``) until a reviewer decides or its deadline passes.
 
         The first held call of a turn also opens those of the turn's later calls that
-        need approval, so a reviewer sees every held action of the turn at once (each
-        with its own id) and their deadlines run together rather than one after another.
+        need approval (by ``judge``, the run's verdict on a call; by default the policy's
+        alone), so a reviewer sees every held action of the turn at once (each with its
+        own id) and their deadlines run together rather than one after another.
         """
         agent = self._settings.profile
         approval_id = self._tool_call_id(step, index)
@@ -146,8 +151,10 @@ class ApprovalDesk:
             if same_turn and index + 1 < len(turn) and self._host.patched(PATCH_OPENED_PER_TURN):
                 for later, other in enumerate(turn[index + 1 :], start=index + 1):
                     info = agent.tool(other.name)
-                    verdict = policy.evaluate(info, other.args, self._settings.autonomy, agent.approval) if info else None
-                    if verdict is not None and verdict.verdict == "needs_approval":
+                    if info is None:
+                        continue
+                    verdict = judge(info, other.args) if judge else policy.evaluate(info, other.args, self._settings.autonomy, agent.approval)
+                    if verdict.verdict == "needs_approval":
                         self._open_tool_call(other, later, verdict, step)
         record = await self._await_decision(approval_id, call.name)
         self._records.append(record)
@@ -216,10 +223,11 @@ class ApprovalDesk:
         """Open the approval of ``call``, with the money it moves when its tool says which argument that is."""
         info = self._settings.profile.tool(call.name)
         amount = policy.amount_of(call.args, info.amount_arg if info else None)
-        currency = call.args.get(info.currency_arg) if info and info.currency_arg else None
+        # The currency the limits read (the tool's default when the call leaves it out), for the reviewer to see.
+        currency = money.currency_of(info, call.args, self._settings.profile.approval) if info and amount is not None else None
         self._open(
             self._tool_call_id(step, index), call.name, call.args, risk=decision.risk, reason=decision.reason,
-            amount=amount, currency=currency if isinstance(currency, str) else None,
+            amount=amount, currency=currency,
         )
 
     def _open(

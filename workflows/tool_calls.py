@@ -17,7 +17,7 @@ from temporalio.exceptions import TimeoutError as ActivityTimedOut
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from durable_agent import contracts, policy, remote_tools, trace
+    from durable_agent import contracts, remote_tools, trace
     from durable_agent.errors import failure_message
     from durable_agent.observations import PREVIEW_CHARS, Observation, RateLimitNote
     from durable_agent.ratelimit import AcquireRequest, AcquireResult
@@ -30,6 +30,7 @@ from durable_agent.workflows.conversation import Conversation
 from durable_agent.workflows.daily_budget import limits_activity
 from durable_agent.workflows.delegation import Delegation, DelegationRefused
 from durable_agent.workflows.host import DEFAULT_HEARTBEAT_TIMEOUT, Host, is_cancellation
+from durable_agent.workflows.money_limits import MoneyLimits
 from durable_agent.workflows.progress import Progress
 from durable_agent.workflows.remote_calls import RemoteCalls
 from durable_agent.workflows.settings import RunSettings
@@ -75,11 +76,12 @@ class ToolCalls:
         conversation: Where the tool's result, or the workflow's answer, goes for the model.
         show: Writes the run's current details.
         delegation: Runs the calls of sub-agents as child runs.
+        money: What the run has moved without a person, and the verdict on each call (one of its own by default).
     """
 
     def __init__(
         self, host: Host, settings: RunSettings, progress: Progress, desk: ApprovalDesk, spend: Spend, conversation: Conversation,
-        show: Callable[[str], None], delegation: Delegation,
+        show: Callable[[str], None], delegation: Delegation, money: MoneyLimits | None = None,
     ) -> None:
         self._host = host
         self._settings = settings
@@ -90,6 +92,7 @@ class ToolCalls:
         self._show = show
         self._remote = RemoteCalls(host, conversation)
         self._delegation = delegation
+        self._money = money if money is not None else MoneyLimits(host, settings)
 
     def answer_for(self, call: ToolCall, status: str, text: str, approval_id: str | None = None) -> Observation:
         """The workflow answers ``call`` itself (nothing runs): the model reads ``text``."""
@@ -112,12 +115,12 @@ class ToolCalls:
             if problem is not None:  # nothing is held for approval, or scheduled, for a call that cannot be served
                 text = f"INVALID ARGUMENTS for {call.name}: {problem}. Nothing was run; call it again with arguments that fit its schema."
                 return self.answer_for(call, "invalid_arguments", text)
-        decision = policy.evaluate(info, call.args, self._settings.autonomy, agent.approval)
+        decision = self._money.judge(info, call.args)
         if decision.verdict == "refuse":
             return self.answer_for(call, "refused", f"REFUSED: {decision.reason}.")
         approval: ApprovalRecord | None = None
         if decision.verdict == "needs_approval":
-            approval = await self._desk.hold_tool_call(call, index, decision, turn, step)
+            approval = await self._desk.hold_tool_call(call, index, decision, turn, step, judge=self._money.judge)
             if approval.status == "rejected":
                 who = approval.reviewer or "a reviewer"
                 why = f": {approval.comment}" if approval.comment else ""
@@ -138,6 +141,8 @@ class ToolCalls:
         self._progress.phase.move("acting")
         self._show(f"step {step}: calling {call.name}")
         self._progress.used_tool(call.name)
+        if approval is None:
+            self._money.ran_without_approval(info, call.args)  # sent with nobody's approval: it counts, whatever the tool answers
         cancellation = tool_cancellation(self._host, info)
         if info.remote is not None:
             return await self._remote.call(call, info, key, approval_id=approval_id, slot=slot, cancellation=cancellation)

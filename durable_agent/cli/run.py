@@ -98,10 +98,11 @@ def build_input(args: argparse.Namespace) -> dict[str, Any]:
 async def in_process_worker(client: Client, args: argparse.Namespace, task_queue: str) -> AsyncIterator[None]:
     """A worker in this process, configured as ``durable-agent worker`` would be (its records in the state dir)."""
     from durable_agent.cli.worker import create_worker, default_config_path, env_tool_modules, load_or_exit, reviewer_warnings  # the worker's own wiring
+    from durable_agent.profiles import money_limit_warnings
 
     config_path = args.config or default_config_path()
     config = load_or_exit(config_path, env_tool_modules() + args.tools)
-    for warning in reviewer_warnings(config, config_path):
+    for warning in reviewer_warnings(config, config_path) + money_limit_warnings(config, config_path):
         print(f"starter: warning: {warning}", file=sys.stderr)
     trace_file = os.environ.get("AGENT_TRACE_FILE") or str(state_dir() / "trace.jsonl")
     trace.configure(trace_file)

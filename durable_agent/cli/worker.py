@@ -49,7 +49,7 @@ from durable_agent.decisions import unauthenticated_allow_list
 from durable_agent.encryption import KeyRing
 from durable_agent.errors import ConfigError
 from durable_agent.mcp.catalog import McpCatalog, ServerListing
-from durable_agent.profiles import AgentsConfig, import_tool_modules, load_config
+from durable_agent.profiles import AgentsConfig, import_tool_modules, load_config, money_limit_warnings
 from durable_agent.store import ContentStore, open_store
 from durable_agent.tools import ToolRegistry
 from durable_agent.worker_options import WorkerTuning, shutdown_grace
@@ -384,7 +384,8 @@ async def main(args: argparse.Namespace) -> int:
         print(cannot_connect("worker", address, exc), file=sys.stderr)
         return 1
     # A check only looks; a worker registers the inbox's search attribute where it may.
-    warnings = reviewer_warnings(config, args.config) + [w for w in [await ensure_approval_index(client, register=not args.check)] if w]
+    warnings = reviewer_warnings(config, args.config) + money_limit_warnings(config, args.config)
+    warnings += [w for w in [await ensure_approval_index(client, register=not args.check)] if w]
     limits_queue = limits_task_queue_for(queue, args.limits_task_queue or os.environ.get("AGENT_LIMITS_TASK_QUEUE") or None)
     # Keys the queue's open runs need, and a worker for the limits queue (see worker_checks).
     findings = await worker_checks.look(

@@ -4,9 +4,10 @@ approval policy, anomaly thresholds and prices.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from durable_agent.schemas.common import Autonomy, StrictModel
 
@@ -21,6 +22,8 @@ class RemoteTarget(BaseModel):
     activity: str
     schedule_to_start_seconds: float = Field(description="How long a call waits for that queue's worker before the tool counts as unavailable.")
     heartbeat_timeout_seconds: float | None = Field(default=None, description="Only for activities that heartbeat; None: no heartbeat timeout.")
+#: A currency code as profiles and tools write it: ``USD``, ``JPY``, ``USDT`` (compared in upper case).
+CURRENCY_CODE = re.compile(r"^[A-Z][A-Z0-9]{1,9}$")
 
 
 class ToolInfo(BaseModel):
@@ -34,6 +37,9 @@ class ToolInfo(BaseModel):
     risk: Literal["low", "medium", "high"] = "low"
     amount_arg: str | None = None
     currency_arg: str | None = None
+    currency_default: str | None = Field(
+        default=None, description="The currency of a call that leaves currency_arg out (its default in the tool's signature)."
+    )
     protected: bool = False
     timeout_seconds: float = 60.0
     retry: str = "tool_default"
@@ -62,7 +68,17 @@ class ApprovalPolicy(StrictModel):
 
     high_risk_actions: list[Literal["low", "medium", "high"]] = Field(default_factory=lambda: ["high"])  # type: ignore[arg-type]  # pydantic's stub infers list[str]
     protected_tools: list[str] = Field(default_factory=list)
-    max_amount: float | None = None
+    # No bound here: histories of runs begun with any number must still decode (load_config refuses a negative one).
+    max_amount: float | None = Field(
+        default=None, description="The most one call may move without a person (amount_arg); unset: every amount waits."
+    )
+    max_amount_per_run: float | None = Field(
+        default=None, ge=0, description="The most one run's calls may move without a person, together; unset: max_amount."
+    )
+    currency: str = Field(default="USD", description="The currency of max_amount and max_amount_per_run.")
+    rates: dict[str, Annotated[float, Field(gt=0)]] = Field(
+        default_factory=dict, description="Currency -> one unit's value in the profile's currency; an amount in another currency waits."
+    )
     destructive_needs_approval: bool = True
     reviewers: list[str] = Field(default_factory=list, description="Allowed reviewers; empty: anyone (unsigned profiles only).")
     timeout_seconds: float = Field(default=300.0, gt=0)
@@ -77,6 +93,31 @@ class ApprovalPolicy(StrictModel):
         default_factory=list, description="Keys (e.g. the inbox's) that may sign for any reviewer on the allow-list."
     )
     inbox_url: str | None = Field(default=None, description="The reviewer inbox's address; notifications link into it.")
+
+    @field_validator("currency")
+    @classmethod
+    def _currency_code(cls, value: str) -> str:
+        return _currency_code(value)
+
+    @field_validator("rates")
+    @classmethod
+    def _rate_codes(cls, value: dict[str, float]) -> dict[str, float]:
+        return {_currency_code(code): rate for code, rate in value.items()}
+
+    @model_validator(mode="after")
+    def _own_rate_is_one(self) -> "ApprovalPolicy":
+        own = self.rates.get(self.currency)
+        if own is not None and own != 1:
+            raise ValueError(f"rates.{self.currency} is {own:g}, but {self.currency} is this profile's currency (its rate is 1): remove it")
+        return self
+
+
+def _currency_code(value: str) -> str:
+    """``value`` in upper case, when it is a currency code (``USD``, ``jpy``, ``USDT``)."""
+    code = value.strip().upper()
+    if not CURRENCY_CODE.match(code):
+        raise ValueError(f"{value!r} is not a currency code (letters and digits, such as USD, EUR, JPY)")
+    return code
 
 
 class AnomalyThresholds(StrictModel):
