@@ -2,7 +2,7 @@
 
 import sys
 
-from durable_agent.cli import run_command
+from durable_agent.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(run_command(["worker", *sys.argv[1:]]))
+    entry(["worker", *sys.argv[1:]])

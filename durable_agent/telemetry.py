@@ -153,6 +153,19 @@ def setup(
         return True
 
 
+def shutdown() -> None:
+    """Flush and stop the providers :func:`setup` installed: for a process that exits without its atexit handlers."""
+    if not _configured:
+        return
+    for provider in (trace.get_tracer_provider(), metrics.get_meter_provider()):
+        stop = getattr(provider, "shutdown", None) or getattr(provider, "force_flush", None)
+        if callable(stop):
+            try:
+                stop()
+            except Exception:  # noqa: BLE001 - an exporter that cannot flush must not turn an exit into a crash
+                logging.getLogger("durable_agent.telemetry").warning("telemetry could not be flushed at exit", exc_info=True)
+
+
 def is_configured() -> bool:
     """Whether :func:`setup` has installed this process's providers."""
     return _configured

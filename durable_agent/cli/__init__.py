@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import importlib
 import inspect
+import logging
 import os
 import sys
 from typing import Sequence
@@ -65,13 +66,18 @@ def _run(args: argparse.Namespace) -> int:
     return int(main(args) or 0)
 
 
-def entry() -> None:
-    """The console script."""
-    args = build_parser().parse_args()
+def entry(argv: Sequence[str] | None = None) -> None:
+    """The console command (and ``starter.py``, ``worker.py``): run it and exit with its status."""
+    args = build_parser().parse_args(argv)
     code = _run(args)
     if getattr(args._module, "SKIP_INTERPRETER_TEARDOWN", False):
-        # A short-lived Temporal client: its Rust threads can abort the interpreter's teardown
-        # (temporalio/sdk-python#300) and turn a finished command into a crash. Its work is done.
+        # A Temporal client or worker: its Rust threads can abort the interpreter's teardown
+        # (temporalio/sdk-python#300, "PyGILState_Release ... finalizing") and turn a finished
+        # command into a crash. Its work is done: flush what atexit handlers would, and leave.
+        from durable_agent import telemetry
+
+        telemetry.shutdown()
+        logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

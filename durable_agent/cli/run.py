@@ -39,6 +39,9 @@ from durable_agent.encryption import EncryptionConfigError, KeyRing
 from durable_agent.schemas import AgentResult
 from durable_agent.store import state_dir
 
+#: Exit as soon as the command is done (see durable_agent.cli.entry): a Temporal client's threads can crash the teardown.
+SKIP_INTERPRETER_TEARDOWN = True
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``run`` subcommand's options."""

@@ -57,6 +57,9 @@ from durable_agent.workflows import ENTITY_WORKFLOWS, WORKFLOWS
 
 log = logging.getLogger("durable_agent.worker")
 
+#: Exit as soon as the command is done (see durable_agent.cli.entry): a Temporal client's threads can crash the teardown.
+SKIP_INTERPRETER_TEARDOWN = True
+
 
 def env_tool_modules() -> list[str]:
     return [m.strip() for m in os.environ.get("AGENT_TOOL_MODULES", "").split(",") if m.strip()]
