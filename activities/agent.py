@@ -198,7 +198,9 @@ class AgentActivities(ToolActivities, NotifyActivities):
         if window is None and is_anthropic(request.model):
             window = context.DEFAULT_LIMITS.context_window  # a Claude model the table does not know yet
         limit = context.prompt_limit(window, request.max_tokens) if window is not None else None
-        tokens = await self.prompt_tokens(provider, model_request, prompt_ref=request.prompt_ref, head=head)
+        tokens = await self.prompt_tokens(
+            provider, model_request, prompt_ref=request.prompt_ref, head=head, limit=limit, expected=request.expected_prompt_tokens
+        )
         if limit is not None and tokens > limit:
             # Never sent: the workflow compacts the conversation first.
             log.info("think step %s: prompt of %s tokens over the limit of %s; not sent", request.step, tokens, limit)

@@ -140,6 +140,7 @@ class Conversation:
             context_window=agent.context_window_tokens,
             thinking_budget_tokens=agent.thinking_budget_tokens,
             context_management=agent.context_management,
+            expected_prompt_tokens=self._expected_prompt_tokens(),
         )
         out = await self._host.execute_activity(
             contracts.ACTIVITY_THINK,
@@ -160,6 +161,14 @@ class Conversation:
             self._cached_prompt_tokens = out.usage.cache_read_input_tokens + out.usage.cache_creation_input_tokens
             self._last_think_at = self._host.now()
         return out
+
+    def _expected_prompt_tokens(self) -> int | None:
+        """The next prompt's size from the last step's usage (what it sent and got back) and what is new."""
+        last = self._last_usage
+        if last is None:
+            return None
+        sent = last.input_tokens + last.cache_read_input_tokens + last.cache_creation_input_tokens + last.output_tokens
+        return sent + self._pending_chars // context.CHARS_PER_TOKEN
 
     async def compact(self, step: int, allowance: int, reason: str) -> CompactOutput:
         """Make the conversation fit the window again, with room for ``allowance`` tokens of reply (for step ``step + 1``)."""
