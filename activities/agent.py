@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from durable_agent import context, contracts, genai, redaction, stops
+from durable_agent import context, contracts, genai, redaction, stops, trace
 from durable_agent.activities.common import content_errors, log, retry_error, tool_result_content
 from durable_agent.activities.context import READ_RESULT_INFO
 from durable_agent.activities.notify import NotifyActivities
@@ -176,8 +176,14 @@ class AgentActivities(ToolActivities, NotifyActivities):
 
     @activity.defn(name=contracts.ACTIVITY_THINK)
     async def think(self, request: ThinkInput) -> ThinkOutput:
-        """One model call. Reads the conversation from the store and appends the reply to it."""
+        """One model call. Reads the conversation from the store and appends the reply to it.
+
+        First it writes the decision records of earlier steps the workflow handed over
+        (each once per id: a retry adds nothing), so a step needs no activity of its own for them.
+        """
         async with content_errors():
+            for record in request.records:
+                await trace.publish(self.store, record)
             head, prompt, messages = await self._conversation(request)
         assert head is not None  # the task, at least, was just appended
         model_request = ModelRequest(

@@ -188,6 +188,12 @@ SCENARIOS: list[Scenario] = [
     ("scripted_mcp_tools", {"task": "Tidy the tickets", "model": "SCRIPTED"}, {"tools": ["lookup_order", "tickets.*"]},
      [tool_use("mcp__tickets__get_ticket", {"ticket_id": "T-1"}), tool_use("mcp__tickets__delete_ticket", {"ticket_id": "T-1"}),
       tool_use("mcp__tickets__broken_report", {}), answer("done")], _approve_by_signal),
+    # Records written by the next step's think (patch records-with-think), by one record_decisions before
+    # the run waits for a person and before it continues as new, and at its end (issue 22).
+    ("scripted_records_with_think", {"task": "Cancel order ord-1001", "model": "SCRIPTED"}, {"continue_as_new_every": 3},
+     [tool_use("lookup_order", {"order_id": "ord-1001"}), tool_use("search_kb", {"query": "cancel"}),
+      tool_use("cancel_order", {"order_id": "ord-1001"}), tool_use("search_kb", {"query": "after"}), answer("cancelled")],
+     _approve_by_signal),
 ]
 
 #: Top-level agents.toml keys a scenario needs beyond the profile, given the recording's state folder.

@@ -92,6 +92,7 @@ class AgentWorkflow:
         self.anomalies = AnomalyWatch(self.settings, self.book.warn)
         self.desk = ApprovalDesk(host, self.settings, self.progress.phase, self.book.warn, self.book.latest, self._details)
         self.intake = DecisionIntake(host, self.settings, self.desk, self.book.warn)
+        self.desk.before_waiting = self.book.before_waiting  # records are written before a run waits for a person
         self.thinker = Thinker(host, self.settings, self.conversation, self.spend, self.book, self.progress.phase, self._details)
         self.tools = ToolCalls(host, self.settings, self.progress, self.desk, self.spend, self.conversation, self._details)
 

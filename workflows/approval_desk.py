@@ -88,6 +88,8 @@ class ApprovalDesk:
         self._notifications: dict[str, workflow.ActivityHandle[Any]] = {}
         #: Pending approvals counted in the ``agent.approvals.waiting`` metric.
         self._counted = 0
+        #: Called as the run starts to wait for a decision (the record book writes what it holds).
+        self.before_waiting: Callable[[], None] = lambda: None
 
     # ----------------------------------------------------------------- views
 
@@ -161,6 +163,7 @@ class ApprovalDesk:
         if pending is not None:  # else it was decided while an earlier action of the turn waited
             try:
                 with self._phase.waiting("waiting_for_approval", f"approval {approval_id}"):
+                    self.before_waiting()
                     self._show_pending()
                     remaining = (pending.deadline - self._host.now()).total_seconds()
                     if remaining <= 0:

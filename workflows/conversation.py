@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from durable_agent.schemas import (
         CompactInput,
         CompactOutput,
+        DecisionRecord,
         ModelPrice,
         ThinkInput,
         ThinkOutput,
@@ -120,8 +121,13 @@ class Conversation:
             message = f"the task could not be put into the content store ({contracts.ACTIVITY_STORE_TASK}): {failure_message(exc)}"
             raise ApplicationError(message, type="TaskNotStored", non_retryable=True) from None
 
-    async def think(self, step: int, *, max_tokens: int | None = None, user_text: str | None = None) -> ThinkOutput:
-        """One ``think`` activity for step ``step``, with what waits to be said (the task, tool results, a note)."""
+    async def think(
+        self, step: int, *, max_tokens: int | None = None, user_text: str | None = None, records: list[DecisionRecord] | None = None
+    ) -> ThinkOutput:
+        """One ``think`` activity for step ``step``, with what waits to be said (the task, tool results, a note).
+
+        ``records`` (of earlier steps) are written by the activity before its model call.
+        """
         agent = self._settings.profile
         task = self._settings.task_input.task
         allowance = max_tokens or agent.max_tokens
@@ -141,6 +147,7 @@ class Conversation:
             thinking_budget_tokens=agent.thinking_budget_tokens,
             context_management=agent.context_management,
             expected_prompt_tokens=self._expected_prompt_tokens(),
+            records=records or [],
         )
         out = await self._host.execute_activity(
             contracts.ACTIVITY_THINK,

@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from durable_agent.schemas.common import Usage
+from durable_agent.schemas.records import DecisionRecord
 
 
 class ToolResultPart(BaseModel):
@@ -41,6 +42,9 @@ class ThinkInput(BaseModel):
     expected_prompt_tokens: int | None = Field(
         default=None,
         description="The prompt's size from the last call's usage and what is new; the API counts tokens only when it nears the window.",
+    )
+    records: list[DecisionRecord] = Field(
+        default_factory=list, description="Decision records of earlier steps, written (once per id) before the model call."
     )
 
 
