@@ -156,6 +156,7 @@ class AgentActivities(ToolActivities, NotifyActivities):
             context_window_tokens=profile.context_window_tokens,
             thinking_budget_tokens=profile.thinking_budget_tokens,
             context_management=profile.context_management,
+            parallel_tool_calls=profile.parallel_tool_calls,
             prompt_tokens=context.estimate_request_tokens(prompt["system"], prompt["tools"], []),
             limits_task_queue=self.limits_queue,
         )
@@ -198,6 +199,7 @@ class AgentActivities(ToolActivities, NotifyActivities):
             cache_points=context.cache_points(messages),
             thinking_budget_tokens=request.thinking_budget_tokens,
             context_management=request.context_management,
+            parallel_tool_calls=request.parallel_tool_calls,
         )
         provider = provider_for(request.model)
         window = context.known_window(request.model, request.context_window)

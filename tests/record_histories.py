@@ -38,7 +38,7 @@ from durable_agent import contracts, signing, trace  # noqa: E402
 from durable_agent.decisions import signed_review  # noqa: E402
 from durable_agent.models import register_provider  # noqa: E402
 from durable_agent.schemas import StatusView  # noqa: E402
-from durable_agent.testing import ScriptedModel, answer, tool_use  # noqa: E402
+from durable_agent.testing import ScriptedModel, answer, tool_use, tool_uses  # noqa: E402
 from tests.conftest import SUPPORT_PROFILE, make_config  # noqa: E402
 from durable_agent.cli.worker import create_worker  # noqa: E402
 
@@ -194,6 +194,10 @@ SCENARIOS: list[Scenario] = [
      [tool_use("lookup_order", {"order_id": "ord-1001"}), tool_use("search_kb", {"query": "cancel"}),
       tool_use("cancel_order", {"order_id": "ord-1001"}), tool_use("search_kb", {"query": "after"}), answer("cancelled")],
      _approve_by_signal),
+    # Three read-only calls in one turn, run at once (patch parallel-tool-calls, issue 22).
+    ("scripted_parallel_tool_calls", {"task": "Look it all up", "model": "SCRIPTED"}, None,
+     [tool_uses(tool_use("search_kb", {"query": "a"}), tool_use("search_kb", {"query": "b"}), tool_use("lookup_order", {"order_id": "ord-789"})),
+      answer("done")], None),
 ]
 
 #: Top-level agents.toml keys a scenario needs beyond the profile, given the recording's state folder.

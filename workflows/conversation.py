@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
 
 from durable_agent.workflows.host import DEFAULT_HEARTBEAT_TIMEOUT, Host, is_cancellation
 from durable_agent.workflows.settings import RunSettings
+from durable_agent.workflows.turns import parallel_calls_allowed
 
 #: Runs begun before large tasks went into the content store sent them inline.
 PATCH_TASK_BY_REFERENCE = "task-by-reference"
@@ -87,6 +88,11 @@ class Conversation:
         text = None if out.ref else (out.error or out.preview)
         self._pending_results.append(ToolResultPart(tool_use_id=call_id, ref=out.ref, text=text, is_error=out.status != "ok"))
         self._pending_chars += out.chars
+
+    def order_results(self, call_ids: list[str]) -> None:
+        """Put the waiting results in the order of ``call_ids`` (the model's), however the calls finished."""
+        place = {call_id: n for n, call_id in enumerate(call_ids)}
+        self._pending_results.sort(key=lambda part: place.get(part.tool_use_id, len(place)))
 
     def remember_usage(self, usage: Usage) -> None:
         """The usage of the step's model calls, for the next estimate of runs begun before prompts were counted."""
@@ -148,6 +154,7 @@ class Conversation:
             context_management=agent.context_management,
             expected_prompt_tokens=self._expected_prompt_tokens(),
             records=records or [],
+            parallel_tool_calls=parallel_calls_allowed(self._host, self._settings) if agent.tools else False,
         )
         out = await self._host.execute_activity(
             contracts.ACTIVITY_THINK,

@@ -284,8 +284,9 @@ class AnthropicModel:
             kwargs["system"] = parts["system"]
         if parts["tools"]:
             kwargs["tools"] = parts["tools"]
-            # One tool call per step keeps "one step, one action, one approval" true.
-            kwargs["tool_choice"] = {"type": "auto", "disable_parallel_tool_use": True}
+            if not request.parallel_tool_calls:
+                # One tool call a turn, unless the profile lets independent calls come (and run) together.
+                kwargs["tool_choice"] = {"type": "auto", "disable_parallel_tool_use": True}
         if request.thinking_budget_tokens:
             kwargs["thinking"] = {"type": "enabled", "budget_tokens": request.thinking_budget_tokens}
         if request.context_management:

@@ -39,6 +39,7 @@ class ThinkInput(BaseModel):
     context_window: int | None = Field(default=None, description="Tokens the model can read; None: the model's own.")
     thinking_budget_tokens: int | None = None
     context_management: bool = False
+    parallel_tool_calls: bool = Field(default=False, description="The model may make several tool calls in one turn.")
     expected_prompt_tokens: int | None = Field(
         default=None,
         description="The prompt's size from the last call's usage and what is new; the API counts tokens only when it nears the window.",
