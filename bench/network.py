@@ -39,7 +39,7 @@ from durable_agent.cli.worker import create_worker  # noqa: E402
 from durable_agent.models import anthropic as anthropic_model  # noqa: E402
 from durable_agent.store import ContentStore  # noqa: E402
 from tests.conftest import make_config  # noqa: E402
-from tests.fake_anthropic import FakeAnthropic, text, tool_use  # noqa: E402
+from tests.fake_anthropic import FakeAnthropic, Reply, text, tool_use  # noqa: E402
 
 MODEL = "claude-haiku-4-5"
 
@@ -75,6 +75,23 @@ async def one_run(client: Any, queue: str, fake: FakeAnthropic, steps: int) -> t
     return elapsed, len(fake.requests) - calls, len(fake.count_requests) - counts, fake.connections - connections
 
 
+async def lookups(client: Any, queue: str, fake: FakeAnthropic, parallel: bool, count: int = 5) -> tuple[float, int]:
+    """Seconds and model calls of a run whose model wants ``count`` independent lookups of 200 ms each."""
+    calls = [tool_use("slow_lookup", {"key": f"k{n}", "seconds": 0.2}).content[0] for n in range(count)]
+    if parallel:
+        fake.script(Reply(content=calls), text("done"))
+    else:
+        fake.script(*[Reply(content=[call]) for call in calls], text("done"))
+    before = len(fake.requests)
+    started = time.perf_counter()
+    agent = "parallel" if parallel else "serial"
+    handle = await client.start_workflow(
+        "AgentWorkflow", {"task": "look up five keys", "agent": agent}, id=f"bench-look-{uuid.uuid4().hex[:10]}", task_queue=queue
+    )
+    await handle.result()
+    return time.perf_counter() - started, len(fake.requests) - before
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3, help="runs per way (median)")
@@ -86,7 +103,10 @@ async def main() -> None:
         with FakeAnthropic() as fake:
             fake.latency = args.latency
             os.environ.update(fake.environ())
-            config = make_config({"claude": {"model": MODEL, "tools": ["big_output"], "autonomy": "autonomous", "max_tokens": 1024}})
+            profile = {"model": MODEL, "tools": ["big_output", "slow_lookup"], "autonomy": "autonomous", "max_tokens": 1024}
+            config = make_config({
+                "claude": profile, "parallel": {**profile, "parallel_tool_calls": True}, "serial": {**profile, "parallel_tool_calls": False},
+            })
             queue = f"bench-{uuid.uuid4().hex[:6]}"
             mode = Mode()
             async with create_worker(env.client, config, task_queue=queue, store=ContentStore(state / "content")):
@@ -98,6 +118,10 @@ async def main() -> None:
                         mode.use(way)
                         figures[way].append(await one_run(env.client, queue, fake, args.steps))
                 mode.use("shared")
+                looked: dict[bool, list[tuple[float, int]]] = {True: [], False: []}
+                for _ in range(args.runs):
+                    for parallel in looked:
+                        looked[parallel].append(await lookups(env.client, queue, fake, parallel))
     print(f"{args.steps}-step runs on Claude (the fake), {args.latency * 1000:.0f} ms of latency a request, median of {args.runs}")
     print(f"{'way':<44} {'requests/step':>14} {'model calls/step':>17} {'connections/100 calls':>22} {'ms/step':>9}")
     for way, label in (("fresh", "fresh client per request, count every step"), ("shared", "one client per worker, count near window")):
@@ -113,6 +137,10 @@ async def main() -> None:
         print(f"{label:<44} {(calls + counts) / steps:>14.2f} {calls / steps:>17.2f} {100 * connections / max(1, calls + counts):>22.1f} "
               f"{seconds / args.steps * 1000:>9.1f}")
 
+    print(f"5 independent lookups of 200 ms each, {args.latency * 1000:.0f} ms of latency a request, median of {args.runs}:")
+    for parallel, label in ((False, "parallel_tool_calls = false"), (True, "parallel_tool_calls = true")):
+        seconds = statistics.median(r[0] for r in looked[parallel])
+        print(f"  {label:<30} model calls {statistics.median(r[1] for r in looked[parallel]):>4.0f}   wall {seconds * 1000:>7.0f} ms")
     print(f"the shared client opened {shared_connections} connection(s) in all, for {shared_requests} requests (warm-up run included)")
 
 
