@@ -8,6 +8,7 @@ classified once, in the activity, into an error kind (:mod:`.common`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import time
@@ -179,12 +180,32 @@ class AgentActivities(ToolActivities, NotifyActivities):
     async def think(self, request: ThinkInput) -> ThinkOutput:
         """One model call. Reads the conversation from the store and appends the reply to it.
 
-        First it writes the decision records of earlier steps the workflow handed over
-        (each once per id: a retry adds nothing), so a step needs no activity of its own for them.
+        Meanwhile it writes the decision records of earlier steps the workflow handed over
+        (each once per id: a retry adds nothing), so a step needs no activity of its own for
+        them. Records it could not write are said in the output (the workflow writes them
+        later): a store hiccup never costs a model call made again.
         """
-        async with content_errors():
+        if not request.records:
+            return await self._think(request)
+        writing = asyncio.create_task(self._write_records(request))
+        try:
+            out = await self._think(request)
+        finally:
+            written = await writing
+        return out if written else out.model_copy(update={"records_written": False})
+
+    async def _write_records(self, request: ThinkInput) -> bool:
+        """Publish ``request.records`` in order; whether all of them are kept."""
+        try:
             for record in request.records:
                 await trace.publish(self.store, record)
+        except Exception as exc:  # noqa: BLE001 - the workflow writes them again, by record_decisions
+            log.warning("think step %s: decision records not written (%s); the run writes them later", request.step, exc)
+            return False
+        return True
+
+    async def _think(self, request: ThinkInput) -> ThinkOutput:
+        async with content_errors():
             head, prompt, messages = await self._conversation(request)
         assert head is not None  # the task, at least, was just appended
         model_request = ModelRequest(

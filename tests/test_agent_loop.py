@@ -96,6 +96,28 @@ class TestScriptedRuns:
         lines = [json.loads(line) for line in (harness.state / "trace.jsonl").read_text().splitlines()]
         assert [line["step"] for line in lines if line["session_id"] == handle.id] == list(range(1, 11))
 
+    async def test_records_a_think_could_not_write_are_written_later_and_no_call_is_made_twice(
+        self, harness: Harness, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from durable_agent import trace
+
+        publish, failures = trace.publish, []
+
+        async def store_down_once(store, record):  # the first write fails, as a store hiccup would
+            if not failures:
+                failures.append(record.record_id)
+                raise OSError("store unreachable")
+            return await publish(store, record)
+
+        monkeypatch.setattr(trace, "publish", store_down_once)
+        model, scripted = harness.scripted([tool_use("echo", {"text": "a"}), tool_use("echo", {"text": "b"}), answer("done")])
+        async with harness.worker(make_config({"helper": {"tools": ["echo"], "model": model}})):
+            handle = await harness.start({"task": "echo twice"})
+            result = await handle.result()
+        assert result.status == "success" and len(scripted.requests) == 3 and failures
+        lines = [json.loads(line) for line in (harness.state / "trace.jsonl").read_text().splitlines()]
+        assert [line["step"] for line in lines if line["session_id"] == handle.id] == [1, 2, 3]
+
     async def test_max_steps_exceeded(self, harness: Harness) -> None:
         model, _ = harness.scripted([tool_use("echo", {"text": str(i)}) for i in range(5)])
         config = make_config({"helper": {"tools": ["echo"], "model": model}})

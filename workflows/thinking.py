@@ -132,10 +132,13 @@ class Thinker:
         """One model call for step ``step + 1``; it writes the records of the steps before (see :mod:`.records`)."""
         records = self._book.for_think()
         try:
-            return await self._conversation.think(step + 1, max_tokens=max_tokens, user_text=user_text, records=records)
+            out = await self._conversation.think(step + 1, max_tokens=max_tokens, user_text=user_text, records=records)
         except BaseException:
             self._book.not_written(records)  # written before the run ends, once per id whatever the call did
             raise
+        if not out.records_written:
+            self._book.not_written(records)  # the next think, or record_decisions, writes them
+        return out
 
     def _reply(self, out: ThinkOutput, move: stops.NextMove | None, warnings: list[str], request_ids: list[str | None]) -> Reply:
         self._conversation.remember_usage(out.usage)

@@ -98,6 +98,7 @@ class ThinkOutput(BaseModel):
     truncated: bool = Field(default=False, description="Cut by max_tokens (or the window): kept out of the conversation, never acted on.")
     cut_tool_calls: list[str] = Field(default_factory=list, description="Tools whose calls the cut reply was writing.")
     request_id: str | None = Field(default=None, description="The API's id of the request that answered.")
+    records_written: bool = Field(default=True, description="False when the records handed over could not be written (written later).")
     daily_budget_usd: float | None = Field(
         default=None, description="The agent's daily budget as configured on the worker now: a lowered one ends the run's lease early."
     )
