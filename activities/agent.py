@@ -8,6 +8,7 @@ classified once, in the activity, into an error kind (:mod:`.common`).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
 import time
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from durable_agent import context, contracts, genai, money, redaction, remote_tools, stops, subagents
+from durable_agent import context, contracts, genai, money, redaction, remote_tools, stops, subagents, trace
 from durable_agent.activities.common import content_errors, log, retry_error, tool_result_content
 from durable_agent.activities.context import READ_RESULT_INFO
 from durable_agent.activities.live_config import LiveConfig
@@ -197,6 +198,7 @@ class AgentActivities(ToolActivities, NotifyActivities):
             context_window_tokens=profile.context_window_tokens,
             thinking_budget_tokens=profile.thinking_budget_tokens,
             context_management=profile.context_management,
+            parallel_tool_calls=profile.parallel_tool_calls,
             prompt_tokens=context.estimate_request_tokens(prompt["system"], prompt["tools"], []),
             limits_task_queue=self.limits_queue,
             max_depth=profile.max_depth,
@@ -219,7 +221,33 @@ class AgentActivities(ToolActivities, NotifyActivities):
 
     @activity.defn(name=contracts.ACTIVITY_THINK)
     async def think(self, request: ThinkInput) -> ThinkOutput:
-        """One model call. Reads the conversation from the store and appends the reply to it."""
+        """One model call. Reads the conversation from the store and appends the reply to it.
+
+        Meanwhile it writes the decision records of earlier steps the workflow handed over
+        (each once per id: a retry adds nothing), so a step needs no activity of its own for
+        them. Records it could not write are said in the output (the workflow writes them
+        later): a store hiccup never costs a model call made again.
+        """
+        if not request.records:
+            return await self._think(request)
+        writing = asyncio.create_task(self._write_records(request))
+        try:
+            out = await self._think(request)
+        finally:
+            written = await writing
+        return out if written else out.model_copy(update={"records_written": False})
+
+    async def _write_records(self, request: ThinkInput) -> bool:
+        """Publish ``request.records`` in order; whether all of them are kept."""
+        try:
+            for record in request.records:
+                await trace.publish(self.store, record)
+        except Exception as exc:  # noqa: BLE001 - the workflow writes them again, by record_decisions
+            log.warning("think step %s: decision records not written (%s); the run writes them later", request.step, exc)
+            return False
+        return True
+
+    async def _think(self, request: ThinkInput) -> ThinkOutput:
         async with content_errors():
             head, prompt, messages = await self._conversation(request)
         assert head is not None  # the task, at least, was just appended
@@ -235,13 +263,16 @@ class AgentActivities(ToolActivities, NotifyActivities):
             cache_points=context.cache_points(messages),
             thinking_budget_tokens=request.thinking_budget_tokens,
             context_management=request.context_management,
+            parallel_tool_calls=request.parallel_tool_calls,
         )
         provider = provider_for(request.model)
         window = context.known_window(request.model, request.context_window)
         if window is None and is_anthropic(request.model):
             window = context.DEFAULT_LIMITS.context_window  # a Claude model the table does not know yet
         limit = context.prompt_limit(window, request.max_tokens) if window is not None else None
-        tokens = await self.prompt_tokens(provider, model_request, prompt_ref=request.prompt_ref, head=head)
+        tokens = await self.prompt_tokens(
+            provider, model_request, prompt_ref=request.prompt_ref, head=head, limit=limit, expected=request.expected_prompt_tokens
+        )
         if limit is not None and tokens > limit:
             # Never sent: the workflow compacts the conversation first.
             log.info("think step %s: prompt of %s tokens over the limit of %s; not sent", request.step, tokens, limit)

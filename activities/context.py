@@ -37,6 +37,10 @@ log = logging.getLogger("durable_agent.activities")
 
 #: Token counts remembered per worker: (model, prompt, conversation head) -> tokens.
 COUNT_CACHE_SIZE = 4096
+#: Share of the prompt limit above which a model call's prompt is counted by the API first. Below it,
+#: the local estimate (three characters a token, on the high side) and the last call's usage decide; a
+#: prompt that is longer than both said is refused by the API, and the run compacts as for one it counted.
+COUNT_NEAR_SHARE = 0.5
 #: Most characters one read_result call returns.
 READ_RESULT_MAX = 20_000
 
@@ -72,21 +76,30 @@ class ContextActivities:
             self._counts = OrderedDict()
         return self._counts
 
-    async def prompt_tokens(self, provider: ModelProvider, request: ModelRequest, *, prompt_ref: str, head: str) -> int:
+    async def prompt_tokens(
+        self, provider: ModelProvider, request: ModelRequest, *, prompt_ref: str, head: str, limit: int | None = None,
+        expected: int | None = None,
+    ) -> int:
         """Tokens of the prompt ``request`` would send: the API's count, else the local estimate.
 
-        Cached per conversation node, so a retried step or a check after compaction does
-        not count the same conversation twice.
+        With ``limit`` (the prompt limit of a model call), the API is asked only when the
+        local estimate or ``expected`` (from the last call's usage) reaches
+        :data:`COUNT_NEAR_SHARE` of it: far from the window a count is a round trip that
+        changes nothing. Counts are cached per conversation node, so a retried step or a
+        check after compaction does not count the same conversation twice.
         """
         cache = self._count_cache()
         key = (request.model, prompt_ref, head)
         if key in cache:
             cache.move_to_end(key)
             return cache[key]
+        estimate = context.estimate_request_tokens(request.system, request.tools, request.messages)
+        if limit is not None and max(estimate, expected or 0) < COUNT_NEAR_SHARE * limit:
+            return estimate
         counter = getattr(provider, "count_tokens", None)
         tokens = await counter(request) if counter is not None else None
         if tokens is None:
-            tokens = context.estimate_request_tokens(request.system, request.tools, request.messages)
+            tokens = estimate
         cache[key] = tokens
         while len(cache) > COUNT_CACHE_SIZE:
             cache.popitem(last=False)

@@ -48,6 +48,12 @@ from durable_agent.schemas import StatusView, Usage  # noqa: E402
 from durable_agent.store import ContentStore  # noqa: E402
 from tests.conftest import make_config  # noqa: E402
 
+#: The issue's targets, printed as met or not (never asserted).
+BURST_TARGET = 1.15
+DAILY_EXTRA_TARGET = 0.10
+CONCURRENT_TARGET = 0.9
+WAITING_TARGET_KB = 50
+
 TOOL_CHARS = 8 * 1024
 MODEL = "bench-loop"
 PRICE = {"input": 1.0, "output": 5.0}
@@ -232,6 +238,16 @@ async def main() -> None:
           + "".join(f", {c} concurrent {v['agent'] / v['daily']:.2f}x" for c, v in throughput.items()))
     print(f"ledger updates per step (daily budget runs): {updates} updates / {daily_steps} steps = {updates / max(1, daily_steps):.3f}")
     print(f"worker memory per waiting run: bare {memory['bare'] * 1024:.0f} KB, agent (waiting for approval) {memory['agent'] * 1024:.0f} KB")
+    print("targets (issue 22):")
+    checks = [
+        (f"10-step burst <= {BURST_TARGET}x the floor", burst["agent"] / burst["bare"] <= BURST_TARGET),
+        (f"a daily budget adds <= {DAILY_EXTRA_TARGET:.0%} to the burst", burst["daily"] / burst["agent"] <= 1 + DAILY_EXTRA_TARGET),
+        *[(f"{count} concurrent runs >= {CONCURRENT_TARGET}x the floor's steps/s, without and with a daily budget",
+           min(values["agent"], values["daily"]) / values["bare"] >= CONCURRENT_TARGET) for count, values in throughput.items()],
+        (f"a run waiting for approval <= {WAITING_TARGET_KB} KB of worker memory", memory["agent"] * 1024 <= WAITING_TARGET_KB),
+    ]
+    for label, met in checks:
+        print(f"  {'met    ' if met else 'NOT met'}  {label}")
 
 
 if __name__ == "__main__":

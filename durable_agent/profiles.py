@@ -53,6 +53,9 @@ class Profile(StrictModel):
     context_management: bool = Field(
         default=False, description="Also let the API clear old tool results server-side (models that offer it)."
     )
+    parallel_tool_calls: bool = Field(
+        default=True, description="Let the model make several tool calls a turn; the read-only ones run at once."
+    )
     budget_usd: float | None = Field(default=None, ge=0, description="Per-run cap unless the run sets one.")
     daily_budget_usd: float | None = Field(default=None, ge=0, description="Shared by all runs of the agent per UTC day.")
     daily_budget_wait_seconds: float = Field(

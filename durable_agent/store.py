@@ -137,6 +137,10 @@ class GarbageReport:
     kept: int
 
 
+#: Conversation heads cached per run a worker holds (see :meth:`ContentStore.hold_conversations`).
+CONVERSATIONS_PER_RUN = 2
+
+
 class ContentStore:
     """A content-addressed JSON store (plus write-once named records) over a blob backend."""
 
@@ -159,6 +163,17 @@ class ContentStore:
         self._chains: OrderedDict[str, _Chain] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.Lock()
+
+    def hold_conversations(self, runs: int) -> None:
+        """Keep the conversations of ``runs`` runs in memory (a worker's ``max_cached_workflows``).
+
+        A step leaves two new heads (the tool results, then the reply) and only the
+        newest is read again, so the least recently used of ``2 * runs`` heads is always
+        a stale one: each cached run's next think reads nothing back from the store.
+        Never less than the default.
+        """
+        with self._lock:
+            self._cache_size = max(self._cache_size, CONVERSATIONS_PER_RUN * runs + 16)
 
     @property
     def location(self) -> str:

@@ -29,6 +29,11 @@ def tool_use(name: str, args: dict[str, Any] | None = None, *, text: str = "", i
     return {"text": text, "tool": name, "args": args or {}, "id": id}
 
 
+def tool_uses(*calls: dict[str, Any], text: str = "") -> dict[str, Any]:
+    """A scripted reply with several tool calls in one turn, each made with :func:`tool_use`."""
+    return {"text": text, "tools": list(calls)}
+
+
 def answer(text: str) -> dict[str, Any]:
     """A scripted final answer."""
     return {"text": text}
@@ -77,19 +82,20 @@ class ScriptedModel:
         content: list[dict[str, Any]] = []
         if item.get("text"):
             content.append({"type": "text", "text": item["text"]})
-        if item.get("tool"):
+        calls = item.get("tools") or ([item] if item.get("tool") else [])
+        for n, call in enumerate(calls):
             content.append(
                 {
                     "type": "tool_use",
-                    "id": item.get("id") or f"toolu_scripted_{len(self.requests):04d}",
-                    "name": item["tool"],
-                    "input": item.get("args") or {},
+                    "id": call.get("id") or f"toolu_scripted_{len(self.requests):04d}" + (f"_{n}" if n else ""),
+                    "name": call["tool"],
+                    "input": call.get("args") or {},
                 }
             )
         return ModelResponse(
             content=content,
             usage=self.usage.model_copy(),
-            stop_reason="tool_use" if item.get("tool") else "end_turn",
+            stop_reason="tool_use" if calls else "end_turn",
             model=request.model,
         )
 

@@ -22,6 +22,11 @@ the agent does not retry, so a test that expected fewer calls fails at once.
 Every request is recorded (time, headers, body) so tests can count attempts,
 measure their spacing, and check keys and ``cache_control`` breakpoints.
 
+It speaks HTTP/1.1 with keep-alive (streams in chunked encoding) and counts the
+TCP connections it accepts (:attr:`FakeAnthropic.connections`), so tests can see
+whether a client reuses its connection; :attr:`FakeAnthropic.latency` adds a
+network's round trip to every request.
+
 ``POST /v1/messages/count_tokens`` answers ``{"input_tokens": N}`` counted as
 :mod:`tests.fake_tokens` does (after ``count_delay`` seconds: a slow endpoint);
 given a ``context_window``, the fake refuses a longer prompt as the API does and
@@ -234,6 +239,10 @@ class FakeAnthropic:
         self.count_requests: list[RecordedRequest] = []
         #: Seconds ``/v1/messages/count_tokens`` waits before it answers (a slow endpoint).
         self.count_delay = 0.0
+        #: TCP connections accepted so far (a client that keeps its connection alive opens one).
+        self.connections = 0
+        #: Seconds added to every request before it is answered (a network's round trip).
+        self.latency = 0.0
         self.cache = PromptCache()
         self._lock = threading.Lock()
         self._script: list[Scripted] = []
@@ -446,9 +455,16 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    """Answers one request from the fake's script. HTTP/1.0: one request per connection."""
+    """Answers requests from the fake's script, several per connection (HTTP/1.1 keep-alive)."""
 
     server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        fake = self.server.fake
+        with fake._lock:
+            fake.connections += 1
 
     def log_message(self, format: str, *args: Any) -> None:
         return None  # keep test output clean; the fake records what matters
@@ -466,10 +482,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             input_tokens=count_input_tokens(body),
         )
         path = self.path.split("?")[0]
+        if fake.latency and fake._stopping.wait(fake.latency):
+            self.close_connection = True
+            return
         if path == "/v1/messages/count_tokens":
             with fake._lock:
                 fake.count_requests.append(request)
             if fake.count_delay and fake._stopping.wait(fake.count_delay):
+                self.close_connection = True
                 return
             self._json(200, {"input_tokens": count_tokens(body)}, {})
             return
@@ -490,6 +510,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             output = sum(len(json.dumps(block)) for block in reply.content) // 4 + 1
             reply = dataclasses.replace(reply, usage={**fake.cache.usage(body), "output_tokens": output})
         if reply.delay and fake._stopping.wait(reply.delay):
+            self.close_connection = True  # stopping: no answer, and no next request on this connection
             return
         if reply.status != 200 and not (reply.mid_stream and request.stream):
             self._json(reply.status, reply.error_body(), reply.headers)
@@ -516,10 +537,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.send_header("cache-control", "no-cache")
+        self.send_header("transfer-encoding", "chunked")  # HTTP/1.1: the connection stays open after the stream
         self.send_header("request-id", f"req_fake_{next(_request_ids):06d}")
         for name, value in reply.headers.items():
             self.send_header(name, value)
         self.end_headers()
         for event, data in _sse_events(message, reply):
-            self.wfile.write(f"event: {event}\ndata: {json.dumps(data)}\n\n".encode())
+            chunk = f"event: {event}\ndata: {json.dumps(data)}\n\n".encode()
+            self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
             self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()

@@ -41,7 +41,7 @@ from durable_agent import contracts, signing, trace  # noqa: E402
 from durable_agent.decisions import signed_review  # noqa: E402
 from durable_agent.models import register_provider  # noqa: E402
 from durable_agent.schemas import StatusView  # noqa: E402
-from durable_agent.testing import ScriptedModel, answer, tool_use  # noqa: E402
+from durable_agent.testing import ScriptedModel, answer, tool_use, tool_uses  # noqa: E402
 from tests import history_builds  # noqa: E402
 from tests.conftest import SUPPORT_PROFILE, make_config  # noqa: E402
 from durable_agent.cli.worker import create_worker  # noqa: E402
@@ -305,6 +305,16 @@ SCENARIOS: list[Scenario] = [
     # The same with money limits: the second refund passes the run's limit and the BTC payment has no rate, so both wait (approved).
     ("scripted_money_limits_held", {"task": "refund in parts, then pay", "model": "SCRIPTED"},
      {"tools": [*SUPPORT_PROFILE["tools"], "pay"]}, MONEY_IN_PARTS, _approve_each_hold),
+    # Records written by the next step's think (patch records-with-think), by one record_decisions before
+    # the run waits for a person and before it continues as new, and at its end (issue 22).
+    ("scripted_records_with_think", {"task": "Cancel order ord-1001", "model": "SCRIPTED"}, {"continue_as_new_every": 3},
+     [tool_use("lookup_order", {"order_id": "ord-1001"}), tool_use("search_kb", {"query": "cancel"}),
+      tool_use("cancel_order", {"order_id": "ord-1001"}), tool_use("search_kb", {"query": "after"}), answer("cancelled")],
+     _approve_by_signal),
+    # Three read-only calls in one turn, run at once (patch parallel-tool-calls, issue 22).
+    ("scripted_parallel_tool_calls", {"task": "Look it all up", "model": "SCRIPTED"}, None,
+     [tool_uses(tool_use("search_kb", {"query": "a"}), tool_use("search_kb", {"query": "b"}), tool_use("lookup_order", {"order_id": "ord-789"})),
+      answer("done")], None),
 ]
 
 #: Scenarios recorded by build <commit checked out> of deployment RECORD_DEPLOYMENT (the others: unversioned).

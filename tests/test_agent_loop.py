@@ -75,6 +75,49 @@ class TestScriptedRuns:
         # The model saw the first tool's real output.
         assert scripted.requests[1].messages[-1]["content"][0]["content"] == "hi hi"
 
+    async def test_two_activities_and_two_workflow_tasks_a_step_and_every_record_once(self, harness: Harness) -> None:
+        """A step is a think and a tool call: its records ride with the next think, the last ones go at the end."""
+        model, _ = harness.scripted([tool_use("echo", {"text": f"hop {n}"}) for n in range(9)] + [answer("done")])
+        async with harness.worker(make_config({"helper": {"tools": ["echo"], "model": model}})):
+            handle = await harness.start({"task": "hop nine times"})
+            result = await handle.result()
+            history = await handle.fetch_history()
+        assert result.status == "success" and result.steps == 10
+        scheduled = [
+            e.activity_task_scheduled_event_attributes.activity_type.name
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        ]
+        assert {name: scheduled.count(name) for name in set(scheduled)} == {
+            "resolve_agent": 1, "think": 10, "run_tool": 9, "record_decisions": 1
+        }
+        tasks = [e for e in history.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED]
+        assert len(tasks) <= 2 * 10 + 2
+        lines = [json.loads(line) for line in (harness.state / "trace.jsonl").read_text().splitlines()]
+        assert [line["step"] for line in lines if line["session_id"] == handle.id] == list(range(1, 11))
+
+    async def test_records_a_think_could_not_write_are_written_later_and_no_call_is_made_twice(
+        self, harness: Harness, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        from durable_agent import trace
+
+        publish, failures = trace.publish, []
+
+        async def store_down_once(store, record):  # the first write fails, as a store hiccup would
+            if not failures:
+                failures.append(record.record_id)
+                raise OSError("store unreachable")
+            return await publish(store, record)
+
+        monkeypatch.setattr(trace, "publish", store_down_once)
+        model, scripted = harness.scripted([tool_use("echo", {"text": "a"}), tool_use("echo", {"text": "b"}), answer("done")])
+        async with harness.worker(make_config({"helper": {"tools": ["echo"], "model": model}})):
+            handle = await harness.start({"task": "echo twice"})
+            result = await handle.result()
+        assert result.status == "success" and len(scripted.requests) == 3 and failures
+        lines = [json.loads(line) for line in (harness.state / "trace.jsonl").read_text().splitlines()]
+        assert [line["step"] for line in lines if line["session_id"] == handle.id] == [1, 2, 3]
+
     async def test_max_steps_exceeded(self, harness: Harness) -> None:
         model, _ = harness.scripted([tool_use("echo", {"text": str(i)}) for i in range(5)])
         config = make_config({"helper": {"tools": ["echo"], "model": model}})

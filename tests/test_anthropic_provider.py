@@ -170,6 +170,24 @@ class TestRequest:
         await model.complete(_request())
         assert [r.api_key for r in fake.requests] == ["sk-ant-first", "sk-ant-second"]
 
+    async def test_one_connection_for_many_calls(self, fake: FakeAnthropic, model: AnthropicModel) -> None:
+        """Over a real network each new connection is a TCP and TLS handshake: the worker keeps one open."""
+        fake.always(text("ok"))
+        for _ in range(10):
+            await AnthropicModel(stream=model.stream).complete(_request())
+        await AnthropicModel().count_tokens(_request())
+        assert len(fake.requests) == 10 and len(fake.count_requests) == 1
+        assert fake.connections == 1
+
+    async def test_a_new_key_goes_over_the_same_connection(self, fake: FakeAnthropic) -> None:
+        keys = iter(["sk-ant-first", "sk-ant-first", "sk-ant-rotated", "sk-ant-rotated"])
+        set_credentials_provider(lambda: next(keys))
+        fake.always(text("ok"))
+        for _ in range(4):
+            await AnthropicModel().complete(_request())
+        assert [r.api_key for r in fake.requests] == ["sk-ant-first", "sk-ant-first", "sk-ant-rotated", "sk-ant-rotated"]
+        assert fake.connections == 1
+
     async def test_no_key_fails_as_auth_without_a_request(self, fake: FakeAnthropic, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv("ANTHROPIC_API_KEY")
         failure = await _failure(AnthropicModel())

@@ -19,7 +19,7 @@ from durable_agent import contracts
 from durable_agent.workflows.host import DEFAULT_HEARTBEAT_TIMEOUT
 from tests.conftest import Harness, make_config
 from tests.fake_anthropic import FakeAnthropic, RecordedRequest, Reply, text, tool_use
-from tests.test_failures import attempts, events, run_claude
+from tests.test_failures import attempts, events
 
 MODEL = "claude-haiku-4-5"
 #: Longer than the heartbeat timeout of the model activities, as in the security review's reproduction (issue 17).
@@ -38,12 +38,17 @@ class TestSlowModelApi:
         assert SLOW_COUNT_SECONDS > DEFAULT_HEARTBEAT_TIMEOUT.total_seconds()
         fake_api.count_delay = SLOW_COUNT_SECONDS
         fake_api.script(text("All done.", delay=SLOW_ANSWER_SECONDS))
-        run = await run_claude(harness, "hello")
-        assert run.ok.status == "success" and run.ok.answer == "All done."
+        # A prompt near a small window, so the API is asked to count it (far from it, nothing is counted).
+        config = make_config({"claude": {"model": MODEL, "tools": [], "autonomy": "autonomous", "max_tokens": 256, "context_window_tokens": 4096}})
+        async with harness.worker(config):
+            handle = await harness.start({"task": "Please read this carefully. " * 170})
+            result = await handle.result()
+            history = await handle.fetch_history()
+        assert result.status == "success" and result.answer == "All done."
         # Counted once and asked once: no attempt was given up on, nothing was paid for twice.
         assert len(fake_api.count_requests) == 1 and len(fake_api.requests) == 1
-        assert attempts(run.history, contracts.ACTIVITY_THINK) == [1]
-        assert no_timeouts(run.history)
+        assert attempts(history, contracts.ACTIVITY_THINK) == [1]
+        assert no_timeouts(history)
 
 
 class Chatty:

@@ -360,3 +360,22 @@ class TestSegments:
             assert [m["content"] for m in await fresh.messages(head)][-2:] == ["old 69", "new"]
         finally:
             await fresh.close()
+
+
+class TestConversationCache:
+    """A worker keeps in memory the conversation of every run it keeps cached, so no step reads one back."""
+
+    async def test_a_worker_of_1000_runs_reads_no_conversation_back(self, tmp_path: Path) -> None:
+        from durable_agent.cli.worker import SDK_MAX_CACHED_WORKFLOWS
+
+        store = ContentStore(tmp_path / "content")
+        store.hold_conversations(SDK_MAX_CACHED_WORKFLOWS)
+        counting = CountingReads(store.backend)
+        store.backend = counting  # type: ignore[assignment]
+        heads: list[str | None] = [None] * SDK_MAX_CACHED_WORKFLOWS
+        for step in range(3):  # every run takes a step in turn: tool results in, a reply out, as a think does
+            for run in range(SDK_MAX_CACHED_WORKFLOWS):
+                head = await store.append(heads[run], {"role": "user", "content": f"run {run} step {step}"})
+                await store.messages(head)
+                heads[run] = await store.append(head, {"role": "assistant", "content": f"reply {step}"})
+        assert counting.reads == 0

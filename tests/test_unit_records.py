@@ -11,7 +11,7 @@ import pytest
 from durable_agent import contracts, trace
 from durable_agent.observations import Observation, RateLimitNote
 from durable_agent.schemas import ActionRecord, CostRecord
-from durable_agent.workflows.records import WARNINGS_PER_KIND, RecordBook
+from durable_agent.workflows.records import PATCH_RECORDS_WITH_THINK, RECORDS_WITH_THINK_MAX_BYTES, WARNINGS_PER_KIND, RecordBook
 from tests.component_kit import settings
 from tests.workflow_host import START, FakeHost, activity_failure
 
@@ -27,7 +27,8 @@ class TestRecords:
     """One record per call of a step, with a stable id, handed to the store at the step's end."""
 
     async def test_ids_durations_and_the_store(self) -> None:
-        records, host = book()
+        """Runs begun before records rode with the next think: each step's records in a record_decisions of their own."""
+        records, host = book(FakeHost({contracts.ACTIVITY_RECORD_DECISIONS: None}, unpatched=[PATCH_RECORDS_WITH_THINK]))
         host.clock = START + timedelta(seconds=2)
         first = records.record(4, CALL, {"status": "ok", "duration_ms": 12}, CostRecord(estimated_cost=0.001), [], started=START)
         second = records.record(4, CALL.model_copy(update={"tool": "search_kb"}), {"status": "ok"}, CostRecord(), ["W"], started=START)
@@ -71,6 +72,55 @@ class TestRecords:
         assert kept[-1].step == 800 and len(kept) <= 500
         assert len(json.dumps([r.model_dump(mode="json") for r in kept], separators=(",", ":"))) <= trace.QUERY_MAX_BYTES
         assert [r.step for r in records.latest(3)] == [798, 799, 800]
+
+
+class TestRecordsWithThink:
+    """A step's records ride with the next think; what is left goes by one record_decisions, never lost."""
+
+    async def test_the_next_think_takes_them_and_the_end_writes_the_rest(self) -> None:
+        records, host = book()
+        one = records.record(1, CALL, {"status": "ok"}, CostRecord(), [], started=START)
+        records.flush()
+        assert host.calls == []  # no activity of their own
+        assert [r.record_id for r in records.for_think()] == [one.record_id]
+        assert records.for_think() == []  # handed over once
+        two = records.record(2, CALL, {"status": "ok"}, CostRecord(), [], started=START)
+        await records.written()
+        [(name, batch, _)] = host.calls
+        assert (name, [r.record_id for r in batch.records]) == (contracts.ACTIVITY_RECORD_DECISIONS, [two.record_id])
+
+    async def test_records_of_a_think_that_failed_are_written_at_the_end_in_order(self) -> None:
+        records, host = book()
+        one = records.record(1, CALL, {"status": "ok"}, CostRecord(), [], started=START)
+        records.flush()
+        taken = records.for_think()
+        two = records.record(2, CALL, {"status": "ok"}, CostRecord(), [], started=START)
+        records.flush()
+        records.not_written(taken)
+        await records.written()
+        [(_, batch, _)] = host.calls
+        assert [r.record_id for r in batch.records] == [one.record_id, two.record_id]
+
+    async def test_before_a_wait_what_is_recorded_is_written_and_numbers_go_on(self) -> None:
+        records, host = book()
+        first = records.record(3, CALL, {"status": "ok"}, CostRecord(), [], started=START)
+        records.before_waiting()
+        [(_, batch, _)] = host.calls
+        assert [r.record_id for r in batch.records] == [first.record_id]
+        second = records.record(3, CALL, {"status": "ok"}, CostRecord(), [], started=START)
+        assert second.record_id == "wf-1/first-run/3/1"
+        records.flush()
+        assert [r.record_id for r in records.for_think()] == [second.record_id]  # only what was not sent
+        records.before_waiting()  # nothing new: nothing started
+        assert len(host.calls) == 1
+
+    def test_records_too_large_to_ride_along_go_at_once(self) -> None:
+        records, host = book()
+        big = CALL.model_copy(update={"reasoning": "x" * (RECORDS_WITH_THINK_MAX_BYTES + 1)})
+        records.record(1, big, {"status": "ok"}, CostRecord(), [], started=START)
+        records.flush()
+        assert [name for name, _, _ in host.calls] == [contracts.ACTIVITY_RECORD_DECISIONS]
+        assert records.for_think() == []
 
 
 class TestWarnings:

@@ -99,6 +99,15 @@ def report_text(n: int, size: int) -> str:
 
 
 @tool(read_only=True)
+async def slow_lookup(key: str, seconds: float = 0.2) -> str:
+    """Look ``key`` up in a slow upstream (``seconds`` a call); records when each call starts and ends."""
+    _count("slow_lookup", event=f"start {key}")
+    await asyncio.sleep(seconds)
+    _count("slow_lookup", event=f"end {key}")
+    return f"value of {key}"
+
+
+@tool(read_only=True)
 async def report(n: int, size: int = 8192) -> str:
     """Report number `n`, `size` characters of numbered lines."""
     return report_text(n, size)

@@ -50,8 +50,8 @@ with workflow.unsafe.imports_passed_through():
         Usage,
     )
 
-from durable_agent.workflows import continuation
-from durable_agent.workflows.anomaly_watch import AnomalyWatch
+from durable_agent.workflows import continuation, turns
+from durable_agent.workflows.anomaly_watch import AnomalyWatch, Finding
 from durable_agent.workflows.approval_desk import ApprovalDesk
 from durable_agent.workflows.continuation import CarriedState, Carries
 from durable_agent.workflows.conversation import Conversation
@@ -104,6 +104,7 @@ class AgentWorkflow:
         self.anomalies = AnomalyWatch(self.settings, self.book.warn)
         self.desk = ApprovalDesk(host, self.settings, self.progress.phase, self.book.warn, self.book.latest, self._details)
         self.intake = DecisionIntake(host, self.settings, self.desk, self.book.warn)
+        self.desk.before_waiting = self.book.before_waiting  # records are written before a run waits for a person
         self.thinker = Thinker(host, self.settings, self.conversation, self.spend, self.book, self.progress.phase, self._details)
         self.money = MoneyLimits(host, self.settings)
         self.tools = ToolCalls(
@@ -316,36 +317,49 @@ class AgentWorkflow:
             return self._result()
 
         self.settings.take_policy(self._host, out, self.book.warn)  # the step's calls, under the policy as configured now
-        for index, call in enumerate(out.tool_calls):
-            finding = self.anomalies.check(step, call, step_cost if index == 0 else 0.0, out.usage if index == 0 else Usage())
-            warnings = (reply.warnings if index == 0 else []) + finding.warnings
-            action, why = finding.action, finding.reason
-            held: ApprovalRecord | None = None
-            if action == "pause" and workflow.patched(PATCH_ANOMALY_PAUSE):
-                held = await self._pause_for_anomaly(call, why)
-                if held.status != "approved":
-                    action, why = "stop", f"{why}; {_pause_outcome(held)}"
-            if action == "stop":
-                text = f"STOPPED: {why}. The action was not executed."
-                observation = self.tools.answer_for(call, "stopped", text, held.approval_id if held else None)
+        calls, index = out.tool_calls, 0
+        while index < len(calls):
+            # Every call of a group is checked before any of it runs; a group of more than one runs at once.
+            size = turns.concurrent_group(self._host, self.settings, self.spend, calls, index)
+            group = list(enumerate(calls[index : index + size], start=index))
+            findings = [self.anomalies.check(step, call, step_cost if n == 0 else 0.0, out.usage if n == 0 else Usage()) for n, call in group]
+            if size > 1 and all(finding.action not in ("pause", "stop") for finding in findings):
+                observed = await asyncio.gather(*(self.tools.act(call, n, calls) for n, call in group))
+                self.conversation.order_results([call.id for call in calls])
+                done = [(observation, finding.reason) for observation, finding in zip(observed, findings)]
             else:
-                observation = await self.tools.act(call, index, out.tool_calls)
-            for warning in observation.result_warnings:
-                self.book.warn(f"step {step}: {warning}")
-            if index == 0:
-                observation.request_ids = reply.request_ids
-            self.book.record(
-                step,
-                ActionRecord(type="tool_call", tool=call.name, args=call.args, reasoning=out.text or None),
-                observation.as_record(),
-                cost if index == 0 else CostRecord(),
-                warnings + observation.result_warnings,
-                started=think_started,
-            )
-            outcome = self._after_call(call, observation, why)
-            if outcome is not None:
-                return outcome
+                done = [await self._call_alone(call, n, calls, finding) for (n, call), finding in zip(group, findings)]
+            for (n, call), finding, (observation, why) in zip(group, findings, done):
+                for warning in observation.result_warnings:
+                    self.book.warn(f"step {step}: {warning}")
+                if n == 0:
+                    observation.request_ids = reply.request_ids
+                self.book.record(
+                    step,
+                    ActionRecord(type="tool_call", tool=call.name, args=call.args, reasoning=out.text or None),
+                    observation.as_record(),
+                    cost if n == 0 else CostRecord(),
+                    (reply.warnings if n == 0 else []) + finding.warnings + observation.result_warnings,
+                    started=think_started,
+                )
+                outcome = self._after_call(call, observation, why)
+                if outcome is not None:
+                    return outcome
+            index += size
         return None
+
+    async def _call_alone(self, call: ToolCall, index: int, turn: list[ToolCall], finding: Finding) -> tuple[Observation, str]:
+        """Run ``call`` on its own, unless its anomalies pause the run (for a person) or stop it; what came of it and why."""
+        action, why = finding.action, finding.reason
+        held: ApprovalRecord | None = None
+        if action == "pause" and workflow.patched(PATCH_ANOMALY_PAUSE):
+            held = await self._pause_for_anomaly(call, why)
+            if held.status != "approved":
+                action, why = "stop", f"{why}; {_pause_outcome(held)}"
+        if action == "stop":
+            text = f"STOPPED: {why}. The action was not executed."
+            return self.tools.answer_for(call, "stopped", text, held.approval_id if held else None), why
+        return await self.tools.act(call, index, turn), why
 
     def _after_call(self, call: ToolCall, observation: Observation, why: str) -> AgentResult | None:
         """The run's result when a tool call's outcome ends the run."""

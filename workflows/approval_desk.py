@@ -99,6 +99,8 @@ class ApprovalDesk:
         self._marked = False
         #: The run has ended: it takes no more decisions.
         self._closed = False
+        #: Called as the run starts to wait for a decision (the record book writes what it holds).
+        self.before_waiting: Callable[[], None] = lambda: None
 
     # ----------------------------------------------------------------- views
 
@@ -187,6 +189,7 @@ class ApprovalDesk:
         if pending is not None:  # else it was decided while an earlier action of the turn waited
             try:
                 with self._phase.waiting("waiting_for_approval", f"approval {approval_id}"):
+                    self.before_waiting()
                     self._show_pending()
                     remaining = (pending.deadline - self._host.now()).total_seconds()
                     if remaining <= 0:

@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
     from durable_agent.schemas import (
         CompactInput,
         CompactOutput,
+        DecisionRecord,
         ModelPrice,
         ThinkInput,
         ThinkOutput,
@@ -34,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
 
 from durable_agent.workflows.host import DEFAULT_HEARTBEAT_TIMEOUT, Host, is_cancellation
 from durable_agent.workflows.settings import RunSettings
+from durable_agent.workflows.turns import parallel_calls_allowed
 
 #: Runs begun before large tasks went into the content store sent them inline.
 PATCH_TASK_BY_REFERENCE = "task-by-reference"
@@ -87,6 +89,11 @@ class Conversation:
         self._pending_results.append(ToolResultPart(tool_use_id=call_id, ref=out.ref, text=text, is_error=out.status != "ok"))
         self._pending_chars += out.chars
 
+    def order_results(self, call_ids: list[str]) -> None:
+        """Put the waiting results in the order of ``call_ids`` (the model's), however the calls finished."""
+        place = {call_id: n for n, call_id in enumerate(call_ids)}
+        self._pending_results.sort(key=lambda part: place.get(part.tool_use_id, len(place)))
+
     def remember_usage(self, usage: Usage) -> None:
         """The usage of the step's model calls, for the next estimate of runs begun before prompts were counted."""
         self._last_usage = usage
@@ -120,8 +127,13 @@ class Conversation:
             message = f"the task could not be put into the content store ({contracts.ACTIVITY_STORE_TASK}): {failure_message(exc)}"
             raise ApplicationError(message, type="TaskNotStored", non_retryable=True) from None
 
-    async def think(self, step: int, *, max_tokens: int | None = None, user_text: str | None = None) -> ThinkOutput:
-        """One ``think`` activity for step ``step``, with what waits to be said (the task, tool results, a note)."""
+    async def think(
+        self, step: int, *, max_tokens: int | None = None, user_text: str | None = None, records: list[DecisionRecord] | None = None
+    ) -> ThinkOutput:
+        """One ``think`` activity for step ``step``, with what waits to be said (the task, tool results, a note).
+
+        ``records`` (of earlier steps) are written by the activity before its model call.
+        """
         agent = self._settings.profile
         task = self._settings.task_input.task
         allowance = max_tokens or agent.max_tokens
@@ -141,6 +153,9 @@ class Conversation:
             thinking_budget_tokens=agent.thinking_budget_tokens,
             context_management=agent.context_management,
             policy_digest=self._settings.reported_policy_digest,
+            expected_prompt_tokens=self._expected_prompt_tokens(),
+            records=records or [],
+            parallel_tool_calls=parallel_calls_allowed(self._host, self._settings) if agent.tools else False,
         )
         out = await self._host.execute_activity(
             contracts.ACTIVITY_THINK,
@@ -161,6 +176,14 @@ class Conversation:
             self._cached_prompt_tokens = out.usage.cache_read_input_tokens + out.usage.cache_creation_input_tokens
             self._last_think_at = self._host.now()
         return out
+
+    def _expected_prompt_tokens(self) -> int | None:
+        """The next prompt's size from the last step's usage (what it sent and got back) and what is new."""
+        last = self._last_usage
+        if last is None:
+            return None
+        sent = last.input_tokens + last.cache_read_input_tokens + last.cache_creation_input_tokens + last.output_tokens
+        return sent + self._pending_chars // context.CHARS_PER_TOKEN
 
     async def compact(self, step: int, allowance: int, reason: str) -> CompactOutput:
         """Make the conversation fit the window again, with room for ``allowance`` tokens of reply (for step ``step + 1``)."""

@@ -1,9 +1,10 @@
 """The record book: a run's decision records, its warnings, and the slim trace the ``trace`` query shows.
 
 One decision record per step (per tool call of a turn), each with a stable
-``record_id``. The whole records of a step go to the ``record_decisions``
-activity at the end of the step, which keeps each once in the content store and
-the trace sink (see :mod:`durable_agent.trace`); the ``trace`` query keeps a
+``record_id``. The whole records of a step are handed to the next step's
+``think`` activity (or, at the run's end, before it continues as new or waits
+for a person, to a ``record_decisions`` activity), which keeps each once in the
+content store and the trace sink (see :mod:`durable_agent.trace`), in order; the ``trace`` query keeps a
 slim copy (long texts cut) under a byte cap. Metrics and log lines are emitted
 once, never on replay.
 """
@@ -40,6 +41,12 @@ RECORD_ATTEMPT_TIMEOUT = timedelta(seconds=20)
 WARNINGS_PER_KIND = 10
 #: Patch: runs begun before records went through ``record_decisions`` write them to the sink themselves.
 PATCH_RECORDS_STORED = "decision-records-stored"
+#: Patch: a step's records are written by the next step's ``think`` activity (one activity and one
+#: workflow task a step fewer), and by one ``record_decisions`` before the run ends, continues as new or
+#: waits for a person. Runs begun before wrote each step's records in a ``record_decisions`` of their own.
+PATCH_RECORDS_WITH_THINK = "records-with-think"
+#: Most bytes of JSON of records a ``think`` input carries; more go by ``record_decisions`` at once.
+RECORDS_WITH_THINK_MAX_BYTES = 256_000
 
 
 def warning_kind(text: str) -> str:
@@ -90,6 +97,11 @@ class RecordBook:
         self._trace: list[DecisionRecord] = []
         #: The current step's records, whole, until they are handed to ``record_decisions``.
         self._step_records: list[DecisionRecord] = []
+        #: How many of ``_step_records`` were handed on already (before a wait, mid-step).
+        self._step_handed = 0
+        #: Records of earlier steps not yet written: the next ``think`` (or ``record_decisions``) takes them.
+        self._unwritten: list[DecisionRecord] = []
+        self._unwritten_bytes = 0
         #: ``record_decisions`` activities started and not yet awaited.
         self._writes: list[workflow.ActivityHandle[Any]] = []
         #: The span the current records describe (the step's, or a compaction's).
@@ -169,10 +181,46 @@ class RecordBook:
     # ----------------------------------------------------------------- the store
 
     def flush(self) -> None:
-        """Hand the step's records to the ``record_decisions`` activity, without waiting for it."""
+        """The step is over: hand its records on to be written (by the next think, or ``record_decisions``)."""
         if not self._step_records:
             return
-        records, self._step_records = self._step_records, []
+        records, self._step_records = self._step_records[self._step_handed :], []
+        self._step_handed = 0
+        self._hand_on(records)
+
+    def for_think(self) -> list[DecisionRecord]:
+        """The records the next ``think`` activity writes before its model call; the book forgets them.
+
+        Give them back with :meth:`not_written` when the call fails for good.
+        """
+        records, self._unwritten, self._unwritten_bytes = self._unwritten, [], 0
+        return records
+
+    def not_written(self, records: list[DecisionRecord]) -> None:
+        """``records`` taken by a ``think`` that failed: written again before the run ends (once per id)."""
+        self._unwritten[:0] = records
+        self._unwritten_bytes += sum(len(record.model_dump_json()) for record in records)
+
+    def before_waiting(self) -> None:
+        """The run is about to wait (for a person): start writing what it has recorded so far, without waiting."""
+        if not self._unwritten and len(self._step_records) == self._step_handed:
+            return
+        if not self._with_think():
+            return
+        self._unwritten.extend(self._step_records[self._step_handed :])
+        self._step_handed = len(self._step_records)  # the step's later records keep their numbers
+        self._send_unwritten()
+
+    def _with_think(self) -> bool:
+        return self._host.patched(PATCH_RECORDS_STORED) and self._host.patched(PATCH_RECORDS_WITH_THINK)
+
+    def _send_unwritten(self) -> None:
+        records, self._unwritten, self._unwritten_bytes = self._unwritten, [], 0
+        self._start_writes(records)
+
+    def _hand_on(self, records: list[DecisionRecord]) -> None:
+        if not records:
+            return
         if not self._host.patched(PATCH_RECORDS_STORED):
             # A run begun before records were stored writes its lines from here, as it did then.
             def emit() -> None:
@@ -180,6 +228,18 @@ class RecordBook:
                     trace.emit(record)
 
             self._host.outside_sandbox(emit)
+            return
+        if self._host.patched(PATCH_RECORDS_WITH_THINK):
+            self._unwritten.extend(records)
+            self._unwritten_bytes += sum(len(record.model_dump_json()) for record in records)
+            if self._unwritten_bytes > RECORDS_WITH_THINK_MAX_BYTES:
+                self._send_unwritten()  # too much to ride along with a model call's input
+            return
+        self._start_writes(records)
+
+    def _start_writes(self, records: list[DecisionRecord]) -> None:
+        """Start ``record_decisions`` for ``records`` (in batches under the payload limit), without waiting."""
+        if not records:
             return
         self._writes = [handle for handle in self._writes if not handle.done()]
         for batch in trace.batches(records):
@@ -201,6 +261,7 @@ class RecordBook:
         result: that is said in its warnings.
         """
         self.flush()
+        self._send_unwritten()
         writes, self._writes = self._writes, []
         for handle in writes:
             try:

@@ -78,7 +78,7 @@ class Thinker:
         Compaction's own cost is in its own record, and in the run's usage and cost.
         """
         agent = self._settings.profile
-        out = await self._conversation.think(step + 1)
+        out = await self._think(step)
         plain = out.stop_reason not in stops.NOT_ACTIONABLE and not out.over_window
         if plain or not self._host.patched(PATCH_STOP_REASONS):
             return self._reply(out, None, [], [out.request_id])
@@ -123,10 +123,22 @@ class Thinker:
                 allowance = move.max_tokens or allowance
                 asked_again = asked_again or move.kind == "ask_again"
                 pauses += move.kind == "continue"
-            out = await self._conversation.think(step + 1, max_tokens=allowance, user_text=move.prompt)
+            out = await self._think(step, max_tokens=allowance, user_text=move.prompt)
             usage = usage + out.usage
             request_ids.append(out.request_id)
         return self._reply(out.model_copy(update={"usage": usage}), move, warnings, request_ids)
+
+    async def _think(self, step: int, *, max_tokens: int | None = None, user_text: str | None = None) -> ThinkOutput:
+        """One model call for step ``step + 1``; it writes the records of the steps before (see :mod:`.records`)."""
+        records = self._book.for_think()
+        try:
+            out = await self._conversation.think(step + 1, max_tokens=max_tokens, user_text=user_text, records=records)
+        except BaseException:
+            self._book.not_written(records)  # written before the run ends, once per id whatever the call did
+            raise
+        if not out.records_written:
+            self._book.not_written(records)  # the next think, or record_decisions, writes them
+        return out
 
     def _reply(self, out: ThinkOutput, move: stops.NextMove | None, warnings: list[str], request_ids: list[str | None]) -> Reply:
         self._conversation.remember_usage(out.usage)

@@ -134,6 +134,10 @@ class WorkerGroup:
         await asyncio.gather(*(worker.run() for worker in self.workers))
 
 
+#: ``Worker(max_cached_workflows=...)``'s default in the Temporal SDK.
+SDK_MAX_CACHED_WORKFLOWS = 1000
+
+
 def create_worker(
     client: Client,
     config: AgentsConfig,
@@ -199,6 +203,8 @@ def create_worker(
         }
     if max_cached_workflows is not None:
         sizing["max_cached_workflows"] = max_cached_workflows
+    # The conversations of every run the worker keeps cached stay in memory too (the SDK's default: 1,000).
+    store.hold_conversations(sizing.get("max_cached_workflows", SDK_MAX_CACHED_WORKFLOWS))
     # Whatever a client sends, the workflows get a value they can refuse by name (see durable_agent.converter).
     guarded = guarded_client(client, on_missing_key)
     workers = [

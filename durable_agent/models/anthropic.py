@@ -9,14 +9,21 @@ server's requested wait (``retry-after-ms``, ``retry-after``, or the
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import os
 import time
+import weakref
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping
 
 import anthropic
+
+try:  # the HTTP library the anthropic SDK is built on (renamed httpx2 in its newer releases)
+    import httpx2 as _http
+except ImportError:  # pragma: no cover - older anthropic releases
+    import httpx as _http  # type: ignore[no-redef]
 
 from durable_agent.models.base import ModelError, ModelRequest, ModelResponse
 from durable_agent.retry import ErrorKind
@@ -32,6 +39,9 @@ REQUEST_TIMEOUT_SECONDS = float(os.environ.get("ANTHROPIC_REQUEST_TIMEOUT", "240
 #: Seconds a token count may take: counting only saves an estimate, so a slow count is
 #: given up (the prompt is estimated locally) long before it could eat the call's own time.
 COUNT_TIMEOUT_SECONDS = 30.0
+
+#: Seconds an idle connection to the API is kept open for the next call (the SDK's default is 5).
+KEEPALIVE_SECONDS = 60.0
 
 CredentialsProvider = Callable[[], str | None]
 
@@ -51,6 +61,37 @@ def set_credentials_provider(provider: CredentialsProvider | None) -> None:
     """
     global _credentials_provider
     _credentials_provider = provider or _env_api_key
+
+
+#: The clients of this process, per event loop and base URL: one connection pool each, for every call.
+_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str | None, anthropic.AsyncAnthropic]] = weakref.WeakKeyDictionary()
+
+
+def shared_client(api_key: str, base_url: str | None, timeout: float) -> anthropic.AsyncAnthropic:
+    """The worker's long-lived client for ``base_url``, sending ``api_key``.
+
+    Every call of the process reuses its connections (keep-alive), so a step over a
+    real network costs no new TCP and TLS handshake. A changed credential (a
+    rotated key, a secrets manager's new one) gets a client that sends it over the
+    same connection pool. The pool belongs to the running event loop (an
+    ``httpx`` client cannot cross loops): a new loop gets a new one.
+    """
+    loop = asyncio.get_running_loop()
+    clients = _clients.setdefault(loop, {})
+    client = clients.get(base_url)
+    if client is None:
+        limits = _http.Limits(max_connections=1000, max_keepalive_connections=100, keepalive_expiry=KEEPALIVE_SECONDS)
+        client = anthropic.AsyncAnthropic(
+            api_key=api_key,
+            base_url=base_url,
+            max_retries=0,  # Temporal owns retries: one attempt, one request.
+            timeout=timeout,
+            http_client=anthropic.DefaultAsyncHttpxClient(limits=limits, timeout=timeout),
+        )
+    elif client.api_key != api_key:
+        client = client.with_options(api_key=api_key)  # the same connection pool, the new credential
+    clients[base_url] = client
+    return client
 
 
 def _parse_seconds(value: str | None, now: float) -> float | None:
@@ -232,12 +273,7 @@ class AnthropicModel:
         key = _credentials_provider()
         if not key:
             raise ModelError(ErrorKind.AUTH, "no Anthropic API key: set ANTHROPIC_API_KEY (or use model 'offline')")
-        return anthropic.AsyncAnthropic(
-            api_key=key,
-            base_url=os.environ.get("ANTHROPIC_BASE_URL") or None,
-            max_retries=0,  # Temporal owns retries: one attempt, one request.
-            timeout=self.timeout,
-        )
+        return shared_client(key, os.environ.get("ANTHROPIC_BASE_URL") or None, self.timeout)
 
     @staticmethod
     def _request_kwargs(request: ModelRequest) -> dict[str, Any]:
@@ -248,8 +284,9 @@ class AnthropicModel:
             kwargs["system"] = parts["system"]
         if parts["tools"]:
             kwargs["tools"] = parts["tools"]
-            # One tool call per step keeps "one step, one action, one approval" true.
-            kwargs["tool_choice"] = {"type": "auto", "disable_parallel_tool_use": True}
+            if not request.parallel_tool_calls:
+                # One tool call a turn, unless the profile lets independent calls come (and run) together.
+                kwargs["tool_choice"] = {"type": "auto", "disable_parallel_tool_use": True}
         if request.thinking_budget_tokens:
             kwargs["thinking"] = {"type": "enabled", "budget_tokens": request.thinking_budget_tokens}
         if request.context_management:
@@ -270,8 +307,6 @@ class AnthropicModel:
         except Exception as exc:  # noqa: BLE001 - counting is an optimisation: the caller estimates instead
             log.info("token counting unavailable (%s); estimating locally", type(exc).__name__)
             return None
-        finally:
-            await client.close()
         return int(counted.input_tokens)
 
     async def complete(self, request: ModelRequest) -> ModelResponse:
@@ -279,8 +314,8 @@ class AnthropicModel:
         kwargs["max_tokens"] = request.max_tokens
         if request.user_id:
             kwargs["metadata"] = {"user_id": request.user_id}
-        if request.timeout_seconds:
-            kwargs["timeout"] = max(self.timeout, request.timeout_seconds)
+        # Per request: the shared client was made with whichever timeout its first caller had.
+        kwargs["timeout"] = max(self.timeout, request.timeout_seconds or 0)
         client = self._client()
         request_id: str | None = None
         try:
@@ -300,8 +335,6 @@ class AnthropicModel:
             error = classify(exc)
             error.request_id = error.request_id or request_id
             raise error from None
-        finally:
-            await client.close()
         usage = message.usage
         return ModelResponse(
             content=[block.model_dump(exclude_none=True, exclude={"citations"}) for block in message.content],

@@ -30,6 +30,8 @@ class ModelRequest:
     thinking_budget_tokens: int | None = None
     #: Let the API clear old tool results server-side (its context management).
     context_management: bool = False
+    #: The model may make several tool calls in one turn (else at most one).
+    parallel_tool_calls: bool = False
 
 
 @dataclass

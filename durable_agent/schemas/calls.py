@@ -8,6 +8,7 @@ from pydantic import BaseModel, Field
 
 from durable_agent.schemas.common import Usage
 from durable_agent.schemas.profile import LivePolicy
+from durable_agent.schemas.records import DecisionRecord
 
 
 class ToolResultPart(BaseModel):
@@ -40,6 +41,14 @@ class ThinkInput(BaseModel):
     thinking_budget_tokens: int | None = None
     context_management: bool = False
     policy_digest: str | None = Field(default=None, description="The digest of the policy last reported to the run (None: report it).")
+    parallel_tool_calls: bool = Field(default=False, description="The model may make several tool calls in one turn.")
+    expected_prompt_tokens: int | None = Field(
+        default=None,
+        description="The prompt's size from the last call's usage and what is new; the API counts tokens only when it nears the window.",
+    )
+    records: list[DecisionRecord] = Field(
+        default_factory=list, description="Decision records of earlier steps, written (once per id) before the model call."
+    )
 
 
 class CompactInput(BaseModel):
@@ -91,6 +100,7 @@ class ThinkOutput(BaseModel):
     truncated: bool = Field(default=False, description="Cut by max_tokens (or the window): kept out of the conversation, never acted on.")
     cut_tool_calls: list[str] = Field(default_factory=list, description="Tools whose calls the cut reply was writing.")
     request_id: str | None = Field(default=None, description="The API's id of the request that answered.")
+    records_written: bool = Field(default=True, description="False when the records handed over could not be written (written later).")
     daily_budget_usd: float | None = Field(
         default=None, description="The agent's daily budget as configured on the worker now: a lowered one ends the run's lease early."
     )

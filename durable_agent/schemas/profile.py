@@ -160,6 +160,9 @@ class ResolvedAgent(BaseModel):
     context_window_tokens: int | None = Field(default=None, description="The profile's override of the model's window.")
     thinking_budget_tokens: int | None = Field(default=None, description="Extended thinking's budget; None: off.")
     context_management: bool = Field(default=False, description="Ask the API to clear old tool results itself (tier 3).")
+    parallel_tool_calls: bool = Field(
+        default=False, description="The model may make several tool calls a turn (False for runs resolved before the switch)."
+    )
     prompt_tokens: int = Field(default=0, description="Estimated tokens of the system prompt and tool schemas.")
     max_depth: int = Field(default=3, description="How deep delegation to sub-agents may go below a top-level run.")
     max_children: int = Field(default=10, description="Sub-agent runs one run may start.")
