@@ -18,20 +18,21 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from durable_agent import context, contracts, genai, money, redaction, remote_tools, stops, subagents, trace
+from durable_agent import context, contracts, genai, money, redaction, stops, subagents, trace
 from durable_agent.activities.common import content_errors, log, retry_error, tool_result_content
 from durable_agent.activities.context import READ_RESULT_INFO
 from durable_agent.activities.live_config import LiveConfig
 from durable_agent.activities.notify import NotifyActivities
 from durable_agent.activities.policy import PolicyReader
+from durable_agent.activities.profile_tools import profile_mcp_info, profile_tool_info, protected_by_name
 from durable_agent.activities.tools import ToolActivities
 from durable_agent.activities.approvals import ApprovalIndex
 from durable_agent.mcp.catalog import McpCatalog
 from durable_agent.mcp.config import is_mcp_entry
 from durable_agent.models import ModelError, ModelRequest, is_anthropic, provider_for
 from durable_agent.pricing import find_price, price_warnings
-from durable_agent.profiles import AgentsConfig, Profile
-from durable_agent.ratelimit import estimate_input_tokens, profile_lane
+from durable_agent.profiles import AgentsConfig
+from durable_agent.ratelimit import estimate_input_tokens
 from durable_agent.retry import ErrorKind, model_retry_delay
 from durable_agent.schemas import (
     ResolveAgentInput,
@@ -39,11 +40,8 @@ from durable_agent.schemas import (
     ThinkInput,
     ThinkOutput,
     ToolCall,
-    ToolInfo,
 )
 from durable_agent.stops import think_timeout
-from durable_agent.tool_policy import apply as apply_tool_policy
-from durable_agent.tool_policy import named_for, with_profile_names
 from durable_agent.store import ContentStore
 from durable_agent.tools import ToolRegistry
 from durable_agent.tools import registry as default_registry
@@ -58,38 +56,6 @@ REASONING_CHARS = 2_000
 def run_user_id(session_id: str) -> str:
     """``metadata.user_id`` of a run: stable across its steps, names no one (a hash of the workflow id)."""
     return "run-" + hashlib.sha256(f"durable-agent:{session_id}".encode()).hexdigest()[:32]
-
-
-def profile_tool_info(tools: ToolRegistry, config: AgentsConfig, agent: str, profile: Profile, tool_name: str) -> ToolInfo | None:
-    """The policy of a ``@tool`` function or a remote tool as profile ``agent`` sets it (its rate limits and
-    ``tool_policy``); None: this worker has no such tool."""
-    remote = config.remote_tools.get(tool_name)
-    tool = tools.get(tool_name)
-    if remote is not None:
-        info = remote_tools.tool_info(tool_name, remote)  # served by another worker: its config is all we know
-    elif tool is not None:
-        info = tool.info.model_copy()
-    else:
-        return None
-    if tool_name in profile.rate_limits:
-        info.rate_limit = profile.rate_limits[tool_name]
-        info.rate_limit_lane = profile_lane(agent)  # held to its own limit, apart from other callers
-    if tool_name in profile.rate_limit_wait:
-        info.rate_limit_wait = profile.rate_limit_wait[tool_name]
-    return apply_tool_policy(info, profile.tool_policy.get(tool_name), lane=profile_lane(agent))
-
-
-def profile_mcp_info(info: ToolInfo, agent: str, profile: Profile) -> ToolInfo:
-    """An MCP tool's policy with the profile's rate limits and protections that name it ("SERVER.TOOL" or mcp__SERVER__TOOL)."""
-    return with_profile_names(
-        info, rate_limits=profile.rate_limits, rate_limit_wait=profile.rate_limit_wait,
-        protected_tools=profile.approval.protected_tools, lane=profile_lane(agent),
-    )
-
-
-def protected_by_name(info: ToolInfo, profile: Profile) -> ToolInfo:
-    """``info``, protected when the profile's ``protected_tools`` names it in any of its forms."""
-    return info.model_copy(update={"protected": True}) if named_for(profile.approval.protected_tools, info.name) else info
 
 
 class AgentActivities(ToolActivities, NotifyActivities):

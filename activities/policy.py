@@ -11,6 +11,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from durable_agent import live_policy
+from durable_agent.activities import profile_tools  # the same rules resolve_agent applies
 from durable_agent.activities.live_config import ConfigUnreadable, LiveConfig
 from durable_agent.live_policy import LivePolicy
 from durable_agent.mcp.catalog import McpCatalog
@@ -54,13 +55,11 @@ class PolicyReader:
 
     def _tool_rules(self, config: AgentsConfig, agent: str, profile: Profile, tool_names: list[str]) -> dict[str, dict[str, object]]:
         """The rules of the run's tools as configured now; a tool this worker cannot describe is left out (the run keeps its own)."""
-        from durable_agent.activities import agent as resolving  # the same rules resolve_agent applies
-
         rules: dict[str, dict[str, object]] = {}
         for name in tool_names:
-            info = resolving.profile_tool_info(self.tools, config, agent, profile, name)
+            info = profile_tools.profile_tool_info(self.tools, config, agent, profile, name)
             if info is None and self.mcp is not None and (tool := self.mcp.kept_tool(name)) is not None:
-                info = resolving.profile_mcp_info(self.mcp.info(tool, profile.tool_policy, agent), agent, profile)
+                info = profile_tools.profile_mcp_info(self.mcp.info(tool, profile.tool_policy, agent), agent, profile)
             if info is not None:
-                rules[name] = live_policy.tool_rules(resolving.protected_by_name(info, profile))
+                rules[name] = live_policy.tool_rules(profile_tools.protected_by_name(info, profile))
         return rules

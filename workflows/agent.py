@@ -15,6 +15,7 @@ own module that owns its state; the loop asks them and they answer:
 - :mod:`.progress`: step, phase (a small state machine), tools used, outcome;
 - :mod:`.conversation` and :mod:`.thinking`: what the model is told, stop reasons, compaction;
 - :mod:`.tool_calls`: one tool call through policy, approval, budget and rate limit;
+- :mod:`.turn_calls` and :mod:`.turns`: a turn's calls, alone or at once, through the anomaly rules, each recorded;
 - :mod:`.approval_desk` and :mod:`.decision_intake`: held actions, and the decisions that come in for them;
 - :mod:`.spend` and :mod:`.daily_budget`: the run's cost and budget, the agent's shared daily budget;
 - :mod:`.money_limits`: the money the run moves without a person, held to the profile's limits;
@@ -44,14 +45,12 @@ with workflow.unsafe.imports_passed_through():
         ChildReport,
         CostRecord,
         DecisionRecord,
-        PendingApproval,
         StatusView,
         ToolCall,
-        Usage,
     )
 
-from durable_agent.workflows import continuation, turns
-from durable_agent.workflows.anomaly_watch import AnomalyWatch, Finding
+from durable_agent.workflows import continuation
+from durable_agent.workflows.anomaly_watch import AnomalyWatch
 from durable_agent.workflows.approval_desk import ApprovalDesk
 from durable_agent.workflows.continuation import CarriedState, Carries
 from durable_agent.workflows.conversation import Conversation
@@ -67,9 +66,9 @@ from durable_agent.workflows.settings import RunSettings
 from durable_agent.workflows.spend import Spend
 from durable_agent.workflows.thinking import Reply, Thinker
 from durable_agent.workflows.tool_calls import ToolCalls
+from durable_agent.workflows.turn_calls import TurnCalls
+from durable_agent.workflows.views import RunView
 
-#: Patch: an anomaly rule set to ``pause`` holds the run for a person.
-PATCH_ANOMALY_PAUSE = "anomaly-pause"
 #: Patch: a run ends (and reports) only once its update handlers have finished.
 PATCH_HANDLERS_FINISHED = "run-ends-after-handlers"
 #: Patch: a continuation resolves its tools again (MCP servers listed, remote tools read) before its first step.
@@ -78,14 +77,6 @@ PATCH_TOOLS_RESOLVED_AT_CONTINUE = "tools-resolved-at-continue-as-new"
 __all__ = ["AgentWorkflow", "CarriedState"]
 
 _DESCRIBE_DECISION = '{"approval_id": "...", "reviewer": "...", "comment": "..."}; approval_id is required'
-
-
-def _pause_outcome(held: ApprovalRecord) -> str:
-    """Why a paused run stops: who stopped it (and their comment), or that nobody resumed it in time."""
-    if held.status == "timed_out":
-        return "no reviewer resumed the paused run in time"
-    comment = f": {held.comment}" if held.comment else ""
-    return f"the paused run was stopped by {held.reviewer or 'a reviewer'}{comment}"
 
 
 @workflow.defn(name=contracts.AGENT_WORKFLOW)
@@ -110,6 +101,8 @@ class AgentWorkflow:
         self.tools = ToolCalls(
             host, self.settings, self.progress, self.desk, self.spend, self.conversation, self._details, self.delegation, self.money
         )
+        self.view = RunView(self.settings, self.progress, self.spend, self.book, self.desk, self.daily, self.delegation)
+        self.turn = TurnCalls(host, self.settings, self.progress, self.spend, self.anomalies, self.desk, self.tools, self.conversation, self.book)
         #: A sub-agent's reports to its parent run (none for a top-level run).
         self.reporter = ParentReporter(host, self._report)
 
@@ -124,29 +117,7 @@ class AgentWorkflow:
 
     @workflow.query(name=contracts.QUERY_STATUS, description="Where the run is: step, phase, cost, usage, pending approvals, warnings, budget left.")
     def get_status(self, *_ignored: Any) -> StatusView:
-        agent = self.settings.agent
-        return StatusView(
-            step=self.progress.step,
-            phase=self.progress.phase.phase,
-            agent=agent.name if agent else None,
-            model=agent.model if agent else None,
-            total_cost=pricing.shown_usd(self.spend.run_cost()),
-            usage=self.spend.run_usage(),
-            tools_used=list(self.progress.tools_used),
-            tools_used_unlisted=self.progress.tools_used_unlisted,
-            pending_approvals=self._pending_approvals(),
-            warnings=self.book.warnings(),
-            budget_remaining=self.spend.budget_remaining(),
-            status=self.progress.status,
-            answer=self.progress.answer,
-            waiting_for=self.progress.phase.waiting_for,
-            daily_budget_remaining=self.daily.remaining,
-            children=self.delegation.children(),
-        )
-
-    def _pending_approvals(self) -> list[PendingApproval]:
-        """What waits for a decision: the run's own held actions, then its sub-agents'."""
-        return self.desk.pending() + self.delegation.pending()
+        return self.view.status()
 
     @workflow.query(name=contracts.QUERY_TRACE, description="The decision records of this run, one per step, in order (long texts cut; whole in the store).")
     def get_trace(self, *_ignored: Any) -> list[DecisionRecord]:
@@ -317,49 +288,8 @@ class AgentWorkflow:
             return self._result()
 
         self.settings.take_policy(self._host, out, self.book.warn)  # the step's calls, under the policy as configured now
-        calls, index = out.tool_calls, 0
-        while index < len(calls):
-            # Every call of a group is checked before any of it runs; a group of more than one runs at once.
-            size = turns.concurrent_group(self._host, self.settings, self.spend, calls, index)
-            group = list(enumerate(calls[index : index + size], start=index))
-            findings = [self.anomalies.check(step, call, step_cost if n == 0 else 0.0, out.usage if n == 0 else Usage()) for n, call in group]
-            if size > 1 and all(finding.action not in ("pause", "stop") for finding in findings):
-                observed = await asyncio.gather(*(self.tools.act(call, n, calls) for n, call in group))
-                self.conversation.order_results([call.id for call in calls])
-                done = [(observation, finding.reason) for observation, finding in zip(observed, findings)]
-            else:
-                done = [await self._call_alone(call, n, calls, finding) for (n, call), finding in zip(group, findings)]
-            for (n, call), finding, (observation, why) in zip(group, findings, done):
-                for warning in observation.result_warnings:
-                    self.book.warn(f"step {step}: {warning}")
-                if n == 0:
-                    observation.request_ids = reply.request_ids
-                self.book.record(
-                    step,
-                    ActionRecord(type="tool_call", tool=call.name, args=call.args, reasoning=out.text or None),
-                    observation.as_record(),
-                    cost if n == 0 else CostRecord(),
-                    (reply.warnings if n == 0 else []) + finding.warnings + observation.result_warnings,
-                    started=think_started,
-                )
-                outcome = self._after_call(call, observation, why)
-                if outcome is not None:
-                    return outcome
-            index += size
-        return None
-
-    async def _call_alone(self, call: ToolCall, index: int, turn: list[ToolCall], finding: Finding) -> tuple[Observation, str]:
-        """Run ``call`` on its own, unless its anomalies pause the run (for a person) or stop it; what came of it and why."""
-        action, why = finding.action, finding.reason
-        held: ApprovalRecord | None = None
-        if action == "pause" and workflow.patched(PATCH_ANOMALY_PAUSE):
-            held = await self._pause_for_anomaly(call, why)
-            if held.status != "approved":
-                action, why = "stop", f"{why}; {_pause_outcome(held)}"
-        if action == "stop":
-            text = f"STOPPED: {why}. The action was not executed."
-            return self.tools.answer_for(call, "stopped", text, held.approval_id if held else None), why
-        return await self.tools.act(call, index, turn), why
+        ending = await self.turn.run(step, out, step_cost, cost, reply.warnings, reply.request_ids, think_started)
+        return self._after_call(ending.call, ending.observation, ending.why) if ending is not None else None
 
     def _after_call(self, call: ToolCall, observation: Observation, why: str) -> AgentResult | None:
         """The run's result when a tool call's outcome ends the run."""
@@ -370,20 +300,6 @@ class AgentWorkflow:
         if observation.run_cancelled:
             raise asyncio.CancelledError
         return None
-
-    async def _pause_for_anomaly(self, call: ToolCall, why: str) -> ApprovalRecord:
-        """Hold the run before ``call`` at the approval desk: approving resumes it, anything else stops it.
-
-        The held decision names the anomaly in its reason, so the status query, the
-        current details and the reviewer's notice say why the run waits.
-        """
-        return await self.desk.hold_run(
-            "pause",
-            {"tool": call.name, "args": call.args},
-            reason=f"the run is paused by an anomaly rule ({why}); approve to resume it (the action then goes through "
-            "its own policy), reject to stop the run",
-            step=self.progress.step,
-        )
 
     def _end_on_reply(self, reply: Reply, move: stops.NextMove, cost: CostRecord, started: datetime) -> AgentResult:
         """End the run on a refusal, or fail it when no reply could be acted on; a record either way."""
@@ -443,25 +359,7 @@ class AgentWorkflow:
         workflow.set_current_details(f"{text}\n\nSpent ${self.spend.run_cost():.4f} over {self.progress.step} steps.{budgets}")
 
     def _result(self, error: str | None = None) -> AgentResult:
-        agent = self.settings.agent
-        return AgentResult(
-            status=self.progress.status or "failed",
-            answer=self.progress.answer,
-            steps=self.progress.step,
-            tools_used=list(self.progress.tools_used),
-            tools_used_unlisted=self.progress.tools_used_unlisted,
-            total_cost=pricing.shown_usd(self.spend.run_cost()),
-            usage=self.spend.run_usage(),
-            warnings=self.book.warnings(),
-            approvals=self.desk.records(),
-            approvals_unlisted=self.desk.records_unlisted,
-            error=error,
-            model=agent.model if agent else None,
-            agent=agent.name if agent else None,
-            budget_remaining=self.spend.budget_remaining(),
-            daily_budget_remaining=self.daily.remaining,
-            children=self.delegation.children(),
-        )
+        return self.view.result(error)
 
     def _report(self) -> ChildReport:
         """What a sub-agent tells its parent: its totals (its own children's included) and what waits in it."""
@@ -470,5 +368,5 @@ class AgentWorkflow:
             steps=self.progress.step,
             total_cost=self.spend.run_cost(),
             usage=self.spend.run_usage(),
-            pending_approvals=self._pending_approvals(),
+            pending_approvals=self.view.pending_approvals(),
         )
