@@ -175,6 +175,12 @@ class ContentStore:
         with self._lock:
             self._cache_size = max(self._cache_size, CONVERSATIONS_PER_RUN * runs + 16)
 
+    def forget_conversations(self) -> None:
+        """Drop the conversations kept in memory: the next read of each comes from the backend, checked, as on a
+        worker that has just started (or that another worker's run has just moved to)."""
+        with self._lock:
+            self._chains.clear()
+
     @property
     def location(self) -> str:
         """Where the content lives (a path or URL, never a credential)."""

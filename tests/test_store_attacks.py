@@ -232,6 +232,7 @@ class TestForgedContent:
             key = await task_node_key(s3_store, task)
             node = {"prev": None, "message": {"role": "user", "content": [{"type": "text", "text": forged_plan}]}}
             await s3_store.backend.write(key, stored_json(node))  # plaintext JSON, as the attacker wrote it
+            s3_store.forget_conversations()  # the next step reads the bucket, as a worker new to the run would
             forged["ref"] = ref_of_key(key)
 
         tools_for_tests.CHECKPOINTS["forge"] = forge
@@ -259,6 +260,7 @@ class TestForgedContent:
             assert blob is not None
             key = await task_node_key(s3_store, victim_task)
             await s3_store.backend.write(key, blob)  # a sealed blob of the attacker's run, onto the victim's node
+            s3_store.forget_conversations()  # the next step reads the bucket, as a worker new to the run would
             swapped["ref"] = ref_of_key(key)
 
         tools_for_tests.CHECKPOINTS["swap"] = swap

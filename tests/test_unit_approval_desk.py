@@ -283,7 +283,7 @@ class TestEdgesOfADecision:
         assert [[u.value for u in updates] for updates in d.host.search_attributes] == [[True], [False]]
         assert PATCH_MARK_CLEARED_ON_CLOSE in d.host.patches
 
-    def test_the_validator_refuses_unsigned_expired_and_unbound_signed_reviews(self) -> None:
+    async def test_the_validator_refuses_unsigned_expired_and_unbound_signed_reviews(self) -> None:
         alice = signing.generate_key("alice")
         d = Desk(run=settings(approval={"max_amount": 1000.0, "require_signature": True, "reviewers": ["alice"]}))
         d.desk._open_tool_call(REFUND, 0, d.verdict(REFUND), STEP)  # held, as the loop does before it waits

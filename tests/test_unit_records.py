@@ -114,7 +114,7 @@ class TestRecordsWithThink:
         records.before_waiting()  # nothing new: nothing started
         assert len(host.calls) == 1
 
-    def test_records_too_large_to_ride_along_go_at_once(self) -> None:
+    async def test_records_too_large_to_ride_along_go_at_once(self) -> None:
         records, host = book()
         big = CALL.model_copy(update={"reasoning": "x" * (RECORDS_WITH_THINK_MAX_BYTES + 1)})
         records.record(1, big, {"status": "ok"}, CostRecord(), [], started=START)
