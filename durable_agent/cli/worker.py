@@ -38,10 +38,10 @@ from durable_agent.mcp.catalog import McpCatalog, ServerListing
 from durable_agent.profiles import AgentsConfig, import_tool_modules, load_config, money_limit_warnings
 from durable_agent.store import open_store
 
-from durable_agent.cli.worker_group import SDK_MAX_CACHED_WORKFLOWS, WorkerGroup, core_modules, create_worker, tool_timeouts, workflow_runner
+from durable_agent.cli.worker_group import ROLES, SDK_MAX_CACHED_WORKFLOWS, WorkerGroup, core_modules, create_worker, tool_timeouts, workflow_runner
 
 __all__ = [
-    "SDK_MAX_CACHED_WORKFLOWS", "WorkerGroup", "core_modules", "create_worker", "tool_timeouts", "workflow_runner",
+    "ROLES", "SDK_MAX_CACHED_WORKFLOWS", "WorkerGroup", "core_modules", "create_worker", "tool_timeouts", "workflow_runner",
 ]
 
 log = logging.getLogger("durable_agent.worker")
@@ -86,6 +86,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="where daily-budget ledgers and rate limiters run (default: AGENT_LIMITS_TASK_QUEUE or '<task queue>-limits')",
     )
     parser.add_argument("--no-limits", action="store_true", help="do not poll the limits task queue (other workers serve it)")
+    parser.add_argument(
+        "--role", choices=ROLES, default=os.environ.get("AGENT_WORKER_ROLE", "all"),
+        help="all (default), or only the agent runs' workflow tasks, only their activities (model calls, tools), or only the "
+        "limits queue (ledgers, rate limiters): size each apart (env AGENT_WORKER_ROLE)",
+    )
     parser.add_argument("--address", default=None, help="Temporal address (default: TEMPORAL_ADDRESS or localhost:7233)")
     parser.add_argument("--log-level", default=os.environ.get("AGENT_LOG_LEVEL", "INFO"))
     parser.add_argument(
@@ -172,6 +177,7 @@ async def main(args: argparse.Namespace) -> int:
         deployment = deployments.from_args(args)
         queue = args.task_queue or default_task_queue()
         limits_queue = limits_task_queue_for(queue, args.limits_task_queue or os.environ.get("AGENT_LIMITS_TASK_QUEUE") or None)
+        serves_limits = args.role in ("all", "limits") and not args.no_limits
         deployments.check_task_queues(deployment, queue, limits_queue)
         ring = KeyRing.from_env()
         store = open_store(ring)
@@ -208,7 +214,7 @@ async def main(args: argparse.Namespace) -> int:
     limits_queue = limits_task_queue_for(queue, args.limits_task_queue or os.environ.get("AGENT_LIMITS_TASK_QUEUE") or None)
     # Keys the queue's open runs need, and a worker for the limits queue (see worker_checks).
     findings = await worker_checks.look(
-        client, config, task_queue=queue, limits_queue=limits_queue, ring=ring, serves_limits=not args.no_limits
+        client, config, task_queue=queue, limits_queue=limits_queue, ring=ring, serves_limits=serves_limits
     )
     if args.check:
         for warning in warnings:
@@ -227,7 +233,7 @@ async def main(args: argparse.Namespace) -> int:
         log.warning("%s", warning)
     if deployment is not None:
         log.info("%s", (await deployments.status_line(client, deployment))[1])
-    refusal = worker_checks.start_problem(findings, limits_queue=limits_queue, serves_limits=not args.no_limits)
+    refusal = worker_checks.start_problem(findings, limits_queue=limits_queue, serves_limits=serves_limits)
     if refusal:
         await store.close()
         await mcp.close()
@@ -237,15 +243,17 @@ async def main(args: argparse.Namespace) -> int:
     tool_pool = ThreadPoolExecutor(max_workers=tuning.tool_threads, thread_name_prefix="tool")
     worker = create_worker(
         client, config, task_queue=queue, store=store, tuning=tuning, tool_executor=tool_pool,
-        limits_task_queue=args.limits_task_queue, serve_limits=not args.no_limits, mcp=mcp, on_missing_key=keys_missing,
-        deployment=deployment,
+        limits_task_queue=args.limits_task_queue, serve_limits=serves_limits, mcp=mcp, on_missing_key=keys_missing,
+        deployment=deployment, role=args.role,
     )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    polls = {"all": f"task queue {queue!r}", "workflows": f"the workflow tasks of task queue {queue!r}",
+             "activities": f"the activity tasks of task queue {queue!r}", "limits": f"the limits task queue {limits_queue!r}"}[args.role]
     log.info(
-        "worker polling task queue %r on %s (agents: %s; store: %s; encryption: %s)",
-        queue, address, ", ".join(config.agents), store.location, "on" if ring else "off",
+        "worker polling %s on %s (agents: %s; store: %s; encryption: %s)",
+        polls, address, ", ".join(config.agents), store.location, "on" if ring else "off",
     )
     if port is not None:
         log.info("metrics for Prometheus at http://0.0.0.0:%d/metrics", port)

@@ -19,7 +19,7 @@ from temporalio.common import WorkerDeploymentVersion
 from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from durable_agent import deployments
+from durable_agent import contracts, deployments
 from durable_agent.activities import (
     AgentActivities,
     ApprovalActivities,
@@ -110,6 +110,10 @@ class WorkerGroup:
 
 #: ``Worker(max_cached_workflows=...)``'s default in the Temporal SDK.
 SDK_MAX_CACHED_WORKFLOWS = 1000
+#: What a worker process may do (``durable-agent worker --role``).
+ROLES = ("all", "workflows", "activities", "limits")
+#: The activities the workflows run as local activities: a workflow worker must have them.
+LOCAL_ACTIVITIES = (contracts.ACTIVITY_STORE_TASK, contracts.ACTIVITY_STORE_REMOTE_RESULT)
 
 
 def create_worker(
@@ -127,6 +131,7 @@ def create_worker(
     mcp: McpCatalog | None = None,
     deployment: WorkerDeploymentVersion | None = None,
     on_missing_key: MissingKeyListener | None = None,
+    role: str = "all",
 ) -> WorkerGroup:
     """The workers that run every durable-agent workflow and activity, as one group.
 
@@ -151,9 +156,12 @@ def create_worker(
             ``None`` (the default, and the embedded worker of ``durable-agent run``): unversioned.
         on_missing_key: Told when a task arrives encrypted under a key this worker lacks (the task
             fails and is retried elsewhere; see :mod:`durable_agent.converter`).
+        role: What this process does (``--role``): ``all`` (the default), ``workflows`` (the agent runs'
+            workflow tasks, with the local activities they run in place), ``activities`` (model calls,
+            tools, records: the agents queue's activity tasks) or ``limits`` (the ledgers and rate limiters).
 
     Raises:
-        ValueError: a versioned worker whose limits queue is the agents' queue.
+        ValueError: a versioned worker whose limits queue is the agents' queue; an unknown role.
     """
     queue = task_queue or default_task_queue()
     limits_queue = limits_task_queue_for(queue, limits_task_queue or os.environ.get("AGENT_LIMITS_TASK_QUEUE") or None)
@@ -181,25 +189,33 @@ def create_worker(
     store.hold_conversations(sizing.get("max_cached_workflows", SDK_MAX_CACHED_WORKFLOWS))
     # Whatever a client sends, the workflows get a value they can refuse by name (see durable_agent.converter).
     guarded = guarded_client(client, on_missing_key)
-    workers = [
-        Worker(
-            guarded,
-            task_queue=queue,
-            # The entity workflows too: ledgers and limiters started here before they had a queue of their own.
-            workflows=WORKFLOWS,
-            activities=activities.all()
-            + ApprovalActivities(activities.live).all()
-            + BudgetActivities(client, config, limits_queue).all()
-            + RecordActivities(store).all(),
-            workflow_runner=workflow_runner(),
-            activity_executor=activity_executor,
-            deployment_config=deployments.worker_config(deployment, deployments.RUNS),
-            # Every activity heartbeats for its whole body: a slow dependency costs time, never an attempt.
-            interceptors=[HeartbeatInterceptor()],
-            **sizing,
+    if role not in ROLES:
+        raise ValueError(f"unknown worker role {role!r}: one of {', '.join(ROLES)}")
+    every_activity = (
+        activities.all() + ApprovalActivities(activities.live).all() + BudgetActivities(client, config, limits_queue).all()
+        + RecordActivities(store).all()
+    )
+    # A workflow worker runs the local activities of its workflows itself (a large task, a remote tool's result).
+    in_place = [fn for fn in every_activity if getattr(fn, "__temporal_activity_definition").name in LOCAL_ACTIVITIES]
+    workers = []
+    if role != "limits":
+        workers.append(
+            Worker(
+                guarded,
+                task_queue=queue,
+                # The entity workflows too: ledgers and limiters started here before they had a queue of their own.
+                workflows=WORKFLOWS if role != "activities" else [],
+                activities=every_activity if role != "workflows" else in_place,
+                no_remote_activities=role == "workflows",  # its local activities only: never a think or a tool
+                workflow_runner=workflow_runner(),
+                activity_executor=activity_executor,
+                deployment_config=deployments.worker_config(deployment, deployments.RUNS),
+                # Every activity heartbeats for its whole body: a slow dependency costs time, never an attempt.
+                interceptors=[HeartbeatInterceptor()],
+                **{k: v for k, v in sizing.items() if role != "activities" or "workflow" not in k},
+            )
         )
-    ]
-    if serve_limits and limits_queue != queue:
+    if role in ("all", "limits") and serve_limits and limits_queue != queue:
         entity_sizing = {k: v for k, v in sizing.items() if k in ("max_cached_workflows", "workflow_task_poller_behavior")}
         workers.append(
             Worker(
