@@ -27,6 +27,7 @@ from _setup import bench_environment  # noqa: E402  (also puts the project on sy
 from durable_agent.activities import register_approval_index  # noqa: E402
 from durable_agent.cli.worker import create_worker  # noqa: E402
 from durable_agent.inbox.listing import Approvals, Listing  # noqa: E402
+from durable_agent.inbox.pages import InboxItem  # noqa: E402
 from durable_agent.schemas import StatusView  # noqa: E402
 from temporalio.client import WorkflowExecution  # noqa: E402
 from tests.conftest import make_config  # noqa: E402
@@ -35,16 +36,11 @@ from tests.conftest import make_config  # noqa: E402
 class QueryingApprovals(Approvals):
     """The inbox as it was: every marked run asked for its ``status`` on every look."""
 
-    async def _waiting(self, run: WorkflowExecution) -> list:  # type: ignore[type-arg]
-        status = await self._status(run.id, run.run_id)
-        if status is None:
-            return []
-        from durable_agent.inbox.pages import InboxItem
-
-        return [InboxItem(workflow_id=run.id, agent=status.agent, approval=a) for a in status.pending_approvals]
+    async def _waiting(self, run: WorkflowExecution) -> list[InboxItem]:
+        return await self._asked(run)
 
 
-async def page_open(approvals: Approvals, seconds: float, expected: int) -> tuple[float, float, int]:
+async def page_open(approvals: Approvals, seconds: float) -> tuple[float, float, int]:
     """Look once a second for ``seconds``; queries per second, median ms per look, approvals seen."""
     looks: list[float] = []
     seen = 0
@@ -82,7 +78,7 @@ async def main() -> None:
                 await asyncio.sleep(0.2)
             print(f"{args.waiting} runs waiting for approval; a page looking once a second for {args.seconds:g} s; worker cache off")
             for label, approvals in (("memo (now)", Approvals(client)), ("status queries (before)", QueryingApprovals(client))):
-                rate, look_ms, seen = await page_open(approvals, args.seconds, args.waiting)
+                rate, look_ms, seen = await page_open(approvals, args.seconds)
                 print(f"  {label:<24} {rate:8.1f} queries/s   {look_ms:8.1f} ms per look   {seen} approvals listed")
             for handle in handles:
                 await handle.cancel()

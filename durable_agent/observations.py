@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from durable_agent.schemas import CompactOutput
+from durable_agent.schemas import CompactOutput, ToolCallOutput
 
 #: Observation previews longer than this are cut (the store keeps the whole result).
 PREVIEW_CHARS = 300
@@ -66,6 +66,22 @@ class Observation:
     def answered_by_workflow(cls, status: str, message: str, approval_id: str | None = None) -> Observation:
         """The workflow answered for the call: nothing ran, the model reads ``message``."""
         return cls(status=status, message=message, approval_id=approval_id)
+
+    @classmethod
+    def of_tool(cls, out: ToolCallOutput, *, approval_id: str | None, rate_limit: RateLimitNote | None, run_cancelled: bool) -> Observation:
+        """What the tool (local, MCP or remote) returned, as the run observes it."""
+        return cls(
+            status=out.status,
+            duration_ms=out.duration_ms,
+            result_preview=out.preview[:PREVIEW_CHARS],
+            approval_id=approval_id,
+            rate_limit=rate_limit,
+            error=out.error,
+            result_ref=out.ref,
+            # What the activity had to change to keep the result (it never runs the tool again for it).
+            result_warnings=list(out.warnings),
+            run_cancelled=run_cancelled,
+        )
 
     def as_record(self) -> dict[str, Any]:
         """The decision record's ``observation``: the keys that apply, always in the same order."""

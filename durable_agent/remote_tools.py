@@ -27,7 +27,7 @@ from durable_agent.errors import ConfigError
 from durable_agent.mcp.config import MAX_TOOL_NAME
 from durable_agent.retry import TOOL_RETRY_POLICIES
 from durable_agent.schemas import RemoteTarget, StrictModel, ToolInfo
-from durable_agent.tools import parse_rate_limit
+from durable_agent.tools import RateLimitText
 
 #: The names the model may call a tool by (the Messages API's rule).
 _TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -49,7 +49,7 @@ class RemoteToolConfig(StrictModel):
     amount_arg: str | None = Field(default=None, description="The argument that carries money (compared with max_amount).")
     currency_arg: str | None = Field(default=None, description="The argument that carries its currency.")
     protected: bool = Field(default=False, description="Always waits for approval when supervised.")
-    rate_limit: str | None = Field(default=None, description="'N/unit', shared by every run and worker.")
+    rate_limit: RateLimitText | None = Field(default=None, description="'N/unit', shared by every run and worker.")
     rate_limit_wait: bool = Field(default=True, description="Over the limit: wait for a slot, or tell the model at once.")
     timeout: float = Field(default=60.0, gt=0, le=86_400, description="Seconds one attempt may run (start-to-close).")
     retry: str = Field(default="tool_default", description="An error-kind retry plan: tool_default, no_retry or patient.")
@@ -80,13 +80,6 @@ class RemoteToolConfig(StrictModel):
                 raise ValueError(f"$ref {ref!r}: a $ref may only point inside the schema ('#/...'); nothing is fetched when a call is checked")
             if not _points_somewhere(value, ref[1:]):
                 raise ValueError(f"$ref {ref!r} points to nothing in the schema")
-        return value
-
-    @field_validator("rate_limit")
-    @classmethod
-    def _rate_limit_parses(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_rate_limit(value)
         return value
 
     @field_validator("retry")

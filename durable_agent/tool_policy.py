@@ -15,12 +15,12 @@ import difflib
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from durable_agent.errors import ConfigError
 from durable_agent.mcp.config import MAX_TOOL_NAME, WILDCARD, is_mcp_entry, model_facing_name, split_entry
 from durable_agent.schemas import StrictModel, ToolInfo
-from durable_agent.tools import parse_rate_limit
+from durable_agent.tools import RateLimitText
 
 
 class ToolPolicy(StrictModel):
@@ -33,16 +33,9 @@ class ToolPolicy(StrictModel):
     amount_arg: str | None = Field(default=None, description="The argument that carries money (compared with max_amount).")
     currency_arg: str | None = Field(default=None, description="The argument that carries its currency.")
     protected: bool | None = Field(default=None, description="Always waits for approval when supervised.")
-    rate_limit: str | None = Field(default=None, description="'N/unit', this profile's own limit on the tool.")
+    rate_limit: RateLimitText | None = Field(default=None, description="'N/unit', this profile's own limit on the tool.")
     rate_limit_wait: bool | None = Field(default=None, description="Over the limit: wait for a slot, or tell the model at once.")
     timeout: float | None = Field(default=None, gt=0, le=86_400, description="Seconds one call may take.")
-
-    @field_validator("rate_limit")
-    @classmethod
-    def _rate_limit_parses(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_rate_limit(value)
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> "ToolPolicy":

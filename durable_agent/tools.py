@@ -18,10 +18,10 @@ import re
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from durable_agent.errors import InvalidToolArguments, ToolDefinitionError
 from durable_agent.schemas import ToolInfo
@@ -173,6 +173,15 @@ def parse_rate_limit(spec: str) -> tuple[int, float]:
     unit = match.group(3)
     period = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}.get(unit, 86400)
     return int(match.group(1)), float(match.group(2) or 1) * period
+
+
+def _checked_rate_limit(spec: str) -> str:
+    parse_rate_limit(spec)
+    return spec
+
+
+#: A rate limit as configuration writes it (``"10/min"``), refused at load when it does not parse.
+RateLimitText = Annotated[str, AfterValidator(_checked_rate_limit)]
 
 
 def _args_model(fn: Callable[..., Any], name: str) -> type[BaseModel]:

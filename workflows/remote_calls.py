@@ -95,17 +95,8 @@ class RemoteCalls:
         duration_ms = int((self._host.now() - started).total_seconds() * 1000)
         out = await self._stored(call, value, key, duration_ms)
         self._conversation.add_result(call.id, out)
-        return Observation(
-            status=out.status,
-            duration_ms=out.duration_ms,
-            result_preview=out.preview[:PREVIEW_CHARS],
-            approval_id=approval_id,
-            rate_limit=slot,
-            error=out.error,
-            result_ref=out.ref,
-            result_warnings=list(out.warnings),
-            run_cancelled=cancellation == ActivityCancellationType.WAIT_CANCELLATION_COMPLETED and self._host.cancel_requested(),
-        )
+        waited = cancellation == ActivityCancellationType.WAIT_CANCELLATION_COMPLETED and self._host.cancel_requested()
+        return Observation.of_tool(out, approval_id=approval_id, rate_limit=slot, run_cancelled=waited)
 
     async def _run_to_its_end(
         self, call: ToolCall, info: ToolInfo, remote: RemoteTarget, key: str, cancellation: ActivityCancellationType

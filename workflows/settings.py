@@ -37,6 +37,8 @@ class RunSettings:
         self.autonomy = Autonomy.SUPERVISED
         #: The digest of the configured policy the worker last reported (each execution asks for it once, whole).
         self.reported_policy_digest: str | None = None
+        self._digested: ResolvedAgent | None = None
+        self._digest_pair: tuple[str | None, str | None] = (None, None)
 
     @property
     def profile(self) -> ResolvedAgent:
@@ -96,12 +98,22 @@ class RunSettings:
     @property
     def policy_digest(self) -> str | None:
         """The digest of the policy decisions are made under now (None before the profile is known)."""
-        return live_policy.policy_digest(live_policy.policy_of(self.agent)) if self.agent is not None else None
+        return self._digests()[0]
 
     @property
     def profile_digest(self) -> str | None:
         """The digest of what the model is shown: model, prompt and tool catalogue (fixed for the execution)."""
-        return live_policy.profile_digest(self.agent) if self.agent is not None else None
+        return self._digests()[1]
+
+    def _digests(self) -> tuple[str | None, str | None]:
+        # Every decision record names both: computed once per profile the run holds, not once per record.
+        agent = self.agent
+        if agent is None:
+            return None, None
+        if self._digested is not agent:
+            self._digested = agent
+            self._digest_pair = (live_policy.policy_digest(live_policy.policy_of(agent)), live_policy.profile_digest(agent))
+        return self._digest_pair
 
     async def refresh_tools(self, host: Host) -> list[str]:
         """Resolve the tools again as a continuation starts: MCP servers listed anew, remote tools read from config.

@@ -19,7 +19,7 @@ from temporalio.workflow import ActivityCancellationType
 with workflow.unsafe.imports_passed_through():
     from durable_agent import contracts, remote_tools, trace
     from durable_agent.errors import failure_message
-    from durable_agent.observations import PREVIEW_CHARS, Observation, RateLimitNote
+    from durable_agent.observations import Observation, RateLimitNote
     from durable_agent.ratelimit import AcquireRequest, AcquireResult
     from durable_agent.retry import TOOL_RETRY_POLICIES, temporal_policy, unknown_outcome_message
     from durable_agent.schemas import ApprovalRecord, ToolCall, ToolCallInput, ToolCallOutput, ToolInfo
@@ -173,18 +173,8 @@ class ToolCalls:
             )
             return self.answer_for(call, "unavailable", text, approval_id)
         self._conversation.add_result(call.id, out)
-        return Observation(
-            status=out.status,
-            duration_ms=out.duration_ms,
-            result_preview=out.preview[:PREVIEW_CHARS],
-            approval_id=approval_id,
-            rate_limit=slot,
-            error=out.error,
-            result_ref=out.ref,
-            # What the activity had to change to keep the result (it never runs the tool again for it).
-            result_warnings=list(out.warnings),
-            run_cancelled=cancellation == ActivityCancellationType.WAIT_CANCELLATION_COMPLETED and self._host.cancel_requested(),
-        )
+        waited = cancellation == ActivityCancellationType.WAIT_CANCELLATION_COMPLETED and self._host.cancel_requested()
+        return Observation.of_tool(out, approval_id=approval_id, rate_limit=slot, run_cancelled=waited)
 
     async def _delegate(self, call: ToolCall, index: int) -> Observation:
         """Hand ``call``'s task to the sub-agent it names (a child run of that profile); what came of it.

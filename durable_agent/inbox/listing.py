@@ -94,6 +94,10 @@ class Approvals:
                 ]
             except ValidationError as exc:
                 log.debug("the memo of %s is not what this inbox reads: %s", run.id, exc)
+        return await self._asked(run)
+
+    async def _asked(self, run: WorkflowExecution) -> list[InboxItem]:
+        """What ``run`` has waiting, as its ``status`` query answers (a query; a replay when it is not cached)."""
         status = await self._status(run.id, run.run_id)
         if status is None:
             return []
