@@ -27,12 +27,13 @@ whoever may signal a run may do anyway.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Self
 
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
@@ -162,6 +163,32 @@ class TolerantCodec(PayloadCodec, WithSerializationContext):
         )
 
 
+@dataclasses.dataclass(frozen=True)
+class GuardedDataConverter(DataConverter):
+    """A :class:`DataConverter` whose copies for a serialization context keep its converters.
+
+    The SDK asks for the data converter of a payload's context (the workflow, the activity)
+    for every payload of every task, and :class:`TolerantCodec` takes the context (its log
+    line names the workflow). ``DataConverter.with_context`` then clones itself with
+    ``dataclasses.replace``, which builds a new payload converter and failure converter
+    only to overwrite them with the old ones (three times the cost of the copy below).
+    A shallow copy keeps them as they are.
+    """
+
+    def with_context(self, context: SerializationContext) -> Self:
+        changed: dict[str, Any] = {}
+        for name in ("payload_converter", "payload_codec", "failure_converter", "external_storage"):
+            part = getattr(self, name)
+            if isinstance(part, WithSerializationContext) and (in_context := part.with_context(context)) is not part:
+                changed[name] = in_context
+        if not changed:
+            return self
+        clone = copy.copy(self)
+        for name, value in changed.items():
+            object.__setattr__(clone, name, value)
+        return clone
+
+
 def guarded(converter: DataConverter, on_missing_key: MissingKeyListener | None = None) -> DataConverter:
     """``converter`` with :class:`GuardedPayloadConverter` and its codec made tolerant; its failure converter kept.
 
@@ -173,11 +200,12 @@ def guarded(converter: DataConverter, on_missing_key: MissingKeyListener | None 
     codec = converter.payload_codec or KeylessCodec()
     if not isinstance(codec, TolerantCodec):
         codec = TolerantCodec(codec, on_missing_key)
-    return dataclasses.replace(converter, payload_converter_class=GuardedPayloadConverter, payload_codec=codec)
+    kept = {f.name: getattr(converter, f.name) for f in dataclasses.fields(converter) if f.init}
+    return GuardedDataConverter(**{**kept, "payload_converter_class": GuardedPayloadConverter, "payload_codec": codec})
 
 
 #: The pydantic data converter with the guard: for replayers and anything else that runs workflows.
-guarded_data_converter = DataConverter(payload_converter_class=GuardedPayloadConverter)
+guarded_data_converter = GuardedDataConverter(payload_converter_class=GuardedPayloadConverter)
 
 
 def guarded_client(client: Client, on_missing_key: MissingKeyListener | None = None) -> Client:

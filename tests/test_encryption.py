@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import logging
 import os
 import urllib.error
 import urllib.request
@@ -17,6 +18,7 @@ import uvicorn
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import WorkflowSerializationContext
 
 from durable_agent.codec_server import create_app
 from durable_agent.converter import UNDECODABLE, guarded
@@ -164,6 +166,19 @@ class TestWorkerCodec:
         assert marker.metadata["encoding"] == UNDECODABLE and b"does not verify" in marker.data
         plain = Payload(metadata={"encoding": b"json/plain"}, data=b'{"task": "x"}')
         assert await keyless.decode([plain]) == [plain] and await keyless.encode([plain]) == [plain]
+
+    async def test_a_context_copy_keeps_the_converters_and_names_the_workflow(self, caplog: pytest.LogCaptureFixture) -> None:
+        worker = guarded(pydantic_data_converter)
+        in_context = worker.with_context(WorkflowSerializationContext(namespace="default", workflow_id="run-7"))
+        # The SDK asks for this per payload: the converters are kept, not rebuilt, and the codec knows the run.
+        assert in_context.payload_converter is worker.payload_converter
+        assert in_context.failure_converter is worker.failure_converter
+        assert in_context.payload_codec is not worker.payload_codec and type(in_context) is type(worker)
+        sealed = await EncryptionCodec(ring("k2")).encode([Payload(data=b"secret")])
+        with caplog.at_level(logging.ERROR, logger="durable_agent.worker"), pytest.raises(MissingEncryptionKey):
+            await in_context.decode(sealed)
+        assert "a workflow task of 'run-7'" in caplog.text
+        assert await in_context.encode(["x"]) == await worker.encode(["x"])
 
 
 @contextlib.asynccontextmanager

@@ -31,6 +31,7 @@ from durable_agent.activities.budget import ModelRateLimits
 from durable_agent.activities.budget import limits_task_queue as limits_task_queue_for
 from durable_agent.activities.common import HeartbeatInterceptor
 from durable_agent.connection import task_queue as default_task_queue
+from durable_agent.cli import workflow_code
 from durable_agent.converter import MissingKeyListener, guarded_client
 from durable_agent.mcp.catalog import McpCatalog
 from durable_agent.profiles import AgentsConfig
@@ -52,7 +53,11 @@ def core_modules() -> list[str]:
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
-    """The sandbox the workflows run in; the core modules and pydantic pass through (no re-import per run)."""
+    """The sandbox the workflows run in; the core modules and pydantic pass through (no re-import per run).
+
+    The workflow modules are re-imported in each run's sandbox, from code compiled once (:mod:`.workflow_code`).
+    """
+    workflow_code.install()
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(
             # cryptography: signed approvals are verified in the workflow; its Rust core imports
