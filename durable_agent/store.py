@@ -59,9 +59,7 @@ import json
 import os
 import re
 import socket
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -70,6 +68,7 @@ from typing import Any
 
 from durable_agent import sealing
 from durable_agent.blobs import BlobBackend, DirectoryBackend, StoreUnavailable, backend_from_url
+from durable_agent.conversation_cache import DEFAULT_MAX_BYTES, EMPTY, Chain, ConversationCache
 from durable_agent.encryption import KeyRing
 from durable_agent.sealing import REF_PREFIX, ContentIntegrityError
 
@@ -120,25 +119,12 @@ class MissingContent(KeyError):
 
 
 @dataclass(frozen=True)
-class _Chain:
-    """A conversation as this process knows it: its messages, and its latest segment (covering the first ``segment_len``)."""
-
-    messages: list[dict[str, Any]]
-    segment: str | None
-    segment_len: int
-
-
-@dataclass(frozen=True)
 class GarbageReport:
     """What a garbage collection found and removed."""
 
     deleted: int
     deleted_bytes: int
     kept: int
-
-
-#: Conversation heads cached per run a worker holds (see :meth:`ContentStore.hold_conversations`).
-CONVERSATIONS_PER_RUN = 2
 
 
 class ContentStore:
@@ -160,26 +146,21 @@ class ContentStore:
         """
         self.backend: BlobBackend = backend or DirectoryBackend(root if root is not None else state_dir() / "content")
         self.ring = ring
-        self._chains: OrderedDict[str, _Chain] = OrderedDict()
-        self._cache_size = cache_size
-        self._lock = threading.Lock()
+        self.conversations = ConversationCache(cache_size)
 
-    def hold_conversations(self, runs: int) -> None:
-        """Keep the conversations of ``runs`` runs in memory (a worker's ``max_cached_workflows``).
+    def hold_conversations(self, runs: int, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        """Keep the conversations of ``runs`` runs in memory (a worker's ``max_cached_workflows``), within ``max_bytes``.
 
-        A step leaves two new heads (the tool results, then the reply) and only the
-        newest is read again, so the least recently used of ``2 * runs`` heads is always
-        a stale one: each cached run's next think reads nothing back from the store.
-        Never less than the default.
+        Each cached run's next think then reads nothing back from the store, unless
+        the bytes bound pushed its conversation out (see :mod:`durable_agent.conversation_cache`).
+        Never fewer runs than the default.
         """
-        with self._lock:
-            self._cache_size = max(self._cache_size, CONVERSATIONS_PER_RUN * runs + 16)
+        self.conversations.resize(max(self.conversations.entries, runs + 16), max_bytes)
 
     def forget_conversations(self) -> None:
         """Drop the conversations kept in memory: the next read of each comes from the backend, checked, as on a
         worker that has just started (or that another worker's run has just moved to)."""
-        with self._lock:
-            self._chains.clear()
+        self.conversations.clear()
 
     @property
     def location(self) -> str:
@@ -203,7 +184,9 @@ class ContentStore:
 
     async def put(self, value: Any) -> str:
         """Store ``value`` (JSON-serialisable); return its reference."""
-        data = stored_json(value)
+        return await self._put_bytes(stored_json(value))
+
+    async def _put_bytes(self, data: bytes) -> str:
         ref = self.ref_of(data)
         await self.backend.write(self._key(ref), sealing.seal(self.ring, data, sealing.content_binding(ref)))
         return ref
@@ -230,38 +213,36 @@ class ContentStore:
         request is a round trip). A worker that has not cached the conversation appends
         plain nodes; the next worker that has writes the segment.
         """
-        with self._lock:
-            cached = self._chains.get(head) if head is not None else _Chain([], None, 0)
+        cached = self.conversations.get(head) if head is not None else EMPTY
         node: dict[str, Any] = {"prev": head, "message": message}
-        chain: _Chain | None = None
+        data = stored_json(node)
+        chain: Chain | None = None
         if cached is not None:
             messages = [*cached.messages, message]
-            chain = _Chain(messages, cached.segment, cached.segment_len)
+            # The node's bytes stand for the message's: the cache bounds memory, it need not be exact.
+            chain = Chain(messages, cached.segment, cached.segment_len, cached.size + len(data))
             if len(messages) - cached.segment_len >= SEGMENT_MESSAGES:
                 segment = await self.put({"prev": cached.segment, "messages": messages[cached.segment_len :]})
                 node["segment"] = segment
-                chain = _Chain(messages, segment, len(messages))
-        new_head = await self.put(node)
+                data = stored_json(node)
+                chain = Chain(messages, segment, len(messages), chain.size)
+        new_head = await self._put_bytes(data)
         if chain is not None:
-            with self._lock:
-                self._remember(new_head, chain)
+            self.conversations.put(new_head, chain, replaces=head)
         return new_head
 
     async def messages(self, head: str | None) -> list[dict[str, Any]]:
         """The conversation ending at ``head``, oldest message first."""
         if head is None:
             return []
-        with self._lock:
-            cached = self._chains.get(head)
-            if cached is not None:
-                self._chains.move_to_end(head)
-                return list(cached.messages)
+        cached = self.conversations.get(head)
+        if cached is not None:
+            return list(cached.messages)
         newest_first: list[dict[str, Any]] = []
-        earlier: _Chain = _Chain([], None, 0)
+        earlier: Chain = EMPTY
         ref: str | None = head
         while ref is not None:
-            with self._lock:
-                cached = self._chains.get(ref)
+            cached = self.conversations.get(ref)
             if cached is not None:
                 earlier = cached
                 break
@@ -272,12 +253,12 @@ class ContentStore:
                 break
             newest_first.append(node["message"])
             ref = node["prev"]
-        chain = _Chain([*earlier.messages, *reversed(newest_first)], earlier.segment, earlier.segment_len)
-        with self._lock:
-            self._remember(head, chain)
+        size = earlier.size + sum(len(stored_json(m)) for m in newest_first)
+        chain = Chain([*earlier.messages, *reversed(newest_first)], earlier.segment, earlier.segment_len, size)
+        self.conversations.put(head, chain)
         return list(chain.messages)
 
-    async def _segments(self, last: str) -> _Chain:
+    async def _segments(self, last: str) -> Chain:
         """Every message up to the end of segment ``last``, following the segments back."""
         parts: list[list[dict[str, Any]]] = []
         ref: str | None = last
@@ -286,13 +267,7 @@ class ContentStore:
             parts.append(segment["messages"])
             ref = segment["prev"]
         messages = [m for part in reversed(parts) for m in part]
-        return _Chain(messages, last, len(messages))
-
-    def _remember(self, head: str, chain: _Chain) -> None:
-        self._chains[head] = chain
-        self._chains.move_to_end(head)
-        while len(self._chains) > self._cache_size:
-            self._chains.popitem(last=False)
+        return Chain(messages, last, len(messages), sum(len(stored_json(m)) for m in messages))
 
     # ----------------------------------------------------------- named records
 

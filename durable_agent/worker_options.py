@@ -38,6 +38,8 @@ class WorkerTuning:
     """Concurrent long polls for activity tasks."""
     tool_threads: int = 32
     """Threads of the pool that runs synchronous tools (owned by the worker, bounded)."""
+    conversation_cache_mb: int = 256
+    """Megabytes of conversations kept in memory (the least recently used, such as runs waiting for a person, go first)."""
     shutdown_grace_seconds: float | None = None
     """Time given to activities in flight after SIGTERM; None: the longest tool timeout, at least 120 s."""
 
@@ -49,6 +51,7 @@ _ENV = {
     "workflow_pollers": "AGENT_WORKFLOW_POLLERS",
     "activity_pollers": "AGENT_ACTIVITY_POLLERS",
     "tool_threads": "AGENT_TOOL_THREADS",
+    "conversation_cache_mb": "AGENT_CONVERSATION_CACHE_MB",
     "shutdown_grace_seconds": "AGENT_SHUTDOWN_GRACE_SECONDS",
 }
 
@@ -92,7 +95,7 @@ def from_args(args: argparse.Namespace) -> WorkerTuning:
             source = env
         else:
             continue
-        least = 0 if field.name in ("max_cached_workflows", "shutdown_grace_seconds") else 1
+        least = 0 if field.name in ("max_cached_workflows", "shutdown_grace_seconds", "conversation_cache_mb") else 1
         if value < least:
             raise ValueError(f"{source} must be at least {least}, not {value}")
         values[field.name] = value

@@ -379,3 +379,36 @@ class TestConversationCache:
                 await store.messages(head)
                 heads[run] = await store.append(head, {"role": "assistant", "content": f"reply {step}"})
         assert counting.reads == 0
+
+    async def test_a_step_keeps_one_conversation_per_run(self, tmp_path: Path) -> None:
+        store = ContentStore(tmp_path / "content")
+        store.hold_conversations(10)
+        heads: list[str | None] = [None] * 10
+        for step in range(4):
+            for run in range(10):
+                heads[run] = await store.append(heads[run], {"role": "user", "content": f"run {run} step {step}"})
+                heads[run] = await store.append(heads[run], {"role": "assistant", "content": f"reply {step}"})
+        # Appending replaces the head appended to: memory is one conversation per run, each counted once.
+        assert len(store.conversations) == 10
+        messages = sum(len(stored_json(m)) for m in await store.messages(heads[0]))
+        assert 10 * messages < store.conversations.bytes < 10 * (messages + 8 * 100)  # a node: its message and a ref
+
+    async def test_runs_that_wait_give_their_memory_to_runs_that_work(self, tmp_path: Path) -> None:
+        store = ContentStore(tmp_path / "content")
+        store.hold_conversations(1000, max_bytes=200_000)
+        counting = CountingReads(store.backend)
+        store.backend = counting  # type: ignore[assignment]
+        waiting: str | None = None
+        for step in range(5):  # a run that then waits for a person, holding a long conversation
+            waiting = await store.append(waiting, {"role": "user", "content": f"tool output {step} " + "w" * 10_000})
+        working: list[str | None] = [None] * 20
+        for step in range(5):  # twenty runs at work, 160 KB in all: with the waiting run's 50 KB, more than may be held
+            for run in range(20):
+                working[run] = await store.append(working[run], {"role": "user", "content": f"{run}/{step} " + "x" * 1_500})
+                await store.messages(working[run])
+        assert store.conversations.bytes <= 200_000
+        assert counting.reads == 0  # the runs at work read nothing back...
+        assert working[-1] in store.conversations and waiting not in store.conversations
+        # ...and the waiting run, when the person answers, reads its conversation back, whole.
+        messages = await store.messages(waiting)
+        assert [m["content"][:13] for m in messages] == [f"tool output {s}" for s in range(5)] and counting.reads > 0

@@ -190,8 +190,11 @@ def create_worker(
         }
     if max_cached_workflows is not None:
         sizing["max_cached_workflows"] = max_cached_workflows
-    # The conversations of every run the worker keeps cached stay in memory too (the SDK's default: 1,000).
-    store.hold_conversations(sizing.get("max_cached_workflows", SDK_MAX_CACHED_WORKFLOWS))
+    # The conversations of every run the worker keeps cached stay in memory too (the SDK's default: 1,000),
+    # within the megabytes the tuning allows.
+    store.hold_conversations(
+        sizing.get("max_cached_workflows", SDK_MAX_CACHED_WORKFLOWS), (tuning or WorkerTuning()).conversation_cache_mb * 2**20
+    )
     # Whatever a client sends, the workflows get a value they can refuse by name (see durable_agent.converter).
     guarded = guarded_client(client, on_missing_key)
     if role not in ROLES:
