@@ -229,6 +229,9 @@ SCENARIOS: list[Scenario] = [
     ("scripted_leased_budget_and_lane", {"task": "x", "model": "SCRIPTED"},
      {"daily_budget_usd": 5.0, "rate_limits": {"search_kb": "1/2s"}},
      [tool_use("search_kb", {"query": "a"}), tool_use("search_kb", {"query": "b"}), answer("done")], None),
+    # A leased daily budget given back while the last records are written, in one workflow task (patch books-closed-together).
+    ("scripted_books_closed_together", {"task": "x", "model": "SCRIPTED"}, {"daily_budget_usd": 5.0},
+     [tool_use("search_kb", {"query": "a"}), answer("done")], None),
     # A task just over TASK_INLINE_BYTES: stored by a local activity, sent to think by reference,
     # a stub carried into the continuation (patch task-by-reference).
     ("scripted_large_task_by_reference", {"task": "Look up order ord-789. " + "Notes. " * 1_460, "model": "SCRIPTED"},
@@ -403,6 +406,7 @@ ENTITIES = {
         ("rate_limiter", "ratelimit-search_kb@{queue}"),
     ],
     "versioned_continue_as_new": [("ledger", "budget-support-{day}@{queue}")],
+    "scripted_books_closed_together": [("ledger", "budget-support-{day}@{queue}")],
 }
 
 

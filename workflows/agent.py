@@ -73,6 +73,8 @@ from durable_agent.workflows.views import RunView
 PATCH_HANDLERS_FINISHED = "run-ends-after-handlers"
 #: Patch: a continuation resolves its tools again (MCP servers listed, remote tools read) before its first step.
 PATCH_TOOLS_RESOLVED_AT_CONTINUE = "tools-resolved-at-continue-as-new"
+#: Patch: the daily lease is given back while the last records are written, not before.
+PATCH_BOOKS_CLOSED_TOGETHER = "books-closed-together"
 
 __all__ = ["AgentWorkflow", "CarriedState"]
 
@@ -196,8 +198,7 @@ class AgentWorkflow:
                 result = self._result()
         self.desk.close()  # a closed run takes no more decisions; do not advertise any
         result = await self._handlers_finished(result)
-        await self.daily.give_back()  # what the run spent is charged, the rest goes back
-        await self.book.written()  # every record kept before the run reports its end
+        await self._close_books()
         await self.delegation.settled()
         self.progress.phase.move("done")
         await self.reporter.stop()
@@ -205,6 +206,18 @@ class AgentWorkflow:
         if result.status == "failed":
             raise ApplicationError(result.error or "the run failed", result.model_dump(mode="json"), type="AgentRunFailed", non_retryable=True)
         return result
+
+    async def _close_books(self) -> None:
+        """Charge what the run spent to its daily lease (the rest goes back) and keep every record, before it reports its end.
+
+        Neither waits for the other, so both go out in one workflow task; runs begun
+        before did one, then the other, as their histories say.
+        """
+        if self.daily.holds_lease() and self._host.patched(PATCH_BOOKS_CLOSED_TOGETHER):
+            await asyncio.gather(self.daily.give_back(), self.book.written())
+            return
+        await self.daily.give_back()
+        await self.book.written()
 
     async def _handlers_finished(self, result: AgentResult) -> AgentResult:
         """Wait for the handlers still running (a signed ``review`` reading the keyring): each reviewer is told the

@@ -221,6 +221,10 @@ class DailyBudget:
             self._saw_remaining(self._lease.daily_remaining_usd if self._lease else result.remaining_usd)
         return result
 
+    def holds_lease(self) -> bool:
+        """Whether the run holds an open lease (:meth:`give_back` will report to the ledger)."""
+        return self._lease is not None and self._lease.open
+
     async def give_back(self) -> None:
         """Report what the run spent from its lease and give the rest back (the run ends, or the day changed)."""
         held = self._lease
