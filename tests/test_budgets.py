@@ -18,7 +18,7 @@ from durable_agent import budget
 from durable_agent.budget import LedgerStart, LedgerState, ReserveRequest, SettleRequest
 from durable_agent.schemas import AgentResult, DecisionRecord, StatusView, Usage
 from durable_agent.retry import ErrorKind
-from durable_agent.testing import fail, tool_use
+from durable_agent.testing import answer, fail, tool_use
 from tests.conftest import Harness, make_config
 from tests.test_processes import start_worker, stop
 from tests.tools_for_tests import calls
@@ -134,6 +134,22 @@ class TestDailyBudget:
         assert [r.cost.daily_budget_remaining for r in records] == pytest.approx([0.002, 0.001, 0.0])
         assert status.daily_budget_remaining == pytest.approx(0.0)
         assert status.budget_remaining is None  # no per-run budget
+
+    async def test_the_lease_goes_back_while_the_last_records_are_written(self, harness: Harness) -> None:
+        agent, models, config = _daily_agent(harness, 50 * CALL_USD, [[*_echoes(2), answer("done")]])
+        async with harness.worker(config):
+            handle = await harness.start({"task": "echo", "agent": agent, "model": models[0]})
+            result = await handle.result()
+            state = await _ledger_state(harness, agent, budget.day_of(datetime.now(timezone.utc)))
+        assert result.status == "success" and result.total_cost > 0
+        assert state.leases == {} and state.spent_usd == pytest.approx(result.total_cost)  # charged, the rest given back
+        # Both in one workflow task: the run reports its end one round trip sooner.
+        scheduled = [
+            (e.event_id, e.activity_task_scheduled_event_attributes.activity_type.name)
+            for e in (await handle.fetch_history()).events if e.HasField("activity_task_scheduled_event_attributes")
+        ]
+        (back_id, back), (records_id, records_kind) = scheduled[-2:]
+        assert (back, records_kind, records_id - back_id) == ("budget_lease", "record_decisions", 1)
 
     async def test_a_failed_call_gives_its_reservation_back(self, harness: Harness) -> None:
         agent, models, config = _daily_agent(harness, 5 * CALL_USD, [[fail(ErrorKind.INVALID_REQUEST, "prompt is too long")]])
