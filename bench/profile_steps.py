@@ -74,10 +74,36 @@ async def workload(runs: int, steps: int, daily: bool, bare: bool = False) -> No
 IDLE = {"_worker (thread.py)", "EpollSelector.select (selectors.py)", "Condition.wait (threading.py)", "Event.wait (threading.py)"}
 
 
+#: Where a step's CPU goes, by the first of these frames a sample's stack holds (in this order).
+PARTS = [
+    ("process start (imports, server start): not per step", ("<module> (profile_steps.py)",), ("main (profile_steps.py)",)),
+    ("a run's sandbox: the workflow modules run afresh", ("_Instance.__init__ (_runner.py)",), ()),
+    ("the SDK's per-payload context, computed in the sandbox",
+     ("_Instance.get_serialization_context (_runner.py)", "_Instance.get_external_store_context (_runner.py)"), ()),
+    ("payload conversion and codec (a data converter built per activation, too)",
+     ("PayloadVisitor.visit (_visitor.py)", "decode_activation (worker.py)", "encode_completion (worker.py)",
+      "_CommandAwareDataConverter", "DataConverter._with_contexts", "GuardedDataConverter.with_context"), ()),
+    ("workflow code (the decisions)", ("InSandbox.activate (_in_sandbox.py)",), ()),
+    ("think activity: conversation, store, token estimate, spans", ("AgentActivities.think (agent.py)",), ()),
+    ("tool activity", ("ToolActivities.run_tool (tools.py)",), ()),
+    ("records and trace", ("TraceSink.append (trace.py)", "publish (trace.py)", "_write_records", "create_named"), ()),
+    ("activity plumbing (heartbeats, completion)", ("_ActivityWorker", "_HeartbeatingActivity"), ()),
+    ("the bare floor's activities", ("bare_think (_bare.py)", "bare_tool (_bare.py)"), ()),
+]
+
+
+def part_of(frames: list[str]) -> str:
+    for label, markers, unless in PARTS:
+        if any(m in f for f in frames for m in markers) and not any(u in f for f in frames for u in unless):
+            return label
+    return "other (event loop, polling, threads)"
+
+
 def top(path: str, limit: int = 120) -> None:
-    """Fold py-spy's raw (collapsed stack) output: own and total samples per function."""
+    """Fold py-spy's raw (collapsed stack) output: samples by part of the worker, then own and total per function."""
     own: collections.Counter[str] = collections.Counter()
     total: collections.Counter[str] = collections.Counter()
+    parts: collections.Counter[str] = collections.Counter()
     samples = 0
     for line in Path(path).read_text().splitlines():
         stack, _, count = line.rpartition(" ")
@@ -89,7 +115,11 @@ def top(path: str, limit: int = 120) -> None:
         own[frames[-1]] += n
         for frame in set(frames):
             total[frame] += n
-    print(f"{samples} samples\n-- own time")
+        parts[part_of(frames)] += n
+    print(f"{samples} samples\n-- by part (profile with py-spy --gil: a thread waiting for the GIL is not working)")
+    for label, n in parts.most_common():
+        print(f"{n / samples:6.1%}  {label}")
+    print("-- own time")
     for frame, n in own.most_common(limit):
         print(f"{n / samples:6.1%}  {frame}")
     print("-- total time")
