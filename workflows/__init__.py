@@ -3,6 +3,13 @@
 The workflow classes are imported on first use (``WORKFLOWS``, ``AgentWorkflow``...),
 not with the package: every run's sandbox imports the package again, and a run of
 one workflow must not pay for importing the others.
+
+Only the modules that define the workflow classes (:data:`WORKFLOW_MODULES`) are
+imported afresh in each run's sandbox. The decision modules they use (the run's
+components: records, approvals, budgets...) are passed through, imported once per
+worker like the rest of ``durable_agent``: they hold no module state, and what the
+sandbox would check in them at run time (no clock, randomness, I/O or threads but
+Temporal's) ``tests/test_determinism.py`` checks in their source.
 """
 
 from __future__ import annotations
@@ -16,7 +23,10 @@ _WHERE = {
     "RateLimiter": "durable_agent.workflows.ratelimit",
 }
 
-__all__ = ["AgentWorkflow", "BudgetLedger", "ENTITY_WORKFLOWS", "RateLimiter", "WORKFLOWS"]
+#: The modules that define workflow classes: the only ones each run's sandbox imports afresh.
+WORKFLOW_MODULES = frozenset(_WHERE.values())
+
+__all__ = ["AgentWorkflow", "BudgetLedger", "ENTITY_WORKFLOWS", "RateLimiter", "WORKFLOWS", "WORKFLOW_MODULES"]
 
 
 def __getattr__(name: str) -> Any:

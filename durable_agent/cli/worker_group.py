@@ -41,21 +41,30 @@ from durable_agent.worker_options import WorkerTuning, shutdown_grace
 from durable_agent.workflows import ENTITY_WORKFLOWS, WORKFLOWS
 
 def core_modules() -> list[str]:
-    """The modules of ``durable_agent`` that the sandbox passes through: all but the workflows.
+    """The modules the sandbox passes through: all of ``durable_agent`` but the modules defining workflow classes.
 
-    Passing a package through passes all of its children, so ``durable_agent`` itself is
-    not named: the workflow modules must be re-imported in each run's sandbox, where the
-    sandbox's checks on clocks, randomness and I/O apply to them.
+    Passing a package through passes all of its children, so neither ``durable_agent`` nor
+    ``durable_agent.workflows`` is named: the modules of the workflow classes must be
+    re-imported in each run's sandbox, where the sandbox's checks on clocks, randomness and
+    I/O apply to them. The decision modules beside them are passed through (see
+    :mod:`durable_agent.workflows`): one copy per worker, not one per run in its cache.
     """
     import durable_agent
+    import durable_agent.workflows as workflows
 
-    return [f"durable_agent.{m.name}" for m in pkgutil.iter_modules(durable_agent.__path__) if m.name != "workflows"]
+    core = [f"durable_agent.{m.name}" for m in pkgutil.iter_modules(durable_agent.__path__) if m.name != "workflows"]
+    decisions = [
+        name for m in pkgutil.iter_modules(workflows.__path__)
+        if (name := f"durable_agent.workflows.{m.name}") not in workflows.WORKFLOW_MODULES
+    ]
+    return core + decisions
 
 
 def workflow_runner() -> SandboxedWorkflowRunner:
     """The sandbox the workflows run in; the core modules and pydantic pass through (no re-import per run).
 
-    The workflow modules are re-imported in each run's sandbox, from code compiled once (:mod:`.workflow_code`).
+    The modules of the workflow classes are re-imported in each run's sandbox, from code compiled once
+    (:mod:`.workflow_code`).
     """
     workflow_code.install()
     return SandboxedWorkflowRunner(
