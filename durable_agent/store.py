@@ -188,11 +188,13 @@ class ContentStore:
 
     async def put(self, value: Any) -> str:
         """Store ``value`` (JSON-serialisable); return its reference."""
-        return await self._put_bytes(stored_json(value))
+        data = stored_json(value)
+        ref = await self._put_bytes(data)
+        self._written.keep(ref, data)  # not a conversation's nodes: the conversation cache holds those
+        return ref
 
     async def _put_bytes(self, data: bytes) -> str:
         ref = self.ref_of(data)
-        self._written.keep(ref, data)
         await self.backend.write(self._key(ref), sealing.seal(self.ring, data, sealing.content_binding(ref)))
         return ref
 

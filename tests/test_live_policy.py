@@ -15,6 +15,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from durable_agent import live_policy
 from durable_agent.demo import shop
 from durable_agent.live_policy import LivePolicy
@@ -91,6 +93,31 @@ class TestDigests:
         agent = profile(tools=[ToolInfo(name="mcp__tickets__delete", destructive=True, protected=True)])
         configured = live_policy.policy_of(agent).model_copy(update={"tools": {}})  # its server's listing is not kept here
         assert live_policy.applied(agent, configured).tools == agent.tools
+
+
+class TestPolicyReader:
+    """Each step asks for the policy; it is worked out again only when the file changes."""
+
+    async def test_worked_out_once_per_read_of_the_file(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        from durable_agent.activities.live_config import LiveConfig
+        from durable_agent.activities.policy import PolicyReader
+        from durable_agent.tools import registry
+
+        path = tmp_path / "agents.toml"
+        write_config(path, "offline", max_amount=100)
+        reader = PolicyReader(LiveConfig(load_config(path)), registry, None)
+        digests: list[str] = []
+        count = live_policy.policy_digest
+        monkeypatch.setattr(live_policy, "policy_digest", lambda policy: digests.append(count(policy)) or digests[-1])
+        tools = list(SUPPORT_PROFILE["tools"])
+        first = await reader.report("support", tools, None)
+        again = await reader.report("support", tools, first.digest)
+        assert first.policy is not None and again.policy is None and again.digest == first.digest
+        assert len(digests) == 1  # the second step's answer was known
+        write_config(path, "offline", max_amount=5)
+        tightened = await reader.report("support", tools, first.digest)
+        assert tightened.digest != first.digest and tightened.policy is not None and len(digests) == 2
+        assert tightened.policy.approval.max_amount == 5
 
 
 class TestLivePolicy:
