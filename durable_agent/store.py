@@ -68,7 +68,7 @@ from typing import Any
 
 from durable_agent import sealing
 from durable_agent.blobs import BlobBackend, DirectoryBackend, StoreUnavailable, backend_from_url
-from durable_agent.store_cache import DEFAULT_MAX_BYTES, EMPTY, RECENT_BYTES, Chain, ConversationCache, WrittenContent
+from durable_agent.store_cache import DEFAULT_MAX_BYTES, EMPTY, Chain, ConversationCache
 from durable_agent.encryption import KeyRing
 from durable_agent.sealing import REF_PREFIX, ContentIntegrityError
 
@@ -147,9 +147,6 @@ class ContentStore:
         self.backend: BlobBackend = backend or DirectoryBackend(root if root is not None else state_dir() / "content")
         self.ring = ring
         self.conversations = ConversationCache(cache_size)
-        # What this process wrote, as it wrote it: a think reads the tool result and the prompt
-        # written just before, and content never changes under its ref. Off with the cache.
-        self._written = WrittenContent(RECENT_BYTES if cache_size else 0)
 
     def hold_conversations(self, runs: int, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         """Keep the conversations of ``runs`` runs in memory (a worker's ``max_cached_workflows``), within ``max_bytes``.
@@ -161,10 +158,9 @@ class ContentStore:
         self.conversations.resize(max(self.conversations.entries, runs + 16), max_bytes)
 
     def forget_conversations(self) -> None:
-        """Drop the conversations (and the content written) kept in memory: the next read of each comes from the
-        backend, checked, as on a worker that has just started (or that another worker's run has just moved to)."""
+        """Drop the conversations kept in memory: the next read of each comes from the backend, checked, as on a
+        worker that has just started (or that another worker's run has just moved to)."""
         self.conversations.clear()
-        self._written.clear()
 
     @property
     def location(self) -> str:
@@ -188,10 +184,7 @@ class ContentStore:
 
     async def put(self, value: Any) -> str:
         """Store ``value`` (JSON-serialisable); return its reference."""
-        data = stored_json(value)
-        ref = await self._put_bytes(data)
-        self._written.keep(ref, data)  # not a conversation's nodes: the conversation cache holds those
-        return ref
+        return await self._put_bytes(stored_json(value))
 
     async def _put_bytes(self, data: bytes) -> str:
         ref = self.ref_of(data)
@@ -206,9 +199,6 @@ class ContentStore:
             DecryptionError: when it is encrypted under a key this process does not have.
             ContentIntegrityError: when what is stored is not the content ``ref`` names.
         """
-        written = self._written.get(ref)
-        if written is not None:
-            return json.loads(written)
         data = await self.backend.read(self._key(ref))
         if data is None:
             raise MissingContent(ref, self.location)

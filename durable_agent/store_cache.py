@@ -1,4 +1,4 @@
-"""What the content store keeps in memory: conversations, bounded by runs and by bytes, and content written lately.
+"""The conversations the content store keeps in memory, bounded by runs and by bytes.
 
 A run's next think needs its whole conversation; reading it back from the store on
 every step would cost a round trip per segment (on S3, per request). So the store
@@ -15,10 +15,6 @@ least recently used conversation going first:
 
 A conversation is cached under its newest head only: appending to a head replaces
 it, so memory is counted once per run (the messages are shared, not copied).
-
-Content written lately is kept as the bytes written (:class:`WrittenContent`): the
-next think reads the tool result and the prompt written just before it, and what
-is under a ref never changes, so those reads need not go to the backend.
 """
 
 from __future__ import annotations
@@ -110,41 +106,3 @@ class ConversationCache:
         while self._chains and (len(self._chains) > self.entries or self._bytes > self.max_bytes):
             _, old = self._chains.popitem(last=False)
             self._bytes -= old.size
-
-
-#: Bytes of recently written content kept in memory, and the most one item may take of them.
-RECENT_BYTES = 16 * 2**20
-RECENT_ITEM_BYTES = 256 * 2**10
-
-
-class WrittenContent:
-    """The plaintext of content this process wrote lately, by ref, least recently used out first."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[str, bytes] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def keep(self, ref: str, data: bytes) -> None:
-        if len(data) > min(RECENT_ITEM_BYTES, self.max_bytes):
-            return
-        with self._lock:
-            if ref not in self._items:
-                self._items[ref] = data
-                self._bytes += len(data)
-            self._items.move_to_end(ref)
-            while self._bytes > self.max_bytes:
-                self._bytes -= len(self._items.popitem(last=False)[1])
-
-    def get(self, ref: str) -> bytes | None:
-        with self._lock:
-            data = self._items.get(ref)
-            if data is not None:
-                self._items.move_to_end(ref)
-            return data
-
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-            self._bytes = 0

@@ -412,30 +412,3 @@ class TestConversationCache:
         # ...and the waiting run, when the person answers, reads its conversation back, whole.
         messages = await store.messages(waiting)
         assert [m["content"][:13] for m in messages] == [f"tool output {s}" for s in range(5)] and counting.reads > 0
-
-
-class TestWrittenContent:
-    """A think reads the tool result and the prompt written just before it: from memory, as written."""
-
-    async def test_what_was_just_written_is_read_from_memory(self, tmp_path: Path) -> None:
-        store = ContentStore(tmp_path / "content")
-        counting = CountingReads(store.backend)
-        store.backend = counting  # type: ignore[assignment]
-        ref = await store.put({"tool": "lookup_order", "output": "x" * 8192})
-        assert (await store.get(ref))["output"] == "x" * 8192 and counting.reads == 0
-        big = await store.put({"output": "y" * 300_000})  # more than one item may take: read back from the backend
-        assert (await store.get(big))["output"] == "y" * 300_000 and counting.reads == 1
-
-    async def test_a_forged_blob_is_still_refused_once_memory_is_dropped(self, tmp_path: Path) -> None:
-        store = ContentStore(tmp_path / "content")
-        ref = await store.put({"answer": "as written"})
-        blob = tmp_path / "content" / store._key(ref)
-        blob.write_bytes(b'{"answer":"forged"}')
-        assert await store.get(ref) == {"answer": "as written"}  # what this process wrote, whatever the disk says now
-        store.forget_conversations()  # as a worker new to the run
-        with pytest.raises(ContentIntegrityError):
-            await store.get(ref)
-        uncached = ContentStore(tmp_path / "content", cache_size=0)  # no memory at all: every read is checked
-        await uncached.put({"answer": "again"})
-        with pytest.raises(ContentIntegrityError):
-            await uncached.get(ref)

@@ -17,7 +17,8 @@ from typing import Any
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from durable_agent.carry import CARRIED_TOOLS_USED, CarriedState
+    from durable_agent import carry
+    from durable_agent.carry import CarriedState
     from durable_agent.schemas import Phase, RunStatus
 
 #: The phases a wait shows; ``waiting_for`` says what for.
@@ -147,8 +148,9 @@ class Progress:
         """This part of :class:`CarriedState`: the step, and the latest tool calls (the earlier ones counted)."""
         return {
             "step": self.step,
-            "tools_used": self.tools_used[-CARRIED_TOOLS_USED:],
-            "tools_used_unlisted": self.tools_used_unlisted + max(0, len(self.tools_used) - CARRIED_TOOLS_USED),
+            # Read when carried, not when imported: the bound is the core's, one module for every run.
+            "tools_used": self.tools_used[-carry.CARRIED_TOOLS_USED :],
+            "tools_used_unlisted": self.tools_used_unlisted + max(0, len(self.tools_used) - carry.CARRIED_TOOLS_USED),
         }
 
     def restore(self, carried: CarriedState) -> None:
