@@ -68,9 +68,9 @@ from typing import Any
 
 from durable_agent import sealing
 from durable_agent.blobs import BlobBackend, DirectoryBackend, StoreUnavailable, backend_from_url
-from durable_agent.store_cache import DEFAULT_MAX_BYTES, EMPTY, Chain, ConversationCache
 from durable_agent.encryption import KeyRing
 from durable_agent.sealing import REF_PREFIX, ContentIntegrityError
+from durable_agent.store_cache import DEFAULT_MAX_BYTES, EMPTY, Chain, ConversationCache
 
 __all__ = [
     "REF_PREFIX",
@@ -215,20 +215,17 @@ class ContentStore:
         """
         cached = self.conversations.get(head) if head is not None else EMPTY
         node: dict[str, Any] = {"prev": head, "message": message}
-        data = stored_json(node)
-        chain: Chain | None = None
         if cached is not None:
             messages = [*cached.messages, message]
-            # The node's bytes stand for the message's: the cache bounds memory, it need not be exact.
-            chain = Chain(messages, cached.segment, cached.segment_len, cached.size + len(data))
-            if len(messages) - cached.segment_len >= SEGMENT_MESSAGES:
-                segment = await self.put({"prev": cached.segment, "messages": messages[cached.segment_len :]})
-                node["segment"] = segment
-                data = stored_json(node)
-                chain = Chain(messages, segment, len(messages), chain.size)
+            segment, segment_len = cached.segment, cached.segment_len
+            if len(messages) - segment_len >= SEGMENT_MESSAGES:
+                segment = await self.put({"prev": segment, "messages": messages[segment_len:]})
+                node["segment"], segment_len = segment, len(messages)
+        data = stored_json(node)
         new_head = await self._put_bytes(data)
-        if chain is not None:
-            self.conversations.put(new_head, chain, replaces=head)
+        if cached is not None:
+            # The node's bytes stand for the message's: the cache bounds memory, it need not be exact.
+            self.conversations.put(new_head, Chain(messages, segment, segment_len, cached.size + len(data)), replaces=head)
         return new_head
 
     async def messages(self, head: str | None) -> list[dict[str, Any]]:

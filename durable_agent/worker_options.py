@@ -18,6 +18,8 @@ import argparse
 import os
 from dataclasses import dataclass, fields
 
+from durable_agent.store_cache import DEFAULT_MAX_BYTES
+
 #: The least grace a worker gives a model call in flight before it exits.
 MIN_SHUTDOWN_GRACE_SECONDS = 120.0
 
@@ -38,7 +40,7 @@ class WorkerTuning:
     """Concurrent long polls for activity tasks."""
     tool_threads: int = 32
     """Threads of the pool that runs synchronous tools (owned by the worker, bounded)."""
-    conversation_cache_mb: int = 256
+    conversation_cache_mb: int = DEFAULT_MAX_BYTES // 2**20
     """Megabytes of conversations kept in memory (the least recently used, such as runs waiting for a person, go first)."""
     shutdown_grace_seconds: float | None = None
     """Time given to activities in flight after SIGTERM; None: the longest tool timeout, at least 120 s."""
