@@ -6,8 +6,13 @@ import importlib.util
 from typing import Any
 import sys
 
-from durable_agent.cli import workflow_code
+import pytest
+from temporalio.worker.workflow_sandbox._runner import _Instance
+
+from durable_agent.cli import sandbox, workflow_code
 from durable_agent.cli.worker_group import workflow_runner
+from durable_agent.testing import answer, tool_use
+from tests.conftest import Harness
 
 
 def fresh_module(name: str) -> Any:
@@ -37,3 +42,39 @@ def test_only_the_workflow_package_is_served() -> None:
     assert finder.find_spec("durable_agent.workflows.no_such_module") is None
     package = finder.find_spec("durable_agent.workflows")
     assert package is not None and package.submodule_search_locations
+
+
+async def test_payload_contexts_are_the_ones_the_sdk_would_give(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each payload's context, asked of the run's instance directly, is what the SDK's way through the sandbox gives."""
+    asked: list[tuple[str, object, object]] = []
+
+    def checked(name: str) -> Any:
+        direct, through_sandbox = getattr(sandbox._DirectContextInstance, name), getattr(_Instance, name)
+
+        def ask(self: Any, command_info: Any) -> Any:
+            mine = direct(self, command_info)
+            asked.append((name, mine, through_sandbox(self, command_info)))
+            return mine
+
+        return ask
+
+    for name in ("get_serialization_context", "get_external_store_context"):
+        monkeypatch.setattr(sandbox._DirectContextInstance, name, checked(name))
+    model, _ = harness.scripted([tool_use("lookup_order", {"order_id": "ord-1"}), answer("Order ord-1 is shipped.")])
+    async with harness.worker():
+        result = await harness.run({"task": "Where is ord-1?", "model": model})
+    assert result.status == "success"
+    # The run asked about the workflow's own payloads and about those of each activity it scheduled.
+    kinds = {type(mine).__name__ for name, mine, _ in asked if name == "get_serialization_context"}
+    assert {"WorkflowSerializationContext", "ActivitySerializationContext"} <= kinds
+    assert any(name == "get_external_store_context" for name, _, _ in asked)
+    assert [(name, mine) for name, mine, _ in asked] == [(name, sdk) for name, _, sdk in asked]
+
+
+def test_an_sdk_that_keeps_its_instance_elsewhere_is_asked_its_own_way() -> None:
+    """Without the instance where the runner looks for it, the answer comes through the sandbox, as the SDK gives it."""
+    instance = sandbox._DirectContextInstance.__new__(sandbox._DirectContextInstance)
+    instance.globals_and_locals = {}
+    assert instance._inner() is None

@@ -17,7 +17,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.common import WorkerDeploymentVersion
 from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker.workflow_sandbox import SandboxRestrictions
 
 from durable_agent import contracts, deployments
 from durable_agent.activities import (
@@ -32,6 +32,7 @@ from durable_agent.activities.budget import limits_task_queue as limits_task_que
 from durable_agent.activities.common import HeartbeatInterceptor
 from durable_agent.connection import task_queue as default_task_queue
 from durable_agent.cli import workflow_code
+from durable_agent.cli.sandbox import WorkerSandbox
 from durable_agent.converter import MissingKeyListener, guarded_client
 from durable_agent.mcp.catalog import McpCatalog
 from durable_agent.profiles import AgentsConfig
@@ -60,14 +61,15 @@ def core_modules() -> list[str]:
     return core + decisions
 
 
-def workflow_runner() -> SandboxedWorkflowRunner:
+def workflow_runner() -> WorkerSandbox:
     """The sandbox the workflows run in; the core modules and pydantic pass through (no re-import per run).
 
     The modules of the workflow classes are re-imported in each run's sandbox, from code compiled once
-    (:mod:`.workflow_code`).
+    (:mod:`.workflow_code`); the SDK's questions about each payload's context are answered without
+    entering the sandbox (:mod:`.sandbox`).
     """
     workflow_code.install()
-    return SandboxedWorkflowRunner(
+    return WorkerSandbox(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(
             # cryptography: signed approvals are verified in the workflow; its Rust core imports
             # Python modules lazily, which must be the host's, never a sandbox copy.
