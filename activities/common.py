@@ -50,12 +50,19 @@ def heartbeat_pace(heartbeat_timeout: timedelta | None) -> float:
 
 @contextlib.asynccontextmanager
 async def heartbeating(every: float = HEARTBEAT_EVERY) -> AsyncIterator[None]:
-    """Heartbeat in the background, so a dead worker is noticed within the heartbeat timeout."""
+    """Heartbeat in the background, so a dead worker is noticed within the heartbeat timeout.
+
+    The first beat comes after ``every`` seconds, not at once: the server's heartbeat
+    timeout counts from the attempt's start, so a body shorter than ``every`` needs no
+    beat, and most steps (a tool, a token count, a record) are that short. Each beat is a
+    call to the server, which writes the attempt's state; beating at once cost one such
+    write per activity, for nothing.
+    """
 
     async def beat() -> None:
         while True:
-            activity.heartbeat()
             await asyncio.sleep(every)
+            activity.heartbeat()
 
     task = asyncio.create_task(beat())
     try:
