@@ -40,6 +40,19 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def server_cpu_seconds() -> float | None:
+    """CPU seconds of this process's children so far (the dev server), from ``/proc``; None where there is none."""
+    ticks, found = 0, False
+    for entry in Path("/proc").iterdir() if Path("/proc/self/stat").exists() else ():
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == os.getpid():
+            ticks, found = ticks + int(fields[11]) + int(fields[12]), True
+    return ticks / os.sysconf("SC_CLK_TCK") if found else None
+
+
 async def workload(runs: int, steps: int, daily: bool, bare: bool = False) -> None:
     telemetry.setup()
     async with bench_environment("profile") as (env, state):
@@ -52,7 +65,7 @@ async def workload(runs: int, steps: int, daily: bool, bare: bool = False) -> No
         bare_worker = Worker(env.client, task_queue=f"{queue}-bare", workflows=[BareAgent], activities=[bare_think, bare_tool])
         async with create_worker(env.client, config, task_queue=queue, store=ContentStore(state / "content")), bare_worker:
             for label, count in (("warm-up", 2), ("measured", runs)):
-                cpu, wall = cpu_seconds(), time.perf_counter()
+                cpu, server, wall = cpu_seconds(), server_cpu_seconds(), time.perf_counter()
                 handles = [
                     await env.client.start_workflow(
                         BARE_WORKFLOW, BareInput(steps=steps, tool_chars=8 * 1024), id=f"p-{uuid.uuid4().hex[:8]}", task_queue=f"{queue}-bare",
@@ -66,7 +79,9 @@ async def workload(runs: int, steps: int, daily: bool, bare: bool = False) -> No
                 ]
                 await asyncio.gather(*(h.result() for h in handles))
                 cpu, wall = cpu_seconds() - cpu, time.perf_counter() - wall
-                print(f"{label}: {count} runs x {steps} steps: worker CPU {cpu / (count * steps) * 1000:.1f} ms per step, "
+                after = server_cpu_seconds()
+                on_server = f", server CPU {(after - server) / (count * steps) * 1000:.1f}" if server is not None and after is not None else ""
+                print(f"{label}: {count} runs x {steps} steps: worker CPU {cpu / (count * steps) * 1000:.1f}{on_server} ms per step, "
                       f"{count * steps / wall:.1f} steps/s")
 
 
