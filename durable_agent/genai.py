@@ -45,6 +45,20 @@ TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 
 
+
+def tracer() -> trace.Tracer:
+    """This package's tracer from the process's provider, made once per provider.
+
+    ``trace.get_tracer`` makes a new tracer (and its instrumentation scope) on every
+    call: once per span, it was a third of what a model call's span cost.
+    """
+    return _tracer_of(trace.get_tracer_provider())
+
+
+@functools.lru_cache(maxsize=4)
+def _tracer_of(provider: trace.TracerProvider) -> trace.Tracer:
+    return provider.get_tracer(INSTRUMENTATION)
+
 def capture_content() -> bool:
     """Whether message content may go on spans: opted in, and payloads are not encrypted."""
     wanted = os.environ.get(CAPTURE_CONTENT_ENV, "").strip().lower() in ("1", "true", "yes", "on")
@@ -146,10 +160,9 @@ def chat_span(model: str, *, system: str, messages: list[dict[str, Any]], max_to
         "gen_ai.provider.name": provider_name(model),
         "gen_ai.request.model": model,
     }
-    tracer = trace.get_tracer(INSTRUMENTATION)
     started = time.monotonic()
     error_type: str | None = None
-    with tracer.start_as_current_span(
+    with tracer().start_as_current_span(
         f"chat {model}", kind=SpanKind.CLIENT, attributes={**attributes, "gen_ai.request.max_tokens": max_tokens}
     ) as span:
         if capture_content():
@@ -185,8 +198,7 @@ def tool_span(name: str, call_id: str, *, args: dict[str, Any], description: str
         attributes["gen_ai.tool.description"] = description[:500]
     if capture_content():
         attributes["gen_ai.tool.call.arguments"] = _clip(args)
-    tracer = trace.get_tracer(INSTRUMENTATION)
-    with tracer.start_as_current_span(f"execute_tool {name}", kind=SpanKind.INTERNAL, attributes=attributes) as span:
+    with tracer().start_as_current_span(f"execute_tool {name}", kind=SpanKind.INTERNAL, attributes=attributes) as span:
         yield span
 
 
@@ -210,8 +222,7 @@ def agent_span(agent: str, conversation_id: str, model: str) -> Iterator[trace.S
     """
     from temporalio.workflow import ContinueAsNewError
 
-    tracer = trace.get_tracer(INSTRUMENTATION)
-    span = tracer.start_span(
+    span = tracer().start_span(
         f"invoke_agent {agent}",
         kind=SpanKind.INTERNAL,
         attributes={
@@ -244,9 +255,8 @@ def start_span(agent: str | None, workflow_id: str) -> Iterator[trace.Span]:
     run's ``invoke_agent`` span and all below it are descendants of this one:
     one trace from the command a person typed to the last tool call.
     """
-    tracer = trace.get_tracer(INSTRUMENTATION)
     attributes = {"gen_ai.operation.name": "invoke_agent", "gen_ai.conversation.id": workflow_id}
     if agent:
         attributes["gen_ai.agent.name"] = agent
-    with tracer.start_as_current_span("start_agent_run", kind=SpanKind.PRODUCER, attributes=attributes) as span:
+    with tracer().start_as_current_span("start_agent_run", kind=SpanKind.PRODUCER, attributes=attributes) as span:
         yield span

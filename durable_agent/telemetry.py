@@ -35,7 +35,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-from durable_agent import anomalies, redaction
+from durable_agent import anomalies, genai, redaction
 from durable_agent.schemas import DecisionRecord, Usage
 
 INSTRUMENTATION = "durable_agent"
@@ -230,8 +230,7 @@ def task_hash(task: str) -> str:
 @contextlib.contextmanager
 def step_span(step: int, task_fingerprint: str, agent: str) -> Iterator[trace.Span]:
     """The ``agent_step`` span around one think -> act -> observe iteration (workflow code)."""
-    tracer = trace.get_tracer(INSTRUMENTATION)
-    with tracer.start_as_current_span(
+    with genai.tracer().start_as_current_span(
         SPAN_AGENT_STEP,
         attributes={"agent.step": step, "agent.task_hash": task_fingerprint, "agent.id": agent},
     ) as span:
@@ -241,8 +240,7 @@ def step_span(step: int, task_fingerprint: str, agent: str) -> Iterator[trace.Sp
 @contextlib.contextmanager
 def compaction_span(step: int, agent: str) -> Iterator[trace.Span]:
     """The ``agent_compaction`` span around one compaction of the conversation (workflow code)."""
-    tracer = trace.get_tracer(INSTRUMENTATION)
-    with tracer.start_as_current_span(SPAN_COMPACTION, attributes={"agent.step": step, "agent.id": agent}) as span:
+    with genai.tracer().start_as_current_span(SPAN_COMPACTION, attributes={"agent.step": step, "agent.id": agent}) as span:
         yield span
 
 
