@@ -163,6 +163,10 @@ class TolerantCodec(PayloadCodec, WithSerializationContext):
         )
 
 
+#: Context copies a data converter keeps (see :meth:`GuardedDataConverter.with_context`).
+CONTEXT_COPIES = 512
+
+
 @dataclasses.dataclass(frozen=True)
 class GuardedDataConverter(DataConverter):
     """A :class:`DataConverter` whose copies for a serialization context keep its converters.
@@ -172,10 +176,31 @@ class GuardedDataConverter(DataConverter):
     line names the workflow). ``DataConverter.with_context`` then clones itself with
     ``dataclasses.replace``, which builds a new payload converter and failure converter
     only to overwrite them with the old ones (three times the cost of the copy below).
-    A shallow copy keeps them as they are.
+    A shallow copy keeps them as they are, and is made once per context: the SDK asks
+    again for every payload of a task (about twenty times a step, for two or three
+    contexts), so the copies are kept, at most :data:`CONTEXT_COPIES` of them.
     """
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "_copies", {})
+
     def with_context(self, context: SerializationContext) -> Self:
+        copies: dict[SerializationContext, Self] = self.__dict__["_copies"]
+        try:
+            return copies[context]
+        except KeyError:
+            pass
+        except TypeError:  # a context that cannot be a key (the SDK's are frozen dataclasses)
+            return self._copy_for(context)
+        made = copies[context] = self._copy_for(context)
+        if len(copies) > CONTEXT_COPIES:
+            # Contexts name one workflow or one activity: the old ones are not asked again.
+            copies.clear()
+            copies[context] = made
+        return made
+
+    def _copy_for(self, context: SerializationContext) -> Self:
         changed: dict[str, Any] = {}
         for name in ("payload_converter", "payload_codec", "failure_converter", "external_storage"):
             part = getattr(self, name)
@@ -186,6 +211,7 @@ class GuardedDataConverter(DataConverter):
         clone = copy.copy(self)
         for name, value in changed.items():
             object.__setattr__(clone, name, value)
+        object.__setattr__(clone, "_copies", {})  # its own: a copy's copies are made from it
         return clone
 
 

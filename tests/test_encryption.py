@@ -180,6 +180,21 @@ class TestWorkerCodec:
         assert "a workflow task of 'run-7'" in caplog.text
         assert await in_context.encode(["x"]) == await worker.encode(["x"])
 
+    async def test_each_context_keeps_its_own_copy(self, caplog: pytest.LogCaptureFixture) -> None:
+        """Asked again for a context, the converter gives the copy it made; other contexts get theirs."""
+        worker = guarded(pydantic_data_converter)
+        seven, eight = (WorkflowSerializationContext(namespace="default", workflow_id=f"run-{n}") for n in (7, 8))
+        assert worker.with_context(seven) is worker.with_context(seven)
+        in_eight = worker.with_context(eight)
+        # A copy asked for another context copies itself for that context, not for its own.
+        assert worker.with_context(seven).with_context(eight) is not in_eight
+        sealed = await EncryptionCodec(ring("k2")).encode([Payload(data=b"secret")])
+        for context, copy_ in ((eight, in_eight), (seven, worker.with_context(eight).with_context(seven))):
+            caplog.clear()
+            with caplog.at_level(logging.ERROR, logger="durable_agent.worker"), pytest.raises(MissingEncryptionKey):
+                await copy_.decode(sealed)
+            assert f"a workflow task of {context.workflow_id!r}" in caplog.text
+
 
 @contextlib.asynccontextmanager
 async def serving(app: Any) -> AsyncIterator[str]:
