@@ -55,10 +55,30 @@ log = logging.getLogger("durable_agent.worker")
 JSON_PLAIN = b"json/plain"
 #: What :class:`TolerantCodec` puts in place of a payload its codec could not decode; the data says why.
 UNDECODABLE = b"binary/undecodable"
+#: The converters every :class:`GuardedPayloadConverter` made without arguments shares, by class.
+_shared_converter_state: dict[type, dict[str, Any]] = {}
 
 
 class GuardedPayloadConverter(PydanticPayloadConverter):
-    """:class:`PydanticPayloadConverter` that turns an undecodable untyped payload into :class:`Undecodable`."""
+    """:class:`PydanticPayloadConverter` that turns an undecodable untyped payload into :class:`Undecodable`.
+
+    Made without arguments (as the SDK makes it: once per run, and once per workflow
+    activation for the codec's sake), every instance shares the converters of the
+    first, and so their cache of pydantic type adapters. Otherwise each run would
+    build an adapter for every type it converts, and keep them while it waits; the
+    converters hold no other state, and the cache is an ``lru_cache``, safe across
+    the workflow task threads.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if args or kwargs:
+            super().__init__(*args, **kwargs)
+            return
+        shared = _shared_converter_state.get(type(self))
+        if shared is None:
+            super().__init__()
+            shared = _shared_converter_state.setdefault(type(self), dict(self.__dict__))
+        self.__dict__.update(shared)
 
     def from_payloads(self, payloads: Sequence[Payload], type_hints: list[type] | None = None) -> list[Any]:
         if type_hints is not None:

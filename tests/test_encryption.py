@@ -22,6 +22,7 @@ from temporalio.converter import WorkflowSerializationContext
 
 from durable_agent.codec_server import create_app
 from durable_agent.converter import UNDECODABLE, guarded
+from durable_agent.schemas import AgentResult
 from durable_agent.encryption import (
     ENCODING,
     CiphertextMismatch,
@@ -179,6 +180,15 @@ class TestWorkerCodec:
             await in_context.decode(sealed)
         assert "a workflow task of 'run-7'" in caplog.text
         assert await in_context.encode(["x"]) == await worker.encode(["x"])
+
+    def test_the_payload_converters_of_runs_share_their_type_adapters(self) -> None:
+        """The SDK makes a payload converter per run and per activation: they convert alike, from one cache of adapters."""
+        worker = guarded(pydantic_data_converter)
+        first, second = worker.payload_converter_class(), worker.payload_converter_class()
+        assert first is not second and first.converters is second.converters
+        payloads = first.to_payloads([AgentResult(status="success", answer="done", steps=1, model="m", agent="a")])
+        assert second.from_payloads(payloads, [AgentResult]) == first.from_payloads(payloads, [AgentResult])
+        assert second.from_payloads([Payload(metadata={"encoding": b"json/plain"}, data=b"{nope")])[0].reason.startswith("it is not JSON")
 
     async def test_each_context_keeps_its_own_copy(self, caplog: pytest.LogCaptureFixture) -> None:
         """Asked again for a context, the converter gives the copy it made; other contexts get theirs."""
