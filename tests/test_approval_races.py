@@ -225,6 +225,21 @@ class TestTheValidatorRefusesBeforeHistory:
         assert approved == "approved" and [a.status for a in result.approvals] == ["approved"]
 
 
+async def awaiting_mark(handle: WorkflowHandle[Any, Any], expected: bool, timeout: float = 30.0) -> bool | None:
+    """The run's ``AgentAwaitingApproval`` once it is ``expected``, or as it is after ``timeout`` seconds.
+
+    ``describe`` may show a search attribute a moment after the workflow task that set it
+    (the server's visibility store catches up on its own): under load the first look missed it.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        mark = (await handle.describe()).typed_search_attributes.get(AWAITING)
+        if mark is expected or loop.time() > deadline:
+            return mark
+        await asyncio.sleep(0.1)
+
+
 class TestTheAwaitingMarkIsCleared:
     """``AgentAwaitingApproval`` is false once the run has ended, however it ended."""
 
@@ -232,9 +247,9 @@ class TestTheAwaitingMarkIsCleared:
         async with harness.worker(support(approval={"timeout_seconds": 1})):
             handle = await harness.start(REFUND_4999)
             await wait_pending(handle)
-            marked = (await handle.describe()).typed_search_attributes.get(AWAITING)
+            marked = await awaiting_mark(handle, True)
             result = await handle.result()
-            after = (await handle.describe()).typed_search_attributes.get(AWAITING)
+            after = await awaiting_mark(handle, False)
         assert [a.status for a in result.approvals] == ["timed_out"]
         assert (marked, after) == (True, False)
 
@@ -242,9 +257,9 @@ class TestTheAwaitingMarkIsCleared:
         async with harness.worker():
             handle = await harness.start(REFUND_4999)
             await wait_pending(handle)
-            marked = (await handle.describe()).typed_search_attributes.get(AWAITING)
+            marked = await awaiting_mark(handle, True)
             await handle.cancel()
             result = await handle.result()
-            after = (await handle.describe()).typed_search_attributes.get(AWAITING)
+            after = await awaiting_mark(handle, False)
         assert result.status == "cancelled"
         assert (marked, after) == (True, False)
