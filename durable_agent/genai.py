@@ -45,7 +45,6 @@ TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 
 
-
 def tracer() -> trace.Tracer:
     """This package's tracer from the process's provider, made once per provider.
 
@@ -58,6 +57,7 @@ def tracer() -> trace.Tracer:
 @functools.lru_cache(maxsize=4)
 def _tracer_of(provider: trace.TracerProvider) -> trace.Tracer:
     return provider.get_tracer(INSTRUMENTATION)
+
 
 def capture_content() -> bool:
     """Whether message content may go on spans: opted in, and payloads are not encrypted."""

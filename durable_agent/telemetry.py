@@ -38,7 +38,6 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from durable_agent import anomalies, genai, redaction
 from durable_agent.schemas import DecisionRecord, Usage
 
-INSTRUMENTATION = "durable_agent"
 #: Warnings whose text the anomaly rules write from tool names and numbers: only theirs goes on a span whole.
 _ANOMALY_KINDS = frozenset({anomalies.POSSIBLE_LOOP, anomalies.HIGH_COST, anomalies.HIGH_TOKEN_USAGE})
 SPAN_AGENT_STEP = "agent_step"
@@ -264,7 +263,7 @@ def describe_step(span: trace.Span, record: DecisionRecord) -> None:
 
 class _Instruments:
     def __init__(self) -> None:
-        meter = metrics.get_meter(INSTRUMENTATION)
+        meter = metrics.get_meter(genai.INSTRUMENTATION)
         self.step_duration = meter.create_histogram(
             "agent.step.duration", unit="ms", description="Duration of an agent step, by tool and observation status"
         )

@@ -75,6 +75,5 @@ async def test_payload_contexts_are_the_ones_the_sdk_would_give(
 
 def test_an_sdk_that_keeps_its_instance_elsewhere_is_asked_its_own_way() -> None:
     """Without the instance where the runner looks for it, the answer comes through the sandbox, as the SDK gives it."""
-    instance = sandbox._DirectContextInstance.__new__(sandbox._DirectContextInstance)
-    instance.globals_and_locals = {}
-    assert instance._inner() is None
+    assert sandbox.instance_in({}) is None
+    assert sandbox.instance_in({sandbox.IN_SANDBOX: object()}) is None  # kept there, but not answering contexts

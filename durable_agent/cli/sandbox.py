@@ -35,25 +35,30 @@ from temporalio.worker.workflow_sandbox._runner import _Instance
 IN_SANDBOX = "__temporal_in_sandbox"
 
 
+def instance_in(sandbox_globals: dict[str, Any]) -> Any | None:
+    """The run's instance, where the SDK's sandbox keeps it and as it answers contexts; None if not there."""
+    inner = sandbox_globals.get(IN_SANDBOX)
+    has_both = hasattr(inner, "get_serialization_context") and hasattr(inner, "get_external_store_context")
+    return inner if has_both else None
+
+
 class _DirectContextInstance(_Instance):
     """A sandboxed run whose payload contexts come from its instance without entering the sandbox."""
 
-    def _inner(self) -> Any | None:
-        inner = self.globals_and_locals.get(IN_SANDBOX)
-        return inner if hasattr(inner, "get_serialization_context") and hasattr(inner, "get_external_store_context") else None
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)  # creates the run's instance in the sandbox
+        self._inner = instance_in(self.globals_and_locals)
 
     def get_serialization_context(self, command_info: CommandInfo | None) -> SerializationContext | None:
-        inner = self._inner()
-        if inner is None:
+        if self._inner is None:
             return super().get_serialization_context(command_info)
-        context: SerializationContext | None = inner.get_serialization_context(command_info)
+        context: SerializationContext | None = self._inner.get_serialization_context(command_info)
         return context
 
     def get_external_store_context(self, command_info: CommandInfo | None) -> StorageDriverStoreContext:
-        inner = self._inner()
-        if inner is None:
+        if self._inner is None:
             return super().get_external_store_context(command_info)
-        context: StorageDriverStoreContext = inner.get_external_store_context(command_info)
+        context: StorageDriverStoreContext = self._inner.get_external_store_context(command_info)
         return context
 
 
