@@ -237,7 +237,8 @@ class AgentActivities(ToolActivities, NotifyActivities):
             window = context.DEFAULT_LIMITS.context_window  # a Claude model the table does not know yet
         limit = context.prompt_limit(window, request.max_tokens) if window is not None else None
         tokens = await self.prompt_tokens(
-            provider, model_request, prompt_ref=request.prompt_ref, head=head, limit=limit, expected=request.expected_prompt_tokens
+            provider, model_request, prompt_ref=request.prompt_ref, head=head, limit=limit, expected=request.expected_prompt_tokens,
+            since=request.head,
         )
         if limit is not None and tokens > limit:
             # Never sent: the workflow compacts the conversation first.
@@ -289,7 +290,9 @@ class AgentActivities(ToolActivities, NotifyActivities):
             # refusal ends the run. The conversation stays where it was before this reply.
             new_head = head
         else:
-            new_head = await self.store.append(head, {"role": "assistant", "content": response.content})
+            reply = {"role": "assistant", "content": response.content}
+            new_head = await self.store.append(head, reply)
+            self.estimates().extended(head, new_head, context.wire_messages([reply])[0])
         text = "\n".join(b.get("text", "") for b in response.content if b.get("type") == "text")
         if not text:
             # Newer models return the words between tool calls as thinking blocks: keep them as the reasoning.

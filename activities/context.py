@@ -32,6 +32,7 @@ from durable_agent.retry import ErrorKind, model_retry_delay
 from durable_agent.results import RunChain
 from durable_agent.schemas import CompactInput, CompactOutput, ToolCall, ToolCallOutput, ToolInfo, Usage
 from durable_agent.store import ContentStore
+from durable_agent.token_estimates import ConversationEstimates
 
 log = logging.getLogger("durable_agent.activities")
 
@@ -70,15 +71,22 @@ class ContextActivities:
 
     store: ContentStore
     _counts: OrderedDict[tuple[str, str, str], int]
+    _estimate_cache: ConversationEstimates
 
     def _count_cache(self) -> OrderedDict[tuple[str, str, str], int]:
         if not hasattr(self, "_counts"):
             self._counts = OrderedDict()
         return self._counts
 
+    def estimates(self) -> ConversationEstimates:
+        """This worker's local token estimates, by conversation head."""
+        if not hasattr(self, "_estimate_cache"):
+            self._estimate_cache = ConversationEstimates()
+        return self._estimate_cache
+
     async def prompt_tokens(
         self, provider: ModelProvider, request: ModelRequest, *, prompt_ref: str, head: str, limit: int | None = None,
-        expected: int | None = None,
+        expected: int | None = None, since: str | None = None,
     ) -> int:
         """Tokens of the prompt ``request`` would send: the API's count, else the local estimate.
 
@@ -86,14 +94,16 @@ class ContextActivities:
         local estimate or ``expected`` (from the last call's usage) reaches
         :data:`COUNT_NEAR_SHARE` of it: far from the window a count is a round trip that
         changes nothing. Counts are cached per conversation node, so a retried step or a
-        check after compaction does not count the same conversation twice.
+        check after compaction does not count the same conversation twice. The local
+        estimate encodes only the messages after ``since``, an earlier head of the same
+        conversation (see :mod:`durable_agent.token_estimates`).
         """
         cache = self._count_cache()
         key = (request.model, prompt_ref, head)
         if key in cache:
             cache.move_to_end(key)
             return cache[key]
-        estimate = context.estimate_request_tokens(request.system, request.tools, request.messages)
+        estimate = self.estimates().request_tokens(prompt_ref, request.system, request.tools, head, request.messages, since=since)
         if limit is not None and max(estimate, expected or 0) < COUNT_NEAR_SHARE * limit:
             return estimate
         counter = getattr(provider, "count_tokens", None)
