@@ -105,21 +105,36 @@ def _show(number: float) -> str:
     return f"{number:.10g}"
 
 
-def check(tool: ToolInfo, args: Mapping[str, Any], policy: ApprovalPolicy, moved: float) -> MoneyCheck | None:
+def check(
+    tool: ToolInfo, args: Mapping[str, Any], policy: ApprovalPolicy, moved: float, *, hold_omitted: bool = True
+) -> MoneyCheck | None:
     """Whether a call of ``tool`` with ``args`` may move its money without a person.
+
+    A call that leaves the amount out waits: what it moves is then the tool's to decide
+    (a whole order, a default), and no limit can be checked against it.
 
     Args:
         tool: The tool's policy metadata (``amount_arg``, ``currency_arg``, ``currency_default``).
         args: The arguments the model gave.
         policy: The profile's approval policy (limits, currency, rates).
         moved: What the run has moved without a person so far, in the profile's currency.
+        hold_omitted: False for the rules of runs begun before an omitted amount waited
+            (they replay with them): such a call moved no money.
 
     Returns:
-        ``None`` when the call moves no money (the tool names no amount argument, or the
-        call leaves it out); else its value and, when it must wait, why.
+        ``None`` when the call moves no money (the tool names no amount argument); else
+        its value (``None`` when it cannot be told) and, when it must wait, why.
     """
-    if tool.amount_arg is None or tool.amount_arg not in args:
+    if tool.amount_arg is None:
         return None
+    if tool.amount_arg not in args:
+        if not hold_omitted:
+            return None
+        return MoneyCheck(
+            None,
+            f"{tool.name} moves money and the call gives no amount ({tool.amount_arg}), so what it moves is the tool's "
+            "to decide and cannot be checked against a limit",
+        )
     given = args[tool.amount_arg]
     amount = _number(given)
     if amount is None:

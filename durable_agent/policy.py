@@ -75,7 +75,8 @@ def amount_of(args: dict[str, Any], name: str | None) -> float | None:
 
 
 def evaluate(
-    tool: ToolInfo, args: dict[str, Any], autonomy: Autonomy, policy: ApprovalPolicy, run_total: float | None = None
+    tool: ToolInfo, args: dict[str, Any], autonomy: Autonomy, policy: ApprovalPolicy, run_total: float | None = None,
+    *, hold_omitted_amount: bool = True,
 ) -> PolicyDecision:
     """Decide what happens to a call of ``tool`` with ``args``.
 
@@ -85,8 +86,8 @@ def evaluate(
       ``protected_tools``), a destructive one (unless ``destructive_needs_approval``
       is off), money the limits do not let through (:func:`durable_agent.money.check`:
       over ``max_amount``, over the run's ``max_amount_per_run`` with ``run_total``,
-      a currency with no rate, no limit set, an amount that is not a number), or a
-      risk listed in ``high_risk_actions`` waits for approval; the rest run.
+      a currency with no rate, no limit set, an amount that is not a number or none at
+      all), or a risk listed in ``high_risk_actions`` waits for approval; the rest run.
 
     Args:
         tool: The tool's policy metadata.
@@ -96,6 +97,8 @@ def evaluate(
         run_total: What the run has moved without a person so far, in the profile's
             currency. ``None``: the rules of runs begun before money limits, which
             replay with them (one call's bare number against ``max_amount``, when set).
+        hold_omitted_amount: False for runs begun before a call that leaves its amount
+            out waited (see :func:`durable_agent.money.check`); they replay with it.
 
     Returns:
         The verdict, with a reason a person can read and the risk to show.
@@ -116,7 +119,7 @@ def evaluate(
     if tool.destructive and policy.destructive_needs_approval:
         return PolicyDecision("needs_approval", f"{tool.name} is destructive", "high")
     if run_total is not None:
-        moves = money.check(tool, args, policy, run_total)
+        moves = money.check(tool, args, policy, run_total, hold_omitted=hold_omitted_amount)
         hold = moves.hold if moves is not None else None
     else:
         hold = _hold_before_money_limits(tool, args, policy)

@@ -308,6 +308,11 @@ SCENARIOS: list[Scenario] = [
     # The same with money limits: the second refund passes the run's limit and the BTC payment has no rate, so both wait (approved).
     ("scripted_money_limits_held", {"task": "refund in parts, then pay", "model": "SCRIPTED"},
      {"tools": [*SUPPORT_PROFILE["tools"], "pay"]}, MONEY_IN_PARTS, _approve_each_hold),
+    # A refund that leaves its amount out (the tool refunds the whole order) waits for a person (patch
+    # omitted-amount-holds); approved. Runs begun before let it run, and replay so.
+    ("scripted_omitted_amount_held", {"task": "refund the whole order", "model": "SCRIPTED"},
+     {"tools": [*SUPPORT_PROFILE["tools"], "refund_order"]},
+     [tool_use("refund_order", {"order_id": "ord-789"}), answer("refunded")], _approve_each_hold),
     # Records written by the next step's think (patch records-with-think), by one record_decisions before
     # the run waits for a person and before it continues as new, and at its end (issue 22).
     ("scripted_records_with_think", {"task": "Cancel order ord-1001", "model": "SCRIPTED"}, {"continue_as_new_every": 3},

@@ -12,7 +12,7 @@ from durable_agent.errors import ConfigError
 from durable_agent.policy import evaluate
 from durable_agent.profiles import load_config, money_limit_warnings
 from durable_agent.schemas import ApprovalPolicy, Autonomy, ToolInfo
-from durable_agent.workflows.money_limits import PATCH_MONEY_LIMITS, MoneyLimits
+from durable_agent.workflows.money_limits import PATCH_MONEY_LIMITS, PATCH_OMITTED_AMOUNT_HOLDS, MoneyLimits
 from tests.component_kit import settings
 from tests.workflow_host import FakeHost
 
@@ -87,8 +87,18 @@ class TestCheck:
             assert found.hold is not None and hold in found.hold, found.hold
 
     @pytest.mark.parametrize("args", [{}, {"order_id": "ord-789"}])
-    def test_a_call_without_an_amount_moves_nothing(self, args: dict[str, Any]) -> None:
-        assert money.check(REFUND, args, SUPPORT, 0) is None
+    def test_a_call_without_an_amount_waits(self, args: dict[str, Any]) -> None:
+        """What it moves is then the tool's to decide (a whole order): no limit can be checked."""
+        found = money.check(REFUND, args, SUPPORT, 0)
+        assert found is not None and found.value is None
+        assert found.hold == (
+            "issue_refund moves money and the call gives no amount (amount), so what it moves is the tool's "
+            "to decide and cannot be checked against a limit"
+        )
+        # Runs begun before it waited replay with their rule: such a call moved nothing.
+        assert money.check(REFUND, args, SUPPORT, 0, hold_omitted=False) is None
+
+    def test_a_tool_that_names_no_amount_moves_nothing(self) -> None:
         assert money.check(ToolInfo(name="lookup_order", read_only=True), usd(5), SUPPORT, 0) is None
 
     def test_moved_by_counts_the_value_in_the_profile_currency(self) -> None:
@@ -254,6 +264,15 @@ class TestMoneyLimitsComponent:
         limits.ran_without_approval(refund, usd(900))
         assert limits.judge(refund, usd(900)).verdict == "allow"
         assert host.patches == [PATCH_MONEY_LIMITS]
+
+    def test_a_run_begun_before_an_omitted_amount_waited_keeps_its_rule(self) -> None:
+        for unpatched, verdict in (([PATCH_OMITTED_AMOUNT_HOLDS], "allow"), ([], "needs_approval")):
+            host = FakeHost(unpatched=unpatched)
+            limits = self.limits(host)
+            refund = limits._settings.profile.tool("issue_refund")
+            assert refund is not None
+            assert limits.judge(refund, {"order_id": "ord-789"}).verdict == verdict
+            assert host.patches == [PATCH_OMITTED_AMOUNT_HOLDS]
 
     def test_the_patch_is_asked_only_where_the_rules_differ(self) -> None:
         host = FakeHost()

@@ -219,6 +219,24 @@ class TestNoLimitSet:
         assert refunded() == [20] and refunded("ord-790") == [4999]
 
 
+class TestAmountLeftOut:
+    """A call that leaves the amount out moves what the tool decides (here, the whole order): it waits for a person."""
+
+    async def test_a_refund_without_an_amount_waits(self, harness: Harness) -> None:
+        profile = {**SUPPORT_PROFILE, "tools": [*SUPPORT_PROFILE["tools"], "refund_order"]}
+        task = plan(("refund_order", {"order_id": "ord-789", "amount": 20}), ("refund_order", {"order_id": "ord-790"}))
+        async with harness.worker(make_config({"support": profile})):
+            handle = await harness.start({"task": task, "model": plan_model(harness)})
+            held = await decide_each(handle, never)
+            await handle.result()
+        assert [c["amount"] for c in tools_for_tests.calls("refund_order")] == [20], "only the refund with an amount ran"
+        assert [(h.tool, h.amount) for h in held] == [("refund_order", None)]
+        assert held[0].reason == (
+            "refund_order moves money and the call gives no amount (amount), so what it moves is the tool's "
+            "to decide and cannot be checked against a limit"
+        )
+
+
 class TestAcrossContinueAsNew:
     """What a run moved without a person is carried into its continuation."""
 

@@ -231,6 +231,13 @@ async def pay(payee: str, amount: float, currency: str = "USD") -> dict:
     return {"payee": payee, "amount": amount, "currency": currency, "status": "paid"}
 
 
+@tool(risk="medium", amount_arg="amount", currency_arg="currency")
+async def refund_order(order_id: str, amount: float | None = None, currency: str = "USD") -> dict:
+    """Refunds ``amount`` of an order; without an amount, the whole order (counted, moves nothing)."""
+    _count("refund_order", order_id=order_id, amount=amount)
+    return {"order_id": order_id, "refunded": "the whole order" if amount is None else amount, "currency": currency}
+
+
 @tool(amount_arg="amount", currency_arg="currency", protected=True)
 async def send_payment(iban: str, amount: float, currency: str = "EUR") -> dict:
     """Pay an amount to a bank account (a stand-in for a payment API: it records the call and moves nothing)."""

@@ -4,8 +4,9 @@ The rules are :mod:`durable_agent.money` (pure); this component feeds them the r
 state: what the run has moved without a person so far (carried across
 continue-as-new). Calls a person approved do not count.
 
-Runs begun before money limits replay with the rules they ran under: where the two
-rules give different verdicts, ``workflow.patched`` decides which one a run keeps.
+Runs begun before money limits, or before a call that leaves its amount out waited,
+replay with the rules they ran under: where two rules give different verdicts,
+``workflow.patched`` decides which one a run keeps.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from durable_agent.workflows.settings import RunSettings
 #: Patch: amounts are held to a per-run limit, compared in the profile's currency (unknown currency: held),
 #: and held when the profile sets no limit. Runs begun before compared one call's bare number with max_amount.
 PATCH_MONEY_LIMITS = "money-limits"
+#: Patch: a call of a money tool that leaves its amount out waits for a person. Runs begun before let it run.
+PATCH_OMITTED_AMOUNT_HOLDS = "omitted-amount-holds"
 
 
 class MoneyLimits:
@@ -55,12 +58,15 @@ class MoneyLimits:
         """
         agent = self._settings.profile
         autonomy = self._settings.autonomy
-        current = policy.evaluate(info, args, autonomy, agent.approval, run_total=self._moved)
+        strict = policy.evaluate(info, args, autonomy, agent.approval, run_total=self._moved)
+        limits = policy.evaluate(info, args, autonomy, agent.approval, run_total=self._moved, hold_omitted_amount=False)
         before = policy.evaluate(info, args, autonomy, agent.approval)
-        if current.verdict == before.verdict:
-            return current  # the same verdict either way: nothing for a replay to tell apart
-        # Only where the verdicts differ does the history record which rules the run follows.
-        return current if self._host.patched(PATCH_MONEY_LIMITS) else before
+        # Only where two rules give different verdicts does the history record which the run follows.
+        if strict.verdict != limits.verdict and self._host.patched(PATCH_OMITTED_AMOUNT_HOLDS):
+            return strict
+        if limits.verdict == before.verdict:
+            return limits  # the same verdict either way: nothing for a replay to tell apart
+        return limits if self._host.patched(PATCH_MONEY_LIMITS) else before
 
     def ran_without_approval(self, info: ToolInfo, args: dict[str, Any]) -> None:
         """Count the money of a call that is sent to its tool with nobody's approval."""
