@@ -309,7 +309,10 @@ SCENARIOS: list[Scenario] = [
     ("scripted_money_limits_held", {"task": "refund in parts, then pay", "model": "SCRIPTED"},
      {"tools": [*SUPPORT_PROFILE["tools"], "pay"]}, MONEY_IN_PARTS, _approve_each_hold),
     # A refund that leaves its amount out (the tool refunds the whole order) waits for a person (patch
-    # omitted-amount-holds); approved. Runs begun before let it run, and replay so.
+    # omitted-amount-holds); approved. Runs begun before let it run, and replay so (the first, recorded at 1010ae4).
+    ("scripted_omitted_amount_before_it_held", {"task": "refund the whole order", "model": "SCRIPTED"},
+     {"tools": [*SUPPORT_PROFILE["tools"], "refund_order"]},
+     [tool_use("refund_order", {"order_id": "ord-789"}), answer("refunded")], None),
     ("scripted_omitted_amount_held", {"task": "refund the whole order", "model": "SCRIPTED"},
      {"tools": [*SUPPORT_PROFILE["tools"], "refund_order"]},
      [tool_use("refund_order", {"order_id": "ord-789"}), answer("refunded")], _approve_each_hold),
