@@ -10,7 +10,8 @@ On a throwaway dev server, with one worker process for both, it measures:
 - steps per second of N concurrent runs of 6 model calls at 1 s model latency,
   for each of the three, for every N in ``--concurrent``;
 - ledger updates per step of the runs with a daily budget;
-- worker memory per run waiting (for a person, or the bare floor's signal);
+- worker memory per run waiting (for a person, or the bare floor's signal), in a
+  fresh worker and after the load: resident memory, and the Python objects held;
 - the machine's core count.
 
 A zero-latency model (1 s in the concurrency figures) and 8 KB tool outputs.
@@ -28,10 +29,11 @@ import os
 import statistics
 import sys
 import time
+import tracemalloc
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from temporalio.client import Client, WorkflowHandle
 from temporalio.worker import Worker
@@ -147,11 +149,24 @@ async def per_step(bench: Bench, steps: int, reps: int, idle: float) -> dict[str
     return {kind: statistics.median(values) for kind, values in samples.items()}
 
 
-async def waiting_memory(bench: Bench, kind: str, count: int) -> float:
-    """MB of worker memory per run waiting (agent: for an approval; bare: for a signal)."""
+class Held(NamedTuple):
+    """What one waiting run holds in the worker, in KB."""
+
+    rss: float  #: resident memory the process grew by (the allocator's state counts: see ``waiting_memory``)
+    python: float  #: Python objects allocated for it and still alive (``tracemalloc``; the SDK core's own memory excluded)
+
+
+async def waiting_memory(bench: Bench, kind: str, count: int) -> Held:
+    """Worker memory per run waiting (agent: for an approval; bare: for a signal).
+
+    Resident memory depends on what the process did before: after a load, new runs
+    reuse the memory finished runs freed, and seem to cost less than in a fresh
+    worker. The Python objects the runs hold do not depend on it.
+    """
     await asyncio.sleep(1.0)
     gc.collect()
     before = rss_mb()
+    tracemalloc.start()
     handles = await asyncio.gather(*(bench.start(kind, 1, wait=True) for _ in range(count)))
     for handle in handles:  # every run has reached its wait
         for _ in range(400):
@@ -164,9 +179,12 @@ async def waiting_memory(bench: Bench, kind: str, count: int) -> float:
             await asyncio.sleep(0.05)
     await asyncio.sleep(1.0)
     gc.collect()
-    after = rss_mb()
+    python, _ = tracemalloc.get_traced_memory()
+    tracing = tracemalloc.get_tracemalloc_memory() / 2**20  # tracemalloc's own records, resident too
+    after = rss_mb() - tracing
+    tracemalloc.stop()
     await asyncio.gather(*(h.terminate("bench over") for h in handles))
-    return (after - before) / count
+    return Held(rss=(after - before) * 1024 / count, python=python / 1024 / count)
 
 
 def ratio(value: float, floor: float, *, higher_is_better: bool = False) -> str:
@@ -202,6 +220,7 @@ async def main() -> None:
             await bench.run_all("agent", 1, 3)  # warm up: imports, sandbox, the first ledger
             await bench.run_all("daily", 1, 3)
             await bench.run_all("bare", 1, 3)
+            fresh = {kind: await waiting_memory(bench, kind, args.waiting) for kind in ("bare", "agent")}
             bench.steps = {"agent": 0, "daily": 0}
             burst = await per_step(bench, 10, args.reps, idle=2.0)
             long = await per_step(bench, 100, max(1, args.reps // 2), idle=0.5)
@@ -216,7 +235,7 @@ async def main() -> None:
             bench.latency = 0.0
             daily_steps = bench.steps["daily"]
             updates = await bench.ledger_updates("daily")
-            memory = {kind: await waiting_memory(bench, kind, args.waiting) for kind in ("bare", "agent")}
+            loaded = {kind: await waiting_memory(bench, kind, args.waiting) for kind in ("bare", "agent")}
 
     print(f"cores: {os.cpu_count()}; one dev server, one worker process; 8 KB tool outputs")
     if sys.dont_write_bytecode:
@@ -237,14 +256,17 @@ async def main() -> None:
     print(f"daily budget over plain: burst {burst['daily'] / burst['agent']:.2f}x, 100-step {long['daily'] / long['agent']:.2f}x"
           + "".join(f", {c} concurrent {v['agent'] / v['daily']:.2f}x" for c, v in throughput.items()))
     print(f"ledger updates per step (daily budget runs): {updates} updates / {daily_steps} steps = {updates / max(1, daily_steps):.3f}")
-    print(f"worker memory per waiting run: bare {memory['bare'] * 1024:.0f} KB, agent (waiting for approval) {memory['agent'] * 1024:.0f} KB")
+    for when, memory in (("in a fresh worker", fresh), ("after the load above", loaded)):
+        print(f"worker memory per waiting run, {when}: bare {memory['bare'].rss:.0f} KB (Python objects {memory['bare'].python:.0f} KB), "
+              f"agent waiting for approval {memory['agent'].rss:.0f} KB (Python objects {memory['agent'].python:.0f} KB)")
     print("targets (issue 22):")
     checks = [
         (f"10-step burst <= {BURST_TARGET}x the floor", burst["agent"] / burst["bare"] <= BURST_TARGET),
         (f"a daily budget adds <= {DAILY_EXTRA_TARGET:.0%} to the burst", burst["daily"] / burst["agent"] <= 1 + DAILY_EXTRA_TARGET),
         *[(f"{count} concurrent runs >= {CONCURRENT_TARGET}x the floor's steps/s, without and with a daily budget",
            min(values["agent"], values["daily"]) / values["bare"] >= CONCURRENT_TARGET) for count, values in throughput.items()],
-        (f"a run waiting for approval <= {WAITING_TARGET_KB} KB of worker memory", memory["agent"] * 1024 <= WAITING_TARGET_KB),
+        (f"a run waiting for approval <= {WAITING_TARGET_KB} KB of worker memory, in a fresh worker and after the load",
+         max(fresh["agent"].rss, loaded["agent"].rss) <= WAITING_TARGET_KB),
     ]
     for label, met in checks:
         print(f"  {'met    ' if met else 'NOT met'}  {label}")
