@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from temporalio.client import Client, WorkflowHandle
 
-from durable_agent import signing
+from durable_agent import contracts, signing
 from durable_agent.demo import shop
 from durable_agent.inbox import Deciders, SignIn, create_app, serving
 from durable_agent.inbox.signin import add_token
@@ -135,6 +135,20 @@ def card(page: Page, approval_id: str) -> Any:
     return page.locator("article.approval", has_text=approval_id)
 
 
+async def wait_listed(client: Client, handle: WorkflowHandle[Any, Any], timeout: float = 60.0) -> None:
+    """Wait until the server's visibility store lists ``handle``'s run as awaiting approval, as the inbox asks.
+
+    The store catches up with the workflow task that set the mark on its own, and
+    under load that took over 20 s: the inbox cannot list a run before it is indexed.
+    """
+    query = f"{contracts.SEARCH_ATTRIBUTE_AWAITING_APPROVAL} = true AND WorkflowId = '{handle.id}'"
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not [run async for run in client.list_workflows(query, limit=1)]:
+        assert loop.time() < deadline, f"the server's visibility store did not list {handle.id} as awaiting approval within {timeout:g} s"
+        await asyncio.sleep(0.2)
+
+
 async def form_of(page: Page, approval_id: str) -> dict[str, str]:
     """The hidden fields of an approval's form, as the page that shows it carries them."""
     form = card(page, approval_id).locator("form")
@@ -161,6 +175,7 @@ class TestInbox:
             # The run starts after the page is open: its card arrives by server-sent event, no reload.
             handle = await harness.start(REFUND_4999)
             pending = (await wait_pending(handle)).pending_approvals[0]
+            await wait_listed(harness.client, handle)
             shown = card(alice, pending.approval_id)
             await expect(shown).to_be_visible(timeout=20_000)
             await expect(shown.locator(".amount")).to_have_text("4,999.00 USD")
@@ -224,6 +239,8 @@ class TestWhoSeesWhat:
             refund, payment = await harness.start(REFUND_4999), await start_payment(harness)
             refund_id = (await wait_pending(refund)).pending_approvals[0].approval_id
             payment_id = (await wait_pending(payment)).pending_approvals[0].approval_id
+            await wait_listed(harness.client, refund)
+            await wait_listed(harness.client, payment)
             await expect(card(bob, payment_id)).to_be_visible(timeout=20_000)
             await expect(card(bob, payment_id)).to_contain_text(IBAN)
             await expect(card(alice, refund_id)).to_be_visible(timeout=20_000)

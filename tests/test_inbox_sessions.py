@@ -28,7 +28,7 @@ from durable_agent.inbox import serving
 from durable_agent.inbox.signin import add_token
 from tests.conftest import ROOT, Harness, subprocess_env
 from tests.test_approvals import REFUND_4999, wait_pending
-from tests.test_inbox import CHROMIUM, card, chromium, form_of, inbox_for, sign_in
+from tests.test_inbox import CHROMIUM, card, chromium, form_of, inbox_for, sign_in, wait_listed
 from tests.test_processes import free_port
 
 pytestmark = pytest.mark.slow
@@ -46,6 +46,7 @@ class TestSessions:
             alice = await sign_in(browser, inbox.url, "alice", inbox.tokens["alice"])
             handle = await harness.start(REFUND_4999)
             pending = (await wait_pending(handle)).pending_approvals[0]
+            await wait_listed(harness.client, handle)
             await expect(card(alice, pending.approval_id)).to_be_visible(timeout=20_000)
             fields = await form_of(alice, pending.approval_id)
             # The operator removes alice's line from the tokens file while her page is open.
@@ -76,6 +77,7 @@ class TestSessions:
             assert 12 * 3600 - 60 < cookie["expires"] - time.time() <= 12 * 3600
             handle = await harness.start(REFUND_4999)
             pending = (await wait_pending(handle)).pending_approvals[0]
+            await wait_listed(harness.client, handle)
             await expect(card(alice, pending.approval_id)).to_be_visible(timeout=20_000)
             fields = await form_of(alice, pending.approval_id)
 
@@ -95,6 +97,7 @@ class TestSessions:
             alice = await sign_in(browser, first.url, "alice", first.tokens["alice"])
             handle = await harness.start(REFUND_4999)
             pending = (await wait_pending(handle)).pending_approvals[0]
+            await wait_listed(harness.client, handle)
             # Two more inbox processes with the same secret: one restarted, one its replica behind a balancer.
             restarted, replica = free_port(), free_port()
             async with serving(first.app(harness.client), "127.0.0.1", restarted) as again, \
