@@ -273,6 +273,16 @@ SCENARIOS: list[Scenario] = [
      {"tools": ["slow_async_transfer"], "autonomy": "autonomous"},
      [tool_use("slow_async_transfer", {"account": "acc-1", "amount": 10.0, "seconds": 10.0}), answer("never")],
      _cancel_while_a_tool_runs),
+    # Cancelled while a world-changing tool runs, which then fails: the run ends cancelled (patch
+    # cancel-outlasts-a-failed-tool); the same run recorded before the rule asked the model again.
+    ("scripted_cancel_outlasts_failed_transfer", {"task": "transfer", "model": "SCRIPTED"},
+     {"tools": ["failing_transfer"], "autonomy": "autonomous"},
+     [tool_use("failing_transfer", {"account": "acc-1", "amount": 10.0, "seconds": 3.0}), answer("carried on")],
+     _cancel_while_a_tool_runs),
+    ("scripted_failed_transfer_after_cancel_before_the_rule", {"task": "transfer", "model": "SCRIPTED"},
+     {"tools": ["failing_transfer"], "autonomy": "autonomous"},
+     [tool_use("failing_transfer", {"account": "acc-1", "amount": 10.0, "seconds": 3.0}), answer("carried on")],
+     _cancel_while_a_tool_runs),
     # Nothing serves the limits queue: the lease wait ends after daily_budget_wait_seconds (patch lease-wait-bounded).
     ("scripted_lease_wait_bounded", {"task": "x", "model": "SCRIPTED"},
      {"daily_budget_usd": 5.0, "daily_budget_wait_seconds": 3}, [answer("never")], None),

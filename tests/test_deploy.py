@@ -156,6 +156,21 @@ class TestCancelWaitsForWorldChangingTools:
         assert result.status == "cancelled"
         assert seen == ["started", "finished"]
 
+    async def test_a_transfer_that_fails_after_the_cancel_still_ends_the_run(self, harness: Harness, fake: FakeAnthropic) -> None:
+        # Found by CI: the tool's attempt timed out after the cancel, and the run went on to ask the model again.
+        fake.script(tool_use("failing_transfer", {"account": "acc-9", "amount": 3.0, "seconds": 2.0}), text("carried on after the cancel"))
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="tool") as pool:
+            async with harness.worker(claude("failing_transfer"), tool_executor=pool):
+                handle = await harness.start({"task": "transfer, then be cancelled"})
+                await until(lambda: tools_for_tests.calls("failing_transfer"), "the transfer to start")
+                await handle.cancel()
+                result = await handle.result()
+                history = await handle.fetch_history()
+        assert result.status == "cancelled", result
+        assert [c["event"] for c in tools_for_tests.calls("failing_transfer")] == ["started", "crashed"], "run once, never again"
+        assert len(fake.requests) == 1, "no model call after the cancel"
+        assert attempts(history, "think") == [1]
+
 
 class TestMissingContent:
     """Content a worker cannot find fails the think at once, naming the reference and the store."""

@@ -10,8 +10,10 @@ from temporalio.workflow import ActivityCancellationType
 
 from durable_agent import contracts
 from durable_agent.remote_tools import RemoteToolConfig, tool_info
+from durable_agent.observations import Observation
 from durable_agent.schemas import ToolCall, ToolCallOutput
 from durable_agent.workflows.conversation import Conversation
+from durable_agent.workflows.host import PATCH_CANCEL_OUTLASTS_FAILURE
 from durable_agent.workflows.remote_calls import RemoteCalls, remote_options
 from tests.component_kit import TOOLS, profile, settings
 from tests.workflow_host import FakeHost, activity_failure
@@ -44,14 +46,20 @@ def raising(exc: BaseException) -> Any:
 CALL = ToolCall(id="toolu_1", name="transfer", args={"to": "acc-9"})
 
 
+async def observation_of(
+    host: FakeHost, cancellation: ActivityCancellationType = ActivityCancellationType.TRY_CANCEL, **keys: Any
+) -> Observation:
+    """One remote call, as the run observes it."""
+    conversation = Conversation(host, settings())
+    return await RemoteCalls(host, conversation).call(
+        CALL, tool_info("transfer", remote(**keys)), "wf-1/first-run/1/0/toolu_1", approval_id=None, slot=None,
+        cancellation=cancellation,
+    )
+
+
 async def observe(host: FakeHost, **keys: Any) -> tuple[str, str]:
     """The status of one remote call and what the model was told of it."""
-    run = settings()
-    conversation = Conversation(host, run)
-    observation = await RemoteCalls(host, conversation).call(
-        CALL, tool_info("transfer", remote(**keys)), "wf-1/first-run/1/0/toolu_1", approval_id=None, slot=None,
-        cancellation=ActivityCancellationType.TRY_CANCEL,
-    )
+    observation = await observation_of(host, **keys)
     return observation.status, observation.message or observation.result_preview or ""
 
 
@@ -111,6 +119,37 @@ class TestOutcomes:
         refused = ApplicationError("account acc-9 is closed", non_retryable=True)
         status, text = await observe(FakeHost({"Transfer": raising(failed_with(refused))}))
         assert status == "error" and "account acc-9 is closed" in text
+
+
+class TestCancelledWhileItRan:
+    """A world-changing call the run waited for through its cancel: recorded, then the run ends cancelled."""
+
+    WAITED = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
+
+    async def test_a_result_ends_the_run(self) -> None:
+        stored = ToolCallOutput(status="ok", ref="sha256:r", preview="{}", chars=2)
+        host = FakeHost({"Transfer": {"ok": True}, contracts.ACTIVITY_STORE_REMOTE_RESULT: stored})
+        host.cancelled = True
+        observation = await observation_of(host, self.WAITED)
+        assert (observation.status, observation.run_cancelled) == ("ok", True)
+        assert host.patches == [], "a result always ended the run: nothing to patch"
+
+    async def test_a_failure_ends_the_run_too(self) -> None:
+        host = FakeHost({"Transfer": raising(failed_with(ApplicationError("link dropped")))})
+        host.cancelled = True
+        observation = await observation_of(host, self.WAITED)
+        assert (observation.status, observation.run_cancelled) == ("unavailable", True)
+        assert host.patches == [PATCH_CANCEL_OUTLASTS_FAILURE]
+
+    async def test_a_run_begun_before_the_rule_asks_the_model_again(self) -> None:
+        host = FakeHost({"Transfer": raising(failed_with(ApplicationError("link dropped")))}, unpatched=[PATCH_CANCEL_OUTLASTS_FAILURE])
+        host.cancelled = True
+        assert not (await observation_of(host, self.WAITED)).run_cancelled
+
+    async def test_a_failure_without_a_cancel_asks_no_patch(self) -> None:
+        host = FakeHost({"Transfer": raising(failed_with(ApplicationError("link dropped")))})
+        observation = await observation_of(host, self.WAITED)
+        assert not observation.run_cancelled and host.patches == []
 
 
 class TestToolsResolvedAgain:

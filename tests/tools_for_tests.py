@@ -191,6 +191,15 @@ def slow_transfer(account: str, amount: float, seconds: float = 4.0) -> dict:
 
 
 @tool(heartbeat=1.0, timeout=60.0)
+def failing_transfer(account: str, amount: float, seconds: float = 2.0) -> dict:
+    """A synchronous tool that changes the world slowly, then crashes: the bank's link dropped as it finished."""
+    _count("failing_transfer", event="started")
+    time.sleep(seconds)
+    _count("failing_transfer", event="crashed")
+    raise ConnectionError(f"the link to the bank dropped while moving {amount} to {account}")
+
+
+@tool(heartbeat=1.0, timeout=60.0)
 async def slow_async_transfer(account: str, amount: float, seconds: float = 4.0) -> dict:
     """An async tool that changes the world slowly: records when it starts and when it ends (or is cut off)."""
     _count("slow_async_transfer", event="started")

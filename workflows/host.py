@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 from temporalio import workflow
 from temporalio.common import SearchAttributeUpdate
 from temporalio.exceptions import ActivityError, CancelledError
+from temporalio.workflow import ActivityCancellationType
 
 _T = TypeVar("_T")
 
@@ -34,6 +35,22 @@ def is_cancellation(exc: BaseException) -> bool:
     taken for a failing tool or model (which the run would carry on without).
     """
     return isinstance(exc, CancelledError) or (isinstance(exc, ActivityError) and isinstance(exc.cause, CancelledError))
+
+
+#: A tool the run waited for through its cancel, and which then failed, ends the run as
+#: cancelled too. Before it, the run took the failure for an ordinary one and asked the model again.
+PATCH_CANCEL_OUTLASTS_FAILURE = "cancel-outlasts-a-failed-tool"
+
+
+def cancelled_while_waited(host: Host, cancellation: ActivityCancellationType, *, failed: bool) -> bool:
+    """Whether the run was cancelled while a tool it waits for (one that changes the world) ran.
+
+    Its outcome, result or failure, is recorded; then the run ends as cancelled. Only a
+    failure needs the patch: a result always ended the run.
+    """
+    if cancellation != ActivityCancellationType.WAIT_CANCELLATION_COMPLETED or not host.cancel_requested():
+        return False
+    return not failed or host.patched(PATCH_CANCEL_OUTLASTS_FAILURE)
 
 
 class RunIds(NamedTuple):

@@ -38,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
     from durable_agent.schemas import RemoteResultInput, RemoteTarget, ToolCall, ToolCallOutput, ToolInfo
 
 from durable_agent.workflows.conversation import Conversation
-from durable_agent.workflows.host import Host, is_cancellation
+from durable_agent.workflows.host import Host, cancelled_while_waited, is_cancellation
 
 #: How long storing a remote tool's result may take (a local activity; its retries within).
 STORE_RESULT_TIMEOUT = timedelta(seconds=30)
@@ -91,11 +91,13 @@ class RemoteCalls:
         except ActivityError as exc:
             if is_cancellation(exc):
                 raise
-            return self._failed(call, info, remote, exc, approval_id)
+            failed = self._failed(call, info, remote, exc, approval_id)
+            failed.run_cancelled = cancelled_while_waited(self._host, cancellation, failed=True)
+            return failed
         duration_ms = int((self._host.now() - started).total_seconds() * 1000)
         out = await self._stored(call, value, key, duration_ms)
         self._conversation.add_result(call.id, out)
-        waited = cancellation == ActivityCancellationType.WAIT_CANCELLATION_COMPLETED and self._host.cancel_requested()
+        waited = cancelled_while_waited(self._host, cancellation, failed=False)
         return Observation.of_tool(out, approval_id=approval_id, rate_limit=slot, run_cancelled=waited)
 
     async def _run_to_its_end(

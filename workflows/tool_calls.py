@@ -29,7 +29,7 @@ from durable_agent.workflows.approval_desk import ApprovalDesk
 from durable_agent.workflows.conversation import Conversation
 from durable_agent.workflows.daily_budget import limits_activity
 from durable_agent.workflows.delegation import Delegation, DelegationRefused
-from durable_agent.workflows.host import DEFAULT_HEARTBEAT_TIMEOUT, Host, is_cancellation
+from durable_agent.workflows.host import DEFAULT_HEARTBEAT_TIMEOUT, Host, cancelled_while_waited, is_cancellation
 from durable_agent.workflows.money_limits import MoneyLimits
 from durable_agent.workflows.progress import Progress
 from durable_agent.workflows.remote_calls import RemoteCalls
@@ -163,18 +163,24 @@ class ToolCalls:
         except ActivityError as exc:
             if is_cancellation(exc):
                 raise
-            if outcome_can_be_unknown and isinstance(exc.cause, ActivityTimedOut):
-                # Temporal timed out its last attempt (stuck past timeout + 30 s, or its worker died each time).
-                text = unknown_outcome_message(f"{call.name} did not report back ({failure_message(exc)})")
-                return self.answer_for(call, "outcome_unknown", text, approval_id)
-            text = (
-                f"The tool {call.name} is unavailable right now ({failure_message(exc)}). Do not call it again in this run; "
-                "try another approach or answer with what you have."
-            )
-            return self.answer_for(call, "unavailable", text, approval_id)
+            failed = self._failed(call, exc, approval_id, outcome_can_be_unknown)
+            failed.run_cancelled = cancelled_while_waited(self._host, cancellation, failed=True)
+            return failed
         self._conversation.add_result(call.id, out)
-        waited = cancellation == ActivityCancellationType.WAIT_CANCELLATION_COMPLETED and self._host.cancel_requested()
+        waited = cancelled_while_waited(self._host, cancellation, failed=False)
         return Observation.of_tool(out, approval_id=approval_id, rate_limit=slot, run_cancelled=waited)
+
+    def _failed(self, call: ToolCall, exc: ActivityError, approval_id: str | None, outcome_can_be_unknown: bool) -> Observation:
+        """What the model is told when the tool's activity did not return."""
+        if outcome_can_be_unknown and isinstance(exc.cause, ActivityTimedOut):
+            # Temporal timed out its last attempt (stuck past timeout + 30 s, or its worker died each time).
+            text = unknown_outcome_message(f"{call.name} did not report back ({failure_message(exc)})")
+            return self.answer_for(call, "outcome_unknown", text, approval_id)
+        text = (
+            f"The tool {call.name} is unavailable right now ({failure_message(exc)}). Do not call it again in this run; "
+            "try another approach or answer with what you have."
+        )
+        return self.answer_for(call, "unavailable", text, approval_id)
 
     async def _delegate(self, call: ToolCall, index: int) -> Observation:
         """Hand ``call``'s task to the sub-agent it names (a child run of that profile); what came of it.
