@@ -138,8 +138,8 @@ def card(page: Page, approval_id: str) -> Any:
 async def wait_listed(client: Client, handle: WorkflowHandle[Any, Any], timeout: float = 60.0) -> None:
     """Wait until the server's visibility store lists ``handle``'s run as awaiting approval, as the inbox asks.
 
-    The store catches up with the workflow task that set the mark on its own, and
-    under load that took over 20 s: the inbox cannot list a run before it is indexed.
+    The store catches up with the workflow task that set the mark on its own: the inbox
+    cannot list a run before it is indexed, and a page that waits for that is not the inbox's fault.
     """
     query = f"{contracts.SEARCH_ATTRIBUTE_AWAITING_APPROVAL} = true AND WorkflowId = '{handle.id}'"
     loop = asyncio.get_running_loop()

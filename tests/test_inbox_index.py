@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import uuid
 from typing import Any
 
 import pytest
 from temporalio.client import Client, WorkflowHandle
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 
 from durable_agent import contracts
 from durable_agent.connection import connect
@@ -23,6 +25,7 @@ from durable_agent.inbox.listing import Approvals, Listing
 from durable_agent.store import open_store
 from tests.conftest import Harness
 from tests.test_approvals import CANCEL_1001, wait_pending
+from tests.test_inbox import wait_listed
 
 
 async def listing_of(approvals: Approvals, ids: set[str], count: int) -> Listing:
@@ -38,6 +41,8 @@ async def listing_of(approvals: Approvals, ids: set[str], count: int) -> Listing
 async def cancel_all(handles: list[WorkflowHandle[Any, Any]]) -> None:
     for handle in handles:
         await handle.cancel()
+    for handle in handles:  # ended while their worker runs: none is left marked as waiting for later tests' inboxes
+        await handle.result()
 
 
 class TestPendingInMemo:
@@ -80,4 +85,52 @@ class TestMemoEncrypted:
                 payload = memo.fields[contracts.MEMO_PENDING_APPROVALS]
                 assert payload.metadata["encoding"] == b"binary/encrypted" and b"ord-1001" not in payload.data
             finally:
-                await handle.cancel()
+                await cancel_all([handle])
+
+
+class TestRunsThatCannotAnswer:
+    """A run the inbox cannot read, or that nobody serves, never holds up the list for everyone else.
+
+    Found in the suite: a run left waiting by a worker that had stopped, its memo encrypted
+    with keys the inbox lacks, made every look at the namespace wait 10 s for its query,
+    so each reviewer's page took 10 s to show a new approval or to sign in.
+    """
+
+    async def test_a_memo_this_inbox_cannot_open_is_not_asked_about(self, server_address: str, state_dir: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("AGENT_ENCRYPTION_KEYS", "k1:" + base64.b64encode(os.urandom(32)).decode())
+        client = await connect(server_address)
+        harness = Harness(client, state_dir)
+        harness.store = open_store(KeyRing.from_env())
+        async with harness.worker():
+            handle = await harness.start(CANCEL_1001)
+            try:
+                await wait_pending(handle)
+                await listing_of(Approvals(client), {handle.id}, 1)  # indexed
+                keyless = Approvals(await Client.connect(server_address))
+                listing = await keyless.fetch()
+                # Its query would answer encrypted too: asking is a wait for nothing.
+                assert handle.id not in {item.workflow_id for item in listing.items}
+                assert keyless.queries == 0
+            finally:
+                await cancel_all([handle])
+
+    async def test_a_run_nobody_serves_is_left_out_until_it_answers(self, harness: Harness) -> None:
+        # Marked as waiting, with no memo (a run begun before the memo existed), on a queue no worker polls.
+        marked = SearchAttributeKey.for_bool(contracts.SEARCH_ATTRIBUTE_AWAITING_APPROVAL)
+        orphan = await harness.client.start_workflow(
+            "AgentWorkflow", CANCEL_1001, id=f"orphan-{uuid.uuid4().hex[:8]}", task_queue=f"nobody-{uuid.uuid4().hex[:8]}",
+            search_attributes=TypedSearchAttributes([SearchAttributePair(marked, True)]),
+        )
+        async with harness.worker():
+            handle = await harness.start(CANCEL_1001)
+            try:
+                await wait_pending(handle)
+                approvals = Approvals(harness.client)
+                await wait_listed(harness.client, orphan)
+                # The orphan's query waits up to 10 s for a worker: the look does not wait with it.
+                listing = await asyncio.wait_for(listing_of(approvals, {handle.id}, 1), timeout=5)
+                assert orphan.id not in {item.workflow_id for item in listing.items}
+                assert approvals.queries == 1, "not asked again while its first question is unanswered"
+            finally:
+                await orphan.terminate()
+                await cancel_all([handle])

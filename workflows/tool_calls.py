@@ -36,7 +36,10 @@ from durable_agent.workflows.remote_calls import RemoteCalls
 from durable_agent.workflows.settings import RunSettings
 from durable_agent.workflows.spend import Spend
 
-MIN_HEARTBEAT_TIMEOUT_SECONDS = 5.0
+#: The SDK sends a worker's heartbeats to the server at most every 0.8 x the heartbeat timeout,
+#: however often the tool beats: at 5 s that left a loaded worker 1 s of slack, and one under
+#: the test suite's load was taken for dead mid-transfer. 10 s leaves it 2 s.
+MIN_HEARTBEAT_TIMEOUT_SECONDS = 10.0
 #: Patch: a tool that changes the world is waited for when the run is cancelled.
 PATCH_CANCEL_WAITS = "tool-cancel-waits-for-completion"
 #: Patch: runs begun with it retry a timed-out tool that changes the world only when it is idempotent, and
@@ -56,8 +59,8 @@ def tool_heartbeat_timeout(info: ToolInfo) -> timedelta:
     """How long a tool call may go without a heartbeat before its worker counts as dead.
 
     The activity heartbeats every ``info.heartbeat_seconds`` (5 s by default) while
-    the tool runs, so three missed beats mean the worker is gone; never under 5 s,
-    so a busy worker is not taken for a dead one.
+    the tool runs, so three missed beats mean the worker is gone; never under
+    ``MIN_HEARTBEAT_TIMEOUT_SECONDS``, so a busy worker is not taken for a dead one.
     """
     if info.heartbeat_seconds is None:
         return DEFAULT_HEARTBEAT_TIMEOUT

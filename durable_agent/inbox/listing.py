@@ -3,7 +3,11 @@
 The workflow sets the attribute while an approval waits, and keeps what waits in
 its memo: one visibility call lists every waiting approval of the namespace. Only a
 run without that memo (begun before it existed) is asked for its ``status``, a query
-that replays the run when its worker no longer caches it. Without the attribute registered
+that replays the run when its worker no longer caches it, and that waits for a worker
+when none serves the run: such a run is asked in the background and listed once it
+answers, so it never holds up the list for every other run. A memo this inbox cannot
+open (encrypted with keys it lacks) is not asked about: the answer would be sealed
+with the same keys. Without the attribute registered
 the list cannot be made: the inbox says so, with the command that registers it,
 and a link to one approval still works, since that asks the run itself.
 """
@@ -29,6 +33,12 @@ log = logging.getLogger("durable_agent.inbox")
 POLL_SECONDS = 1.0
 #: Most runs listed at once.
 MAX_RUNS = 200
+#: How long a run's ``status`` query may wait for a worker to answer it.
+QUERY_TIMEOUT = 10.0
+#: How long a look waits for the runs it had to ask, before it lists the rest without them.
+ASKED_WAIT = 0.5
+#: How long a run that did not answer is left unasked.
+UNANSWERED_PAUSE = 60.0
 
 
 @dataclass(frozen=True)
@@ -52,12 +62,16 @@ class Approvals:
         self._lock = asyncio.Lock()
         #: Status queries sent so far (each may replay a run): what the memo saves.
         self.queries = 0
+        #: The status query in flight or last answered, by run id, and when it was sent.
+        self._asking: dict[str, tuple[float, asyncio.Task[StatusView | None]]] = {}
+        #: Runs whose memo this inbox cannot open, by run id: warned about once.
+        self._sealed: set[str] = set()
 
     async def _status(self, workflow_id: str, run_id: str | None) -> StatusView | None:
         self.queries += 1
         try:
             handle = self.client.get_workflow_handle(workflow_id, run_id=run_id)
-            raw = await asyncio.wait_for(handle.query(contracts.QUERY_STATUS), timeout=10)
+            raw = await asyncio.wait_for(handle.query(contracts.QUERY_STATUS), timeout=QUERY_TIMEOUT)
             return StatusView.model_validate(raw)
         except Exception as exc:  # noqa: BLE001 - a run that closed or cannot answer is not listed
             log.debug("cannot query %s: %s", workflow_id, exc)
@@ -74,6 +88,9 @@ class Approvals:
             log.warning("cannot list approvals: %s", exc.message)
             return Listing(problem=exc.message)
         found = await asyncio.gather(*(self._waiting(run) for run in runs))
+        listed = {run.run_id for run in runs}
+        for gone in [run_id for run_id in self._asking if run_id not in listed]:
+            self._asking.pop(gone)[1].cancel()
         items = [item for run_items in found for item in run_items]
         return Listing(items=sorted(items, key=lambda item: (item.approval.deadline, item.key)))
 
@@ -81,9 +98,11 @@ class Approvals:
         """What ``run`` has waiting: from its memo, or (a run begun before it kept one) its ``status`` query."""
         try:
             memo = await run.memo()
-        except Exception as exc:  # noqa: BLE001 - a memo this inbox cannot decode: ask the run
-            log.debug("cannot read the memo of %s: %s", run.id, exc)
-            memo = {}
+        except Exception as exc:  # noqa: BLE001 - sealed with keys this inbox lacks: its query answer would be too
+            if run.run_id not in self._sealed:
+                self._sealed.add(run.run_id)
+                log.warning("run %s waits for approval, but this inbox cannot open its memo (%s): give the inbox the run's keys", run.id, exc)
+            return []
         indexed = memo.get(contracts.MEMO_PENDING_APPROVALS)
         if isinstance(indexed, dict):
             try:
@@ -97,10 +116,27 @@ class Approvals:
         return await self._asked(run)
 
     async def _asked(self, run: WorkflowExecution) -> list[InboxItem]:
-        """What ``run`` has waiting, as its ``status`` query answers (a query; a replay when it is not cached)."""
-        status = await self._status(run.id, run.run_id)
+        """What ``run`` has waiting, as its ``status`` query answers (a query; a replay when it is not cached).
+
+        The query is sent in the background and waited for briefly: a run nobody serves is
+        left out of this look and the next ones until it answers, never making them wait.
+        An answer is used once; a run that gave none is not asked again for ``UNANSWERED_PAUSE``.
+        """
+        now = time.monotonic()
+        sent = self._asking.get(run.run_id)
+        if sent is None or (sent[1].done() and sent[1].result() is None and now - sent[0] >= UNANSWERED_PAUSE):
+            sent = (now, asyncio.ensure_future(self._status(run.id, run.run_id)))
+            self._asking[run.run_id] = sent
+        task = sent[1]
+        if not task.done():
+            await asyncio.wait([task], timeout=ASKED_WAIT)
+        if not task.done():
+            return []
+        status = task.result()
         if status is None:
             return []
+        # Used once: the next look asks again, as it would read a memo again.
+        self._asking.pop(run.run_id, None)
         return [InboxItem(workflow_id=run.id, agent=status.agent, approval=approval) for approval in status.pending_approvals]
 
     async def current(self) -> Listing:
