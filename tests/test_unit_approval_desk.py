@@ -7,6 +7,7 @@ the intake as the ``approve``/``reject`` signals and the ``review`` update do.
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -21,7 +22,7 @@ from durable_agent.workflows.decision_intake import DecisionIntake
 from durable_agent.workflows.progress import RunPhase
 from durable_agent.workflows.settings import RunSettings
 from tests.component_kit import record, settings
-from tests.workflow_host import FakeHost
+from tests.workflow_host import FakeHost, activity_failure
 
 STEP = 3
 REFUND = ToolCall(id="t1", name="issue_refund", args={"order_id": "ord-789", "amount": 4999, "currency": "USD"})
@@ -114,6 +115,31 @@ class TestHeldToolCalls:
         d.desk.decide(pending.approval_id, True, "alice", None)
         await waiting
         assert d.host.memo[contracts.MEMO_PENDING_APPROVALS]["approvals"] == []
+
+    async def test_a_notice_that_failed_is_a_warning_not_an_unretrieved_error(self, caplog: pytest.LogCaptureFixture) -> None:
+        lost: list[dict[str, Any]] = []
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: lost.append(context))  # where asyncio reports an error nobody took
+        try:
+            failure = activity_failure("webhook down", "notify_reviewer")
+
+            def webhook_down(_: Any) -> None:
+                raise failure
+
+            d = Desk(FakeHost({contracts.ACTIVITY_NOTIFY_REVIEWER: webhook_down}))
+            waiting = asyncio.ensure_future(d.desk.hold_tool_call(REFUND, 0, d.verdict(REFUND), [REFUND], STEP))
+            await asyncio.sleep(0)
+            [pending] = d.desk.pending()
+            notice = d.desk._notifications[pending.approval_id]
+            await asyncio.wait([notice])  # it failed, after its retries
+            d.desk.decide(pending.approval_id, True, "alice", None)
+            await waiting
+            del waiting, d, notice
+            gc.collect()
+        finally:
+            loop.set_exception_handler(None)
+        assert lost == []
+        assert any("the reviewer could not be notified: webhook down" in r.getMessage() for r in caplog.records)
 
     async def test_runs_before_per_turn_approvals_open_one_at_a_time(self) -> None:
         d = Desk(FakeHost({contracts.ACTIVITY_NOTIFY_REVIEWER: None}, unpatched=["approvals-opened-per-turn", "approval-ids-unique"]))

@@ -28,6 +28,7 @@ from temporalio.common import RetryPolicy, SearchAttributeKey
 
 with workflow.unsafe.imports_passed_through():
     from durable_agent import carry, contracts, decisions, money, policy, signing, telemetry
+    from durable_agent.errors import failure_message
     from durable_agent.carry import CARRIED_APPROVALS, CarriedState
     from durable_agent.schemas import (
         ApprovalRecord,
@@ -38,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
         ToolInfo,
     )
 
-from durable_agent.workflows.host import Host
+from durable_agent.workflows.host import Host, is_cancellation
 from durable_agent.workflows.progress import RunPhase
 from durable_agent.workflows.settings import RunSettings
 
@@ -280,7 +281,20 @@ class ApprovalDesk:
             retry_policy=RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=2)),
             summary=f"notify reviewer: {approval_id}",
         )
+        self._notifications[approval_id].add_done_callback(self._notified)
         return pending
+
+    def _notified(self, notify: asyncio.Future[Any]) -> None:
+        """Take the notice's outcome, which nothing awaits: the SDK logs an error for every one left untaken.
+
+        A decision cancels a notice still being sent; one that failed after its retries is
+        worth a warning (the approval waits all the same, listed in the inbox and the UI).
+        """
+        if notify.cancelled():
+            return
+        failure = notify.exception()
+        if failure is not None and not is_cancellation(failure):
+            self._host.logger.warning("the reviewer could not be notified: %s", failure_message(failure))
 
     def _reviewer_context(self) -> list[DecisionRecord]:
         """The last steps, for the reviewer, with large arguments cut: the notice must stay under Temporal's payload limit."""
