@@ -17,7 +17,6 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
-import mcp_types as mcp
 from temporalio import activity
 
 from durable_agent import genai
@@ -32,7 +31,7 @@ from durable_agent.activities.common import (
     tool_result_text,
 )
 from durable_agent.jsonsafe import json_safe
-from durable_agent.mcp.client import McpCallLost, McpErrorResponse, McpUnavailable
+from durable_agent.mcp.errors import INTERNAL_ERROR, INVALID_PARAMS, McpCallLost, McpErrorResponse, McpUnavailable
 from durable_agent.mcp.mapping import McpAnswer, McpTool, answer_size, convert
 from durable_agent.retry import TOOL_RETRY_POLICIES, ErrorKind, next_delay
 from durable_agent.schemas import ToolCall, ToolCallInput, ToolCallOutput, ToolInfo
@@ -134,9 +133,9 @@ class McpToolActivities:
             raise retry_error(f"{call.name}: {exc}", kind, next_delay(plan, kind, attempt)) from None
         except McpErrorResponse as exc:
             message = cut(str(exc), ERROR_CHARS)
-            if exc.code == mcp.INVALID_PARAMS:
+            if exc.code == INVALID_PARAMS:
                 return ToolCallOutput(status="invalid_arguments", error=message, preview=message[:PREVIEW_CHARS], duration_ms=elapsed_ms(started))
-            if exc.code == mcp.INTERNAL_ERROR and not once_only:
+            if exc.code == INTERNAL_ERROR and not once_only:
                 raise retry_error(f"{call.name}: {message}", ErrorKind.TOOL_CRASH, next_delay(plan, ErrorKind.TOOL_CRASH, attempt)) from None
             return ToolCallOutput(status="error", error=message, preview=message[:PREVIEW_CHARS], duration_ms=elapsed_ms(started))
         limit = self.mcp.servers[tool.server].max_result_bytes

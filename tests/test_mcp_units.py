@@ -261,3 +261,20 @@ class TestConnections:
         finally:
             await catalog.close()
 
+
+
+class TestWithoutServers:
+    """A worker with no MCP server never loads the MCP SDK: it was half of every process's start."""
+
+    def test_the_worker_and_the_cli_start_without_the_sdk(self) -> None:
+        import subprocess
+        import sys
+
+        probe = "import sys, durable_agent.cli, durable_agent.cli.worker, durable_agent.cli.approve; print(sorted(m for m in sys.modules if m.split('.')[0] in ('mcp', 'mcp_types')))"
+        loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+        assert loaded.stdout.strip() == "[]", loaded.stdout
+
+    def test_the_json_rpc_codes_are_the_sdks(self) -> None:
+        from durable_agent.mcp import errors
+
+        assert (errors.INVALID_PARAMS, errors.INTERNAL_ERROR) == (mcp.INVALID_PARAMS, mcp.INTERNAL_ERROR)

@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from durable_agent.mcp.catalog import McpCatalog, ServerListing
-from durable_agent.mcp.client import McpErrorResponse, McpUnavailable
+from durable_agent.mcp.errors import McpErrorResponse, McpUnavailable
 from durable_agent import remote_tools
 from durable_agent.mcp.config import WILDCARD
 from durable_agent.mcp.mapping import policy_text

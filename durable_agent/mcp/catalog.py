@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from durable_agent.errors import ConfigError
-from durable_agent.mcp.client import McpConnection, McpErrorResponse, McpUnavailable
+from durable_agent.mcp.errors import McpErrorResponse, McpUnavailable
 from durable_agent.mcp.config import WILDCARD, McpServerConfig, is_mcp_entry, normalize, split_entry
 from durable_agent.mcp.mapping import McpTool, from_listing, listing_problems, shared_names
 from durable_agent.ratelimit import profile_lane
@@ -56,6 +56,9 @@ class McpCatalog:
 
     def __init__(self, servers: dict[str, McpServerConfig], environ: Mapping[str, str] | None = None) -> None:
         self.servers = servers
+        # The SDK is imported only by a worker that has servers to connect to.
+        from durable_agent.mcp.client import McpConnection
+
         self.connections = {name: McpConnection(name, config, environ) for name, config in servers.items()}
         self._listings: dict[str, ServerListing] = {}
         self._prefixes = {f"mcp__{normalize(name)}__": name for name in servers}

@@ -30,6 +30,7 @@ from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 from durable_agent.mcp.config import McpServerConfig, redactor
+from durable_agent.mcp.errors import McpCallLost, McpErrorResponse, McpUnavailable
 
 log = logging.getLogger("durable_agent.mcp")
 
@@ -76,30 +77,6 @@ def _guard_logs(secrets: list[str]) -> None:
 
 # One line per HTTP request (with its URL) is noise in a worker's log, and a URL may carry a secret.
 logging.getLogger("httpx2").setLevel(logging.WARNING)
-
-
-class McpUnavailable(Exception):
-    """The server could not be reached, or had no free slot in time (``busy``): nothing was sent."""
-
-    def __init__(self, message: str, *, busy: bool = False) -> None:
-        super().__init__(message)
-        self.busy = busy
-
-
-class McpCallLost(Exception):
-    """The request was sent, but no answer came back (a timeout, a closed connection): its outcome is unknown."""
-
-    def __init__(self, message: str, *, timed_out: bool) -> None:
-        super().__init__(message)
-        self.timed_out = timed_out
-
-
-class McpErrorResponse(Exception):
-    """The server answered with a JSON-RPC error (or an answer that is not valid MCP)."""
-
-    def __init__(self, message: str, code: int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class _Session:

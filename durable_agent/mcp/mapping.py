@@ -13,12 +13,13 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
-from typing import Any
-
-import mcp_types as mcp
+from typing import TYPE_CHECKING, Any
 
 from durable_agent.mcp.config import MAX_TOOL_NAME, model_facing_name
 from durable_agent.schemas import ToolInfo
+
+if TYPE_CHECKING:  # the SDK's types are needed only once a server answers
+    import mcp_types as mcp
 
 #: Image types the Messages API reads; others are described in words.
 IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
@@ -148,6 +149,8 @@ class McpAnswer:
 
 def answer_size(result: mcp.CallToolResult) -> int:
     """The answer's size in characters, roughly as it came over the wire."""
+    import mcp_types as mcp
+
     size = len(json.dumps(result.structured_content, default=str)) if result.structured_content is not None else 0
     for block in result.content:
         if isinstance(block, mcp.TextContent):
@@ -164,6 +167,8 @@ def answer_size(result: mcp.CallToolResult) -> int:
 
 def convert(result: mcp.CallToolResult) -> McpAnswer:
     """Text, ``structuredContent`` and images of a result, as the model will see them."""
+    import mcp_types as mcp
+
     texts: list[str] = []
     images: list[dict[str, Any]] = []
     notes: list[str] = []
