@@ -17,9 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from temporalio.client import WorkflowFailureError
+from temporalio.client import WorkflowFailureError, WorkflowHistory
 
 from durable_agent.models.anthropic import set_credentials_provider
+from durable_agent.schemas import AgentResult
 from tests import tools_for_tests
 from tests.conftest import ROOT, Harness, subprocess_env
 from tests.fake_anthropic import FakeAnthropic, text, tool_use
@@ -143,31 +144,32 @@ class TestRollingDeploy:
 class TestCancelWaitsForWorldChangingTools:
     """A cancelled run reports "cancelled" only once a tool that changes the world has stopped."""
 
-    async def test_sync_transfer_finishes_before_cancelled_is_reported(self, harness: Harness, fake: FakeAnthropic) -> None:
-        fake.script(tool_use("slow_transfer", {"account": "acc-9", "amount": 3.0, "seconds": 3.0}))
+    @staticmethod
+    async def cancelled_during(harness: Harness, tool: str) -> tuple[AgentResult, list[str], WorkflowHistory]:
+        """Run ``tool`` (scripted already), cancel the run once it starts: the result, the tool's events as the run
+        ended, and the history."""
         with ThreadPoolExecutor(max_workers=2, thread_name_prefix="tool") as pool:
-            async with harness.worker(claude("slow_transfer"), tool_executor=pool):
+            async with harness.worker(claude(tool), tool_executor=pool):
                 handle = await harness.start({"task": "transfer, then be cancelled"})
-                await until(lambda: tools_for_tests.calls("slow_transfer"), "the transfer to start")
+                await until(lambda: tools_for_tests.calls(tool), "the transfer to start")
                 await handle.cancel()
                 result = await handle.result()
-                # Read at once: the run's end must come after the transfer's.
-                seen = [c["event"] for c in tools_for_tests.calls("slow_transfer")]
+                # Read at once: the run's end must come after the tool's.
+                seen = [c["event"] for c in tools_for_tests.calls(tool)]
+                return result, seen, await handle.fetch_history()
+
+    async def test_sync_transfer_finishes_before_cancelled_is_reported(self, harness: Harness, fake: FakeAnthropic) -> None:
+        fake.script(tool_use("slow_transfer", {"account": "acc-9", "amount": 3.0, "seconds": 3.0}))
+        result, seen, _ = await self.cancelled_during(harness, "slow_transfer")
         assert result.status == "cancelled"
         assert seen == ["started", "finished"]
 
     async def test_a_transfer_that_fails_after_the_cancel_still_ends_the_run(self, harness: Harness, fake: FakeAnthropic) -> None:
         # Found by CI: the tool's attempt timed out after the cancel, and the run went on to ask the model again.
         fake.script(tool_use("failing_transfer", {"account": "acc-9", "amount": 3.0, "seconds": 2.0}), text("carried on after the cancel"))
-        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="tool") as pool:
-            async with harness.worker(claude("failing_transfer"), tool_executor=pool):
-                handle = await harness.start({"task": "transfer, then be cancelled"})
-                await until(lambda: tools_for_tests.calls("failing_transfer"), "the transfer to start")
-                await handle.cancel()
-                result = await handle.result()
-                history = await handle.fetch_history()
+        result, seen, history = await self.cancelled_during(harness, "failing_transfer")
         assert result.status == "cancelled", result
-        assert [c["event"] for c in tools_for_tests.calls("failing_transfer")] == ["started", "crashed"], "run once, never again"
+        assert seen == ["started", "crashed"], "run once, never again"
         assert len(fake.requests) == 1, "no model call after the cancel"
         assert attempts(history, "think") == [1]
 

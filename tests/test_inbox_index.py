@@ -45,6 +45,15 @@ async def cancel_all(handles: list[WorkflowHandle[Any, Any]]) -> None:
         await handle.result()
 
 
+async def encrypting(server_address: str, state_dir: Any, monkeypatch: pytest.MonkeyPatch) -> tuple[Client, Harness]:
+    """A client and a harness whose payloads and store are encrypted with a fresh key."""
+    monkeypatch.setenv("AGENT_ENCRYPTION_KEYS", "k1:" + base64.b64encode(os.urandom(32)).decode())
+    client = await connect(server_address)  # encrypts with the keys
+    harness = Harness(client, state_dir)
+    harness.store = open_store(KeyRing.from_env())
+    return client, harness
+
+
 class TestPendingInMemo:
     async def test_waiting_runs_are_listed_without_one_query(self, harness: Harness) -> None:
         async with harness.worker():
@@ -70,10 +79,7 @@ class TestPendingInMemo:
 
 class TestMemoEncrypted:
     async def test_with_keys_the_memo_holds_no_plaintext(self, server_address: str, state_dir: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("AGENT_ENCRYPTION_KEYS", "k1:" + base64.b64encode(os.urandom(32)).decode())
-        client = await connect(server_address)  # encrypts with the keys
-        harness = Harness(client, state_dir)
-        harness.store = open_store(KeyRing.from_env())
+        client, harness = await encrypting(server_address, state_dir, monkeypatch)
         async with harness.worker():
             handle = await harness.start(CANCEL_1001)
             try:
@@ -97,10 +103,7 @@ class TestRunsThatCannotAnswer:
     """
 
     async def test_a_memo_this_inbox_cannot_open_is_not_asked_about(self, server_address: str, state_dir: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("AGENT_ENCRYPTION_KEYS", "k1:" + base64.b64encode(os.urandom(32)).decode())
-        client = await connect(server_address)
-        harness = Harness(client, state_dir)
-        harness.store = open_store(KeyRing.from_env())
+        client, harness = await encrypting(server_address, state_dir, monkeypatch)
         async with harness.worker():
             handle = await harness.start(CANCEL_1001)
             try:
