@@ -91,6 +91,7 @@ class Approvals:
         listed = {run.run_id for run in runs}
         for gone in [run_id for run_id in self._asking if run_id not in listed]:
             self._asking.pop(gone)[1].cancel()
+        self._sealed &= listed  # a long-lived inbox keeps only what it still lists
         items = [item for run_items in found for item in run_items]
         return Listing(items=sorted(items, key=lambda item: (item.approval.deadline, item.key)))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 INVALID_PARAMS = -32602
 INTERNAL_ERROR = -32603
 
+
 class McpUnavailable(Exception):
     """The server could not be reached, or had no free slot in time (``busy``): nothing was sent."""
 
